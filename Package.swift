@@ -1,0 +1,63 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "lmsvr",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "lmsvr", targets: ["CLI"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq",
+                       providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
+                       providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "Core", dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "SQLStore", dependencies: [
+            "Core",
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Migrate", dependencies: ["SQLStore"]),
+        .target(name: "PGStore", dependencies: ["CLibPQ", "Core", "SQLStore", "Migrate",
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "SQLiteStore", dependencies: ["CSQLite", "Core", "SQLStore", "Migrate",
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        .target(name: "App", dependencies: [
+            "Core", "SQLStore",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .executableTarget(name: "CLI", dependencies: [
+            "Core", "SQLStore", "PGStore", "SQLiteStore", "Migrate", "App",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "CoreTests", dependencies: ["Core"]),
+        .testTarget(name: "MigrateTests", dependencies: ["Migrate", "SQLiteStore", "PGStore", "SQLStore"]),
+        .testTarget(name: "StoreContractTests", dependencies: ["Core", "SQLStore", "SQLiteStore", "PGStore"]),
+        .testTarget(name: "CLITests", dependencies: ["Core"]),
+        .testTarget(name: "AppTests", dependencies: [
+            "App", "Core", "SQLStore", "SQLiteStore",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+    ]
+)

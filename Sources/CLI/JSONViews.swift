@@ -1,0 +1,210 @@
+import Foundation
+import Core
+
+/// The JSON shapes the CLI prints with `--json`: snake_case, money as exact decimal strings
+/// (plus the integer nano-dollars), times as RFC 3339 UTC.
+struct CustomerView: Encodable {
+    var id: Int64
+    var name: String
+    var email: String
+    var monthly_budget_usd: String?
+    var monthly_budget_nanos: Int64?
+    var created_at: String
+
+    init(_ c: Customer) {
+        id = c.id
+        name = c.name
+        email = c.email
+        monthly_budget_usd = c.monthlyBudget?.decimalString
+        monthly_budget_nanos = c.monthlyBudget?.nanos
+        created_at = Timestamp.iso8601(micros: c.createdAtMicros)
+    }
+}
+
+struct KeyView: Encodable {
+    var id: Int64
+    var customer_id: Int64
+    var name: String?
+    var prefix: String
+    var created_at: String
+    var revoked: Bool
+    var revoked_at: String?
+    /// Present only right after `generate-key`.
+    var key: String?
+    var warning: String?
+
+    init(_ k: KeyRecord, plaintext: String? = nil) {
+        id = k.id
+        customer_id = k.customerId
+        name = k.name
+        prefix = k.displayPrefix
+        created_at = Timestamp.iso8601(micros: k.createdAtMicros)
+        revoked = k.isRevoked
+        revoked_at = k.revokedAtMicros.map { Timestamp.iso8601(micros: $0) }
+        key = plaintext
+        warning = plaintext == nil ? nil : "Store this key now: it cannot be shown again."
+    }
+}
+
+struct PriceView: Encodable {
+    var model: String
+    var per_request_usd: String
+    var per_model_usd: String
+    var input_per_1m_usd: String
+    var output_per_1m_usd: String
+    var cached_input_per_1m_usd: String?
+    var effective_from: String
+
+    init(_ p: PriceRecord) {
+        model = p.model
+        per_request_usd = p.price.perRequest.decimalString
+        per_model_usd = p.price.perModel.decimalString
+        input_per_1m_usd = p.price.inputPer1M.decimalString
+        output_per_1m_usd = p.price.outputPer1M.decimalString
+        cached_input_per_1m_usd = p.price.cachedInputPer1M?.decimalString
+        effective_from = Timestamp.iso8601(micros: p.effectiveFromMicros)
+    }
+}
+
+struct BudgetView: Encodable {
+    var customer_id: Int64
+    var period: String
+    var unlimited: Bool
+    var budget_usd: String?
+    var spent_usd: String
+    var held_usd: String
+    var remaining_usd: String?
+    var budget_nanos: Int64?
+    var spent_nanos: Int64
+    var held_nanos: Int64
+
+    init(_ s: BudgetStatus) {
+        customer_id = s.customerId
+        period = s.period.description
+        unlimited = s.budget == nil
+        budget_usd = s.budget?.decimalString
+        spent_usd = s.spent.decimalString
+        held_usd = s.held.decimalString
+        remaining_usd = s.remaining?.decimalString
+        budget_nanos = s.budget?.nanos
+        spent_nanos = s.spent.nanos
+        held_nanos = s.held.nanos
+    }
+}
+
+struct ReportView: Encodable {
+    struct Line: Encodable {
+        var model: String
+        var requests: Int64
+        var prompt_tokens: Int64
+        var completion_tokens: Int64
+        var cost_usd: String
+        var cost_nanos: Int64
+    }
+    var customer_id: Int64
+    var start_date: String?
+    var end_date: String?
+    var total_requests: Int64
+    var total_prompt_tokens: Int64
+    var total_completion_tokens: Int64
+    var total_cost_usd: String
+    var total_cost_nanos: Int64
+    var by_model: [Line]
+
+    init(_ r: UsageReport) {
+        customer_id = r.customerId
+        start_date = r.range.start?.description
+        end_date = r.range.end?.description
+        total_requests = r.totalRequests
+        total_prompt_tokens = r.totalPromptTokens
+        total_completion_tokens = r.totalCompletionTokens
+        total_cost_usd = r.totalCost.decimalString
+        total_cost_nanos = r.totalCost.nanos
+        by_model = r.byModel.map {
+            Line(model: $0.model, requests: $0.requests, prompt_tokens: $0.promptTokens,
+                 completion_tokens: $0.completionTokens, cost_usd: $0.cost.decimalString, cost_nanos: $0.cost.nanos)
+        }
+    }
+}
+
+/// One exported usage row; also the CSV columns, in this order.
+struct UsageRowView: Encodable {
+    var request_id: String
+    var created_at: String
+    var customer_id: Int64
+    var key_id: Int64?
+    var endpoint: String
+    var dialect: String
+    var provider: String
+    var model: String
+    var http_status: Int
+    var outcome: String
+    var prompt_tokens: Int64
+    var completion_tokens: Int64
+    var cached_tokens: Int64
+    var token_source: String
+    var cost_usd: String
+    var held_usd: String
+    var price_per_request_usd: String
+    var price_per_model_usd: String
+    var price_input_per_1m_usd: String
+    var price_output_per_1m_usd: String
+    var price_source: String
+    var latency_ms: String
+    var ttfb_ms: String?
+
+    static let csvHeader = [
+        "request_id", "created_at", "customer_id", "key_id", "endpoint", "dialect", "provider", "model", "http_status",
+        "outcome", "prompt_tokens", "completion_tokens", "cached_tokens", "token_source", "cost_usd", "held_usd",
+        "price_per_request_usd", "price_per_model_usd", "price_input_per_1m_usd", "price_output_per_1m_usd",
+        "price_source", "latency_ms", "ttfb_ms",
+    ]
+
+    init(_ u: UsageRecord) {
+        request_id = u.requestId
+        created_at = Timestamp.iso8601(micros: u.createdAtMicros)
+        customer_id = u.customerId
+        key_id = u.keyId
+        endpoint = u.endpoint
+        dialect = u.dialect
+        provider = u.provider
+        model = u.model
+        http_status = u.httpStatus
+        outcome = u.outcome.rawValue
+        prompt_tokens = u.promptTokens
+        completion_tokens = u.completionTokens
+        cached_tokens = u.cachedTokens
+        token_source = u.tokenSource.rawValue
+        cost_usd = u.cost.decimalString
+        held_usd = u.held.decimalString
+        price_per_request_usd = u.price.perRequest.decimalString
+        price_per_model_usd = u.price.perModel.decimalString
+        price_input_per_1m_usd = u.price.inputPer1M.decimalString
+        price_output_per_1m_usd = u.price.outputPer1M.decimalString
+        price_source = u.priceSource.rawValue
+        latency_ms = Self.millis(u.latencyMicros)
+        ttfb_ms = u.timeToFirstByteMicros.map(Self.millis)
+    }
+
+    var csvFields: [String] {
+        [request_id, created_at, String(customer_id), key_id.map(String.init) ?? "", endpoint, dialect, provider, model,
+         String(http_status), outcome, String(prompt_tokens), String(completion_tokens), String(cached_tokens),
+         token_source, cost_usd, held_usd, price_per_request_usd, price_per_model_usd, price_input_per_1m_usd,
+         price_output_per_1m_usd, price_source, latency_ms, ttfb_ms ?? ""]
+    }
+
+    static func millis(_ micros: Int64) -> String {
+        let frac = String(micros % 1000)
+        return "\(micros / 1000).\(String(repeating: "0", count: 3 - frac.count))\(frac)"
+    }
+}
+
+/// Quotes a CSV field per RFC 4180 when it needs it, and defuses spreadsheet formulas.
+func csvField(_ text: String) -> String {
+    var value = text
+    if let first = value.first, "=+-@".contains(first), Int64(value) == nil { value = "'" + value }
+    if value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) {
+        return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+    return value
+}

@@ -1,0 +1,162 @@
+/// Every setting lmsvr reads, parsed and validated once at start-up.
+///
+/// Nothing else in lmsvr reads the environment. A bad value is a `ConfigurationError` that names
+/// the variable; secrets are never part of a message.
+public struct Configuration: Sendable {
+    public enum LogFormat: String, Sendable { case text, json }
+    public enum LogLevel: String, Sendable { case debug = "DEBUG", info = "INFO", warning = "WARNING", error = "ERROR" }
+
+    public var databaseURL: String
+    public var database: DatabaseLocation
+    public var ollamaBaseURL: String
+    public var openAIAPIKey: String?
+    public var openAIBaseURL: String
+    public var anthropicAPIKey: String?
+    public var anthropicBaseURL: String
+    public var host: String
+    public var port: Int
+    public var logLevel: LogLevel
+    public var logFormat: LogFormat
+    /// What a request to a model without a price row costs.
+    public var defaultPricePerRequest: Money
+    /// Largest request body accepted, in bytes (413 beyond).
+    public var maxBodyBytes: Int
+    public var upstreamConnectTimeoutSeconds: Int
+    /// How long the upstream may stay silent (before the first byte or between chunks): 504.
+    public var upstreamReadTimeoutSeconds: Int
+    /// Output tokens held for a token-priced request that sets no limit of its own.
+    public var defaultMaxOutputTokens: Int64
+    /// How long a hold lives before any replica may release it (longer than any request).
+    public var holdExpirySeconds: Int
+    /// How long cached keys, customers and prices may be served without a change notice.
+    public var cacheTTLSeconds: Double
+    public var databasePoolSize: Int
+    public var databasePoolWaitMillis: Int
+    /// How long SIGTERM waits for in-flight requests and streams.
+    public var shutdownGraceSeconds: Int
+    public var upstreamMaxConnections: Int
+
+    /// Every variable with its default, in the order `.env.example` and the README list them.
+    public static let defaults: KeyValuePairs<String, String> = [
+        "DATABASE_URL": DatabaseLocation.defaultURL,
+        "OLLAMA_BASE_URL": "http://localhost:11434",
+        "OPENAI_API_KEY": "",
+        "OPENAI_BASE_URL": "https://api.openai.com/v1",
+        "ANTHROPIC_API_KEY": "",
+        "ANTHROPIC_BASE_URL": "https://api.anthropic.com",
+        "HOST": "0.0.0.0",
+        "PORT": "8000",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "text",
+        "DEFAULT_PRICE_PER_REQUEST": "0.01",
+        "MAX_BODY_BYTES": "16777216",
+        "UPSTREAM_CONNECT_TIMEOUT_SECONDS": "5",
+        "UPSTREAM_READ_TIMEOUT_SECONDS": "300",
+        "DEFAULT_MAX_OUTPUT_TOKENS": "4096",
+        "HOLD_EXPIRY_SECONDS": "900",
+        "CACHE_TTL_SECONDS": "5",
+        "DB_POOL_SIZE": "10",
+        "DB_POOL_WAIT_MS": "2000",
+        "SHUTDOWN_GRACE_SECONDS": "30",
+        "UPSTREAM_MAX_CONNECTIONS": "512",
+    ]
+
+    /// Parses settings from an environment (the process environment merged over `.env`).
+    public init(environment env: [String: String]) throws(ConfigurationError) {
+        func value(_ name: String) -> String {
+            if let v = env[name], !v.isEmpty { return v }
+            return Configuration.defaults.first { $0.key == name }?.value ?? ""
+        }
+        func optional(_ name: String) -> String? {
+            let v = env[name]?.trimmingWhitespace() ?? ""
+            return v.isEmpty ? nil : v
+        }
+        func integer(_ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+            let text = value(name).trimmingWhitespace()
+            guard let n = Int(text), range.contains(n) else {
+                throw ConfigurationError(variable: name,
+                    message: "'\(text)' is not a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return n
+        }
+        func url(_ name: String) throws(ConfigurationError) -> String {
+            var text = value(name).trimmingWhitespace()
+            guard text.hasPrefix("http://") || text.hasPrefix("https://"), text.count > 8 else {
+                throw ConfigurationError(variable: name, message: "'\(text)' is not an http:// or https:// URL")
+            }
+            while text.hasSuffix("/") { text.removeLast() }
+            return text
+        }
+
+        self.databaseURL = value("DATABASE_URL")
+        self.database = try DatabaseLocation(url: databaseURL)
+        self.ollamaBaseURL = try url("OLLAMA_BASE_URL")
+        self.openAIAPIKey = optional("OPENAI_API_KEY")
+        self.openAIBaseURL = try url("OPENAI_BASE_URL")
+        self.anthropicAPIKey = optional("ANTHROPIC_API_KEY")
+        self.anthropicBaseURL = try url("ANTHROPIC_BASE_URL")
+        self.host = value("HOST").trimmingWhitespace()
+        self.port = try integer("PORT", 0...65535)
+        guard let level = LogLevel(rawValue: value("LOG_LEVEL").trimmingWhitespace().uppercased()) else {
+            throw ConfigurationError(variable: "LOG_LEVEL", message: "'\(value("LOG_LEVEL"))' is not DEBUG, INFO, WARNING or ERROR")
+        }
+        self.logLevel = level
+        guard let format = LogFormat(rawValue: value("LOG_FORMAT").trimmingWhitespace().lowercased()) else {
+            throw ConfigurationError(variable: "LOG_FORMAT", message: "'\(value("LOG_FORMAT"))' is not text or json")
+        }
+        self.logFormat = format
+        do {
+            self.defaultPricePerRequest = try Money(parsing: value("DEFAULT_PRICE_PER_REQUEST"))
+        } catch {
+            throw ConfigurationError(variable: "DEFAULT_PRICE_PER_REQUEST", message: error.description)
+        }
+        self.maxBodyBytes = try integer("MAX_BODY_BYTES", 1024...1_073_741_824)
+        self.upstreamConnectTimeoutSeconds = try integer("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 1...600)
+        self.upstreamReadTimeoutSeconds = try integer("UPSTREAM_READ_TIMEOUT_SECONDS", 1...86_400)
+        self.defaultMaxOutputTokens = Int64(try integer("DEFAULT_MAX_OUTPUT_TOKENS", 1...10_000_000))
+        self.holdExpirySeconds = try integer("HOLD_EXPIRY_SECONDS", 10...604_800)
+        let ttlText = value("CACHE_TTL_SECONDS").trimmingWhitespace()
+        guard let ttl = Double(ttlText), ttl >= 0, ttl <= 3600 else {
+            throw ConfigurationError(variable: "CACHE_TTL_SECONDS", message: "'\(ttlText)' is not a number of seconds from 0 to 3600")
+        }
+        self.cacheTTLSeconds = ttl
+        self.databasePoolSize = try integer("DB_POOL_SIZE", 1...1000)
+        self.databasePoolWaitMillis = try integer("DB_POOL_WAIT_MS", 1...600_000)
+        self.shutdownGraceSeconds = try integer("SHUTDOWN_GRACE_SECONDS", 0...3600)
+        self.upstreamMaxConnections = try integer("UPSTREAM_MAX_CONNECTIONS", 1...100_000)
+        if upstreamReadTimeoutSeconds >= holdExpirySeconds {
+            throw ConfigurationError(variable: "HOLD_EXPIRY_SECONDS",
+                message: "must be longer than UPSTREAM_READ_TIMEOUT_SECONDS, or live requests' holds could be released")
+        }
+    }
+}
+
+/// Reads a `.env` file: `KEY=value` lines, `#` comments, optional `export `, optional quotes.
+public enum DotEnv {
+    public static func parse(_ text: String) -> [String: String] {
+        var result: [String: String] = [:]
+        for rawLine in text.split(whereSeparator: \.isNewline) {
+            var line = Substring(rawLine.trimmingWhitespace())
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("export ") { line = line.dropFirst(7) }
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            let key = line[..<eq].trimmingWhitespace()
+            var value = line[line.index(after: eq)...].trimmingWhitespace()
+            if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
+                value = String(value.dropFirst().dropLast())
+            } else if let hash = value.range(of: " #") {
+                value = String(value[..<hash.lowerBound]).trimmingWhitespace()
+            }
+            guard !key.isEmpty else { continue }
+            result[key] = value
+        }
+        return result
+    }
+
+    /// `.env` (if any) overlaid by the process environment, which wins.
+    public static func merged(dotEnvContents: String?, environment: [String: String]) -> [String: String] {
+        var merged = dotEnvContents.map(parse) ?? [:]
+        for (k, v) in environment { merged[k] = v }
+        return merged
+    }
+}

@@ -1,0 +1,64 @@
+/// The prices that apply to one model, all as exact money.
+///
+/// Token prices are per one million tokens. `cachedInputPer1M`, when set, prices the cached part
+/// of the prompt (OpenAI and Anthropic report it); otherwise cached tokens cost the input price.
+public struct ModelPrice: Sendable, Hashable, Codable {
+    public var perRequest: Money
+    public var perModel: Money
+    public var inputPer1M: Money
+    public var outputPer1M: Money
+    public var cachedInputPer1M: Money?
+
+    public init(perRequest: Money, perModel: Money = .zero, inputPer1M: Money = .zero,
+                outputPer1M: Money = .zero, cachedInputPer1M: Money? = nil) {
+        self.perRequest = perRequest
+        self.perModel = perModel
+        self.inputPer1M = inputPer1M
+        self.outputPer1M = outputPer1M
+        self.cachedInputPer1M = cachedInputPer1M
+    }
+
+    /// Whether the price depends on token counts (so a hold has to estimate them).
+    public var isTokenPriced: Bool {
+        inputPer1M.nanos != 0 || outputPer1M.nanos != 0 || (cachedInputPer1M?.nanos ?? 0) != 0
+    }
+
+    /// The cost of one request: flat fees plus token charges, rounded half-up once.
+    ///
+    /// `cachedTokens` is the part of `promptTokens` that was served from a cache.
+    public func cost(promptTokens: Int64, completionTokens: Int64, cachedTokens: Int64 = 0) -> Money {
+        let cached = Int128(max(0, min(cachedTokens, promptTokens)))
+        let uncached = Int128(max(0, promptTokens)) - cached
+        let cachedPrice = Int128((cachedInputPer1M ?? inputPer1M).nanos)
+        // Sum in nano-dollars × 10⁶ (Int128 cannot overflow here), then divide once.
+        let tokenMicroNanos = uncached * Int128(inputPer1M.nanos) + cached * cachedPrice
+            + Int128(max(0, completionTokens)) * Int128(outputPer1M.nanos)
+        let tokenNanos = (tokenMicroNanos + 500_000) / 1_000_000
+        let total = Int128(perRequest.nanos) + Int128(perModel.nanos) + tokenNanos
+        return Money(nanos: Int64(clamping: total))
+    }
+}
+
+/// A price row as stored: a model's prices from a moment on, until a newer row replaces it.
+public struct PriceRecord: Sendable, Hashable, Codable {
+    public var model: String
+    public var price: ModelPrice
+    /// Microseconds since the Unix epoch from which this row applies.
+    public var effectiveFromMicros: Int64
+
+    public init(model: String, price: ModelPrice, effectiveFromMicros: Int64) {
+        self.model = model
+        self.price = price
+        self.effectiveFromMicros = effectiveFromMicros
+    }
+}
+
+/// Where the price applied to a request came from.
+public enum PriceSource: String, Sendable, Codable {
+    /// A row written by `set-pricing`.
+    case configured
+    /// The price table shipped with lmsvr (OpenAI and Anthropic models).
+    case catalog
+    /// No row: the default price per request.
+    case fallback = "default"
+}

@@ -1,0 +1,83 @@
+/// Everything lmsvr keeps, behind one protocol with a SQLite and a PostgreSQL implementation.
+///
+/// Methods speak the domain: `nil` means "not found", and the caller (CLI or HTTP layer) decides
+/// what that means. Errors are `StoreError`. Implementations run every blocking database call off
+/// the caller's thread and retry deadlocks and serialization failures themselves.
+public protocol Store: Sendable {
+    // MARK: Customers
+    func createCustomer(name: String, email: String, monthlyBudget: Money?, nowMicros: Int64) async throws -> Customer
+    func customer(id: Int64) async throws -> Customer?
+    func listCustomers() async throws -> [Customer]
+    /// Changes a customer's monthly budget (`nil`: unlimited). Returns the updated customer.
+    func setBudget(customerId: Int64, monthlyBudget: Money?) async throws -> Customer?
+
+    // MARK: Keys
+    /// Stores a new key's hash; `nil` when the customer does not exist.
+    func createKey(customerId: Int64, name: String?, nowMicros: Int64) async throws -> NewKey?
+    /// Revokes a key; returns it (already revoked keys keep their first revocation time), or `nil`.
+    func revokeKey(id: Int64, nowMicros: Int64) async throws -> KeyRecord?
+    func listKeys(customerId: Int64) async throws -> [KeyRecord]
+    /// Resolves a key hash to its owner; revoked keys are returned with `revoked` set.
+    func principal(forKeyHash hash: String) async throws -> Principal?
+
+    // MARK: Pricing and models
+    /// Adds a price row effective from `effectiveFromMicros`; older rows stay for history.
+    func setPrice(model: String, price: ModelPrice, effectiveFromMicros: Int64) async throws -> PriceRecord
+    /// The row in force at an instant, or `nil` when the model has none.
+    func price(model: String, atMicros: Int64) async throws -> PriceRecord?
+    /// The row in force now for every model that has one.
+    func currentPrices(atMicros: Int64) async throws -> [PriceRecord]
+    func upsertModelMetadata(_ models: [ModelMetadata]) async throws
+    func modelMetadata() async throws -> [ModelMetadata]
+
+    // MARK: Budgets
+    /// Sets `request.amount` aside if spent + held + amount ≤ budget, atomically under the
+    /// customer's period row lock.
+    func hold(_ request: HoldRequest) async throws -> HoldDecision
+    /// Drops the hold, adds the actual cost to spent and writes the usage row, in one
+    /// transaction. Returns `false` (and changes nothing) when the hold was already settled or
+    /// released.
+    func settle(holdId: String, usage: UsageRecord) async throws -> Bool
+    /// Writes a usage row for a request that never held anything (e.g. refused with 402).
+    func recordUnheld(_ usage: UsageRecord) async throws
+    /// Releases holds whose expiry has passed, each once, with a `hold_expired` usage row.
+    /// Returns how many this call released.
+    func releaseExpiredHolds(nowMicros: Int64, limit: Int) async throws -> Int
+    func budgetStatus(customerId: Int64, period: BudgetPeriod) async throws -> BudgetStatus?
+
+    // MARK: Reports
+    func usageReport(customerId: Int64, range: DayRange) async throws -> UsageReport
+    /// Calls `body` once per usage row in time order, streaming: never the whole set in memory.
+    /// `body` runs on the store's thread and may block (it writes the export).
+    func exportUsage(customerId: Int64, range: DayRange,
+                     _ body: @escaping @Sendable (UsageRecord) throws -> Void) async throws -> Int
+
+    // MARK: Health and lifecycle
+    /// Runs a trivial query; throws `StoreError.unavailable` when the database cannot be reached.
+    func ping() async throws
+    func close() async
+}
+
+/// What can go wrong in a store, in terms a caller can act on.
+public enum StoreError: Error, CustomStringConvertible, Equatable {
+    /// The database cannot be reached or refused the connection. The message is redacted.
+    case unavailable(String)
+    /// A uniqueness rule was broken (e.g. a second customer with the same email).
+    case duplicate(String)
+    /// The schema is older than this binary; `lmsvr migrate` is needed.
+    case schemaBehind(String)
+    /// Any other database failure, already redacted.
+    case failed(String)
+    /// The pool had no free connection within its wait limit.
+    case poolExhausted
+
+    public var description: String {
+        switch self {
+        case .unavailable(let s): "database unavailable: \(s)"
+        case .duplicate(let s): s
+        case .schemaBehind(let s): s
+        case .failed(let s): "database error: \(s)"
+        case .poolExhausted: "database busy: no connection free in time"
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import Core
+
+extension SQLStore {
+    public func hold(_ request: HoldRequest) async throws -> HoldDecision {
+        let period = BudgetPeriod(containingMicros: request.nowMicros)
+        return try await write { c in
+            try c.execute(
+                "INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT (customer_id, period) DO NOTHING",
+                .int(request.customerId), .text(period.description))
+            // The conditional UPDATE takes the period row lock; PostgreSQL re-checks the condition
+            // against the latest committed row after waiting for it, so concurrent holds queue here
+            // and each sees the others' amounts. On SQLite, BEGIN IMMEDIATE already serialises.
+            let admitted = try c.execute(
+                """
+                UPDATE budget_periods SET held_nanos = held_nanos + $3 WHERE customer_id = $1 AND period = $2 \
+                AND ((SELECT monthly_budget_nanos FROM customers WHERE id = $1) IS NULL \
+                OR spent_nanos + held_nanos + $3 <= (SELECT monthly_budget_nanos FROM customers WHERE id = $1)) \
+                RETURNING spent_nanos
+                """, .int(request.customerId), .text(period.description), .int(request.amount.nanos))
+            guard !admitted.isEmpty else {
+                return .refused(try Self.budgetStatus(c, customerId: request.customerId, period: period)
+                    ?? BudgetStatus(customerId: request.customerId, period: period, budget: .zero, spent: .zero, held: .zero))
+            }
+            try c.execute(
+                """
+                INSERT INTO holds (id, customer_id, key_id, period, amount_nanos, created_us, expires_us, endpoint, dialect, \
+                provider, model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                """,
+                .text(request.holdId), .int(request.customerId), .optional(request.keyId), .text(period.description),
+                .int(request.amount.nanos), .int(request.nowMicros), .int(request.expiresAtMicros),
+                .text(request.endpoint), .text(request.dialect), .text(request.provider), .text(request.model))
+            return .admitted(period: period)
+        }
+    }
+
+    public func settle(holdId: String, usage: UsageRecord) async throws -> Bool {
+        try await write { c in
+            guard let hold = try c.execute(
+                "DELETE FROM holds WHERE id = $1 RETURNING customer_id, period, amount_nanos", .text(holdId)).first
+            else { return false }
+            let customerId = try hold.int(0), period = try hold.text(1), amount = try hold.int(2)
+            try c.execute(
+                "UPDATE budget_periods SET held_nanos = held_nanos - $3, spent_nanos = spent_nanos + $4 WHERE customer_id = $1 AND period = $2",
+                .int(customerId), .text(period), .int(amount), .int(usage.cost.nanos))
+            var row = usage
+            row.held = Money(nanos: amount)
+            try Self.insertUsage(c, row, period: period)
+            return true
+        }
+    }
+
+    public func recordUnheld(_ usage: UsageRecord) async throws {
+        let period = BudgetPeriod(containingMicros: usage.createdAtMicros).description
+        try await write { c in
+            if usage.cost.nanos != 0 {
+                try c.execute(
+                    "INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT (customer_id, period) DO NOTHING",
+                    .int(usage.customerId), .text(period))
+                try c.execute(
+                    "UPDATE budget_periods SET spent_nanos = spent_nanos + $3 WHERE customer_id = $1 AND period = $2",
+                    .int(usage.customerId), .text(period), .int(usage.cost.nanos))
+            }
+            try Self.insertUsage(c, usage, period: period)
+        }
+    }
+
+    public func releaseExpiredHolds(nowMicros: Int64, limit: Int) async throws -> Int {
+        let expired = try await read { c in
+            try c.execute("SELECT id FROM holds WHERE expires_us < $1 ORDER BY expires_us LIMIT $2", .int(nowMicros), .int(Int64(limit)))
+                .map { try $0.text(0) }
+        }
+        var released = 0
+        for id in expired {
+            let didRelease = try await write { c -> Bool in
+                // Whoever deletes the row releases it; a racing releaser finds nothing.
+                guard let h = try c.execute(
+                    """
+                    DELETE FROM holds WHERE id = $1 AND expires_us < $2 RETURNING customer_id, key_id, period, amount_nanos, \
+                    endpoint, dialect, provider, model, created_us
+                    """, .text(id), .int(nowMicros)).first
+                else { return false }
+                let customerId = try h.int(0), period = try h.text(2), amount = try h.int(3)
+                try c.execute(
+                    "UPDATE budget_periods SET held_nanos = held_nanos - $3 WHERE customer_id = $1 AND period = $2",
+                    .int(customerId), .text(period), .int(amount))
+                let usage = UsageRecord(
+                    requestId: id, customerId: customerId, keyId: try h.optionalInt(1), endpoint: try h.text(4),
+                    dialect: try h.text(5), provider: try h.text(6), model: try h.text(7), httpStatus: 0,
+                    outcome: .holdExpired, price: ModelPrice(perRequest: .zero), priceSource: .fallback,
+                    held: Money(nanos: amount), latencyMicros: nowMicros - (try h.int(8)), createdAtMicros: nowMicros)
+                try Self.insertUsage(c, usage, period: period)
+                return true
+            }
+            if didRelease { released += 1 }
+        }
+        return released
+    }
+
+    public func budgetStatus(customerId: Int64, period: BudgetPeriod) async throws -> BudgetStatus? {
+        try await read { c in try Self.budgetStatus(c, customerId: customerId, period: period) }
+    }
+
+    static func budgetStatus(_ c: any SQLConnection, customerId: Int64, period: BudgetPeriod) throws -> BudgetStatus? {
+        guard let row = try c.execute(
+            """
+            SELECT c.monthly_budget_nanos, COALESCE(b.spent_nanos, 0), COALESCE(b.held_nanos, 0) FROM customers c \
+            LEFT JOIN budget_periods b ON b.customer_id = c.id AND b.period = $2 WHERE c.id = $1
+            """, .int(customerId), .text(period.description)).first
+        else { return nil }
+        return BudgetStatus(customerId: customerId, period: period, budget: try row.optionalInt(0).map(Money.init(nanos:)),
+                            spent: Money(nanos: try row.int(1)), held: Money(nanos: try row.int(2)))
+    }
+}

@@ -1,0 +1,164 @@
+import Core
+
+/// The `Store` over any `SQLDatabase`: the same statements run on SQLite and PostgreSQL, so the
+/// two backends behave identically by construction (and one contract suite checks both).
+///
+/// Row locks: a hold locks its customer's period row (the conditional `UPDATE`); settle and
+/// release lock the hold row (`DELETE … RETURNING`) and then the period row. Every transaction
+/// takes them in that order, so they cannot deadlock each other; the retry in
+/// `SQLDatabase.transaction` covers what is left.
+public struct SQLStore<Database: SQLDatabase>: Store {
+    public let database: Database
+
+    public init(database: Database) {
+        self.database = database
+    }
+
+    /// Runs a transaction and turns driver errors into `StoreError`s.
+    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+        do {
+            return try await database.transaction(body)
+        } catch let error as SQLError {
+            throw error.storeError
+        }
+    }
+
+    /// Runs reads outside an explicit transaction and turns driver errors into `StoreError`s.
+    func read<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+        do {
+            return try await database.withConnection(body)
+        } catch let error as SQLError {
+            throw error.storeError
+        }
+    }
+
+    public func ping() async throws {
+        _ = try await read { try $0.execute("SELECT 1") }
+    }
+
+    public func close() async {
+        await database.shutdown()
+    }
+
+    // MARK: Customers
+
+    static var customerColumns: String { "id, name, email, monthly_budget_nanos, created_us" }
+
+    static func customer(from row: SQLRow) throws -> Customer {
+        Customer(id: try row.int(0), name: try row.text(1), email: try row.text(2),
+                 monthlyBudget: try row.optionalInt(3).map(Money.init(nanos:)), createdAtMicros: try row.int(4))
+    }
+
+    public func createCustomer(name: String, email: String, monthlyBudget: Money?, nowMicros: Int64) async throws -> Customer {
+        do {
+            return try await write { c in
+                let rows = try c.execute(
+                    "INSERT INTO customers (name, email, monthly_budget_nanos, created_us) VALUES ($1, $2, $3, $4) RETURNING \(Self.customerColumns)",
+                    .text(name), .text(email), .optional(monthlyBudget?.nanos), .int(nowMicros))
+                return try Self.customer(from: rows[0])
+            }
+        } catch StoreError.duplicate {
+            throw StoreError.duplicate("a customer with email \(email) already exists")
+        }
+    }
+
+    public func customer(id: Int64) async throws -> Customer? {
+        try await read { c in
+            try c.execute("SELECT \(Self.customerColumns) FROM customers WHERE id = $1", .int(id)).first.map(Self.customer)
+        }
+    }
+
+    public func listCustomers() async throws -> [Customer] {
+        try await read { c in
+            try c.execute("SELECT \(Self.customerColumns) FROM customers ORDER BY id").map(Self.customer)
+        }
+    }
+
+    public func setBudget(customerId: Int64, monthlyBudget: Money?) async throws -> Customer? {
+        try await write { c in
+            let rows = try c.execute(
+                "UPDATE customers SET monthly_budget_nanos = $2 WHERE id = $1 RETURNING \(Self.customerColumns)",
+                .int(customerId), .optional(monthlyBudget?.nanos))
+            guard let row = rows.first else { return nil }
+            try c.notifyChange(ChangeNotice.customer(customerId).payload)
+            return try Self.customer(from: row)
+        }
+    }
+
+    // MARK: Keys
+
+    static var keyColumns: String { "id, customer_id, name, display_prefix, created_us, revoked_us" }
+
+    static func key(from row: SQLRow) throws -> KeyRecord {
+        KeyRecord(id: try row.int(0), customerId: try row.int(1), name: row.optionalText(2),
+                  displayPrefix: try row.text(3), createdAtMicros: try row.int(4), revokedAtMicros: try row.optionalInt(5))
+    }
+
+    public func createKey(customerId: Int64, name: String?, nowMicros: Int64) async throws -> NewKey? {
+        let plaintext = APIKey.generate()
+        let hash = APIKey.hash(plaintext)
+        let prefix = APIKey.displayPrefix(of: plaintext)
+        return try await write { c in
+            guard try !c.execute("SELECT 1 FROM customers WHERE id = $1", .int(customerId)).isEmpty else { return nil }
+            let rows = try c.execute(
+                "INSERT INTO api_keys (customer_id, name, key_hash, display_prefix, created_us) VALUES ($1, $2, $3, $4, $5) RETURNING \(Self.keyColumns)",
+                .int(customerId), .optional(name), .text(hash), .text(prefix), .int(nowMicros))
+            return NewKey(record: try Self.key(from: rows[0]), plaintext: plaintext)
+        }
+    }
+
+    public func revokeKey(id: Int64, nowMicros: Int64) async throws -> KeyRecord? {
+        try await write { c in
+            let rows = try c.execute(
+                "UPDATE api_keys SET revoked_us = COALESCE(revoked_us, $2) WHERE id = $1 RETURNING \(Self.keyColumns)",
+                .int(id), .int(nowMicros))
+            guard let row = rows.first else { return nil }
+            try c.notifyChange(ChangeNotice.key(id).payload)
+            return try Self.key(from: row)
+        }
+    }
+
+    public func listKeys(customerId: Int64) async throws -> [KeyRecord] {
+        try await read { c in
+            try c.execute("SELECT \(Self.keyColumns) FROM api_keys WHERE customer_id = $1 ORDER BY id", .int(customerId))
+                .map(Self.key)
+        }
+    }
+
+    public func principal(forKeyHash hash: String) async throws -> Principal? {
+        try await read { c in
+            try c.execute("SELECT id, customer_id, revoked_us FROM api_keys WHERE key_hash = $1", .text(hash)).first.map {
+                Principal(keyId: try $0.int(0), customerId: try $0.int(1), revoked: try $0.optionalInt(2) != nil)
+            }
+        }
+    }
+}
+
+/// What a NOTIFY on `ChangeNotice.channel` says changed, so listeners evict the right cache.
+public enum ChangeNotice: Sendable, Hashable {
+    case key(Int64)
+    case customer(Int64)
+    case price(String)
+
+    /// The PostgreSQL channel every change is announced on.
+    public static let channel = "lmsvr_changes"
+
+    public var payload: String {
+        switch self {
+        case .key(let id): "key:\(id)"
+        case .customer(let id): "customer:\(id)"
+        case .price(let model): "price:\(model)"
+        }
+    }
+
+    public init?(payload: String) {
+        guard let colon = payload.firstIndex(of: ":") else { return nil }
+        let kind = payload[..<colon], rest = String(payload[payload.index(after: colon)...])
+        switch kind {
+        case "key": guard let id = Int64(rest) else { return nil }; self = .key(id)
+        case "customer": guard let id = Int64(rest) else { return nil }; self = .customer(id)
+        case "price": self = .price(rest)
+        default: return nil
+        }
+    }
+}

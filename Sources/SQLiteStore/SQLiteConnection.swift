@@ -1,0 +1,163 @@
+import CSQLite
+import Foundation
+import SQLStore
+
+/// One SQLite connection in WAL mode with a busy timeout (other processes, such as the CLI next
+/// to a running server, wait for the write lock instead of failing).
+///
+/// `@unchecked Sendable`: the handle is only touched by the single thread of its
+/// `SQLiteDatabase`'s pool, one closure at a time, so there is never concurrent access.
+final class SQLiteConnection: SQLConnection, @unchecked Sendable {
+    let dialect = SQLDialect.sqlite
+    private let handle: OpaquePointer
+    private var statements: [String: OpaquePointer] = [:]
+
+    /// How long a writer waits for another process's lock before giving up.
+    static let busyTimeoutMillis: Int32 = 10_000
+
+    init(path: String) throws(SQLError) {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        if !FileManager.default.fileExists(atPath: directory) {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw .connectionFailed("cannot create directory \(directory) for the SQLite database: \(error.localizedDescription)")
+            }
+        }
+        var db: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &db, flags, nil)
+        guard rc == SQLITE_OK, let db else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            if let db { sqlite3_close_v2(db) }
+            throw .connectionFailed("cannot open SQLite database \(path): \(message)")
+        }
+        self.handle = db
+        sqlite3_extended_result_codes(db, 1)
+        sqlite3_busy_timeout(db, Self.busyTimeoutMillis)
+        // WAL lets the CLI read while the server writes; FULL sync makes every settled charge
+        // durable before the response is sent.
+        try executeScript("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+    }
+
+    deinit {
+        for statement in statements.values { sqlite3_finalize(statement) }
+        sqlite3_close_v2(handle)
+    }
+
+    func execute(_ sql: String, _ binds: [SQLValue]) throws(SQLError) -> [SQLRow] {
+        let statement = try cachedStatement(sql)
+        defer {
+            sqlite3_reset(statement)
+            sqlite3_clear_bindings(statement)
+        }
+        try bind(binds, to: statement)
+        var rows: [SQLRow] = []
+        while true {
+            let rc = sqlite3_step(statement)
+            if rc == SQLITE_ROW {
+                rows.append(readRow(statement))
+            } else if rc == SQLITE_DONE {
+                return rows
+            } else {
+                throw error(rc)
+            }
+        }
+    }
+
+    func forEachRow(_ sql: String, _ binds: [SQLValue], _ body: (SQLRow) throws -> Void) throws {
+        var statement: OpaquePointer?
+        let rc = sqlite3_prepare_v2(handle, sql, -1, &statement, nil)
+        guard rc == SQLITE_OK, let statement else { throw error(rc) }
+        defer { sqlite3_finalize(statement) }
+        try bind(binds, to: statement)
+        while true {
+            let rc = sqlite3_step(statement)
+            if rc == SQLITE_ROW {
+                try body(readRow(statement))
+            } else if rc == SQLITE_DONE {
+                return
+            } else {
+                throw error(rc)
+            }
+        }
+    }
+
+    func executeScript(_ sql: String) throws(SQLError) {
+        var message: UnsafeMutablePointer<CChar>?
+        let rc = sqlite3_exec(handle, sql, nil, nil, &message)
+        if rc != SQLITE_OK {
+            let text = message.map { String(cString: $0) } ?? String(cString: sqlite3_errstr(rc))
+            sqlite3_free(message)
+            throw classify(rc, text)
+        }
+    }
+
+    /// Nobody listens on SQLite: the server reads keys and prices from the database directly.
+    func notifyChange(_ payload: String) throws(SQLError) {}
+
+    // MARK: Helpers
+
+    private func cachedStatement(_ sql: String) throws(SQLError) -> OpaquePointer {
+        if let statement = statements[sql] { return statement }
+        var statement: OpaquePointer?
+        let rc = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        guard rc == SQLITE_OK, let statement else { throw error(rc) }
+        statements[sql] = statement
+        return statement
+    }
+
+    /// Binds `$n` placeholders by name, so their order in the SQL text does not matter.
+    private func bind(_ binds: [SQLValue], to statement: OpaquePointer) throws(SQLError) {
+        let count = sqlite3_bind_parameter_count(statement)
+        guard count > 0 else { return }
+        for index in 1...count {
+            guard let cName = sqlite3_bind_parameter_name(statement, index),
+                  let number = Int(String(cString: cName).dropFirst()), number >= 1, number <= binds.count
+            else { throw .other("statement parameter \(index) has no value") }
+            let rc: Int32
+            switch binds[number - 1] {
+            case .null: rc = sqlite3_bind_null(statement, index)
+            case .int(let v): rc = sqlite3_bind_int64(statement, index, v)
+            case .text(let s): rc = sqlite3_bind_text(statement, index, s, -1, Self.transient)
+            }
+            guard rc == SQLITE_OK else { throw error(rc) }
+        }
+    }
+
+    private func readRow(_ statement: OpaquePointer) -> SQLRow {
+        let columns = sqlite3_column_count(statement)
+        var values: [SQLValue] = []
+        values.reserveCapacity(Int(columns))
+        for i in 0..<columns {
+            switch sqlite3_column_type(statement, i) {
+            case SQLITE_NULL: values.append(.null)
+            case SQLITE_INTEGER: values.append(.int(sqlite3_column_int64(statement, i)))
+            default:
+                if let text = sqlite3_column_text(statement, i) {
+                    values.append(.text(String(cString: text)))
+                } else {
+                    values.append(.null)
+                }
+            }
+        }
+        return SQLRow(values: values)
+    }
+
+    private func error(_ rc: Int32) -> SQLError {
+        classify(rc, String(cString: sqlite3_errmsg(handle)))
+    }
+
+    private func classify(_ rc: Int32, _ message: String) -> SQLError {
+        switch rc {
+        // Extended codes are macros Swift cannot import: SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY.
+        case SQLITE_CONSTRAINT | (8 << 8), SQLITE_CONSTRAINT | (6 << 8): .uniqueViolation(message)
+        case let code where code & 0xff == SQLITE_BUSY || code & 0xff == SQLITE_LOCKED: .retryable(message)
+        case let code where code & 0xff == SQLITE_CANTOPEN || code & 0xff == SQLITE_NOTADB || code & 0xff == SQLITE_IOERR:
+            .connectionFailed(message)
+        default: .other(message)
+        }
+    }
+
+    private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+}

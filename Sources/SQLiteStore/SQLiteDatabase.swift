@@ -1,0 +1,46 @@
+import Core
+import NIOPosix
+import SQLStore
+
+/// A SQLite database file behind one connection and one dedicated thread.
+///
+/// SQLite allows one writer at a time anyway; funnelling this process's statements through one
+/// thread serialises them without busy-waiting, while other processes (the CLI) coordinate with
+/// us through SQLite's file locks and the busy timeout.
+public final class SQLiteDatabase: SQLDatabase {
+    public let dialect = SQLDialect.sqlite
+    public let path: String
+    private let threadPool: NIOThreadPool
+    private let connection: SQLiteConnection
+
+    private init(path: String, threadPool: NIOThreadPool, connection: SQLiteConnection) {
+        self.path = path
+        self.threadPool = threadPool
+        self.connection = connection
+    }
+
+    /// Opens (creating the file and its directory if needed) the database at `path`.
+    public static func open(path: String) async throws -> SQLiteDatabase {
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        do {
+            let connection = try await pool.runIfActive { try SQLiteConnection(path: path) }
+            return SQLiteDatabase(path: path, threadPool: pool, connection: connection)
+        } catch let error as SQLError {
+            try? await pool.shutdownGracefully()
+            throw error.storeError
+        }
+    }
+
+    public func withConnection<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+        let connection = self.connection
+        return try await threadPool.runIfActive { try body(connection) }
+    }
+
+    public func shutdown() async {
+        try? await threadPool.shutdownGracefully()
+    }
+}
+
+/// The store on SQLite.
+public typealias SQLiteStore = SQLStore<SQLiteDatabase>
