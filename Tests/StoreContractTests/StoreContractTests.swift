@@ -1,0 +1,300 @@
+import Core
+import Foundation
+import SQLStore
+import TestSupport
+import Testing
+
+// Helpers
+
+func usage(_ requestId: String, customer: Int64, model: String = "llama3", cost: Int64, at micros: Int64 = nowMicros(),
+           prompt: Int64 = 10, completion: Int64 = 5) -> UsageRecord {
+    UsageRecord(requestId: requestId, customerId: customer, keyId: nil, endpoint: "/api/chat", dialect: "ollama",
+                provider: "ollama", model: model, httpStatus: 200, outcome: .ok, promptTokens: prompt,
+                completionTokens: completion, tokenSource: .provider, cost: Money(nanos: cost),
+                price: ModelPrice(perRequest: Money(nanos: cost)), priceSource: .configured, createdAtMicros: micros)
+}
+
+func holdRequest(_ id: String, customer: Int64, amount: Int64, now: Int64 = nowMicros(), expiresIn: Int64 = 600_000_000) -> HoldRequest {
+    HoldRequest(holdId: id, customerId: customer, keyId: nil, amount: Money(nanos: amount), nowMicros: now,
+                expiresAtMicros: now + expiresIn, endpoint: "/api/chat", dialect: "ollama", provider: "ollama", model: "llama3")
+}
+
+/// Sums the period's usage costs straight from the ledger table.
+func ledgerSum(_ database: any SQLDatabase, customer: Int64, period: BudgetPeriod) async throws -> Int64 {
+    try await database.withConnection { c in
+        try c.execute("SELECT COALESCE(SUM(cost_nanos), 0), COUNT(*) FROM usage WHERE customer_id = $1 AND period = $2",
+                      .int(customer), .text(period.description))[0].int(0)
+    }
+}
+
+// MARK: Tests
+
+@Suite("Store contract")
+struct StoreContractTests {
+    @Test(arguments: Backend.allCases)
+    func customersAndKeys(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let now = nowMicros()
+        let john = try await store.createCustomer(name: "John Doe", email: "john@example.com",
+                                                  monthlyBudget: Money(nanos: 100_000_000_000), nowMicros: now)
+        #expect(john.id == 1)
+        await #expect(throws: StoreError.self) {
+            _ = try await store.createCustomer(name: "Other", email: "JOHN@example.com", monthlyBudget: nil, nowMicros: now)
+        }
+        #expect(try await store.listCustomers().map(\.email) == ["john@example.com"])
+        #expect(try await store.customer(id: 99) == nil)
+
+        let key = try #require(try await store.createKey(customerId: john.id, name: "laptop", nowMicros: now))
+        #expect(key.plaintext.hasPrefix("sk_"))
+        #expect(key.record.displayPrefix == String(key.plaintext.prefix(11)))
+        #expect(try await store.createKey(customerId: 42, name: nil, nowMicros: now) == nil)
+        let principal = try #require(try await store.principal(forKeyHash: APIKey.hash(key.plaintext)))
+        #expect(principal == Principal(keyId: key.record.id, customerId: john.id, revoked: false))
+        #expect(try await store.principal(forKeyHash: APIKey.hash("sk_unknown")) == nil)
+
+        let revoked = try #require(try await store.revokeKey(id: key.record.id, nowMicros: now + 5))
+        #expect(revoked.revokedAtMicros == now + 5)
+        // Revoking again keeps the first revocation time.
+        #expect(try await store.revokeKey(id: key.record.id, nowMicros: now + 99)?.revokedAtMicros == now + 5)
+        #expect(try await store.revokeKey(id: 12345, nowMicros: now) == nil)
+        #expect(try await store.principal(forKeyHash: APIKey.hash(key.plaintext))?.revoked == true)
+        #expect(try await store.listKeys(customerId: john.id).count == 1)
+
+        let unlimited = try #require(try await store.setBudget(customerId: john.id, monthlyBudget: nil))
+        #expect(unlimited.monthlyBudget == nil)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func pricesAreEffectiveDated(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let t0: Int64 = 1_000_000
+        _ = try await store.setPrice(model: "llama3", price: ModelPrice(perRequest: Money(nanos: 1)), effectiveFromMicros: t0)
+        _ = try await store.setPrice(model: "llama3", price: ModelPrice(perRequest: Money(nanos: 2)), effectiveFromMicros: t0 + 10)
+        _ = try await store.setPrice(model: "mistral", price: ModelPrice(perRequest: Money(nanos: 7), perModel: Money(nanos: 3),
+            inputPer1M: Money(nanos: 5), outputPer1M: Money(nanos: 6), cachedInputPer1M: Money(nanos: 4)), effectiveFromMicros: t0)
+        #expect(try await store.price(model: "llama3", atMicros: t0 - 1) == nil)
+        #expect(try await store.price(model: "llama3", atMicros: t0 + 5)?.price.perRequest == Money(nanos: 1))
+        #expect(try await store.price(model: "llama3", atMicros: t0 + 10)?.price.perRequest == Money(nanos: 2))
+        let current = try await store.currentPrices(atMicros: t0 + 100)
+        #expect(current.map(\.model) == ["llama3", "mistral"])
+        #expect(current[0].price.perRequest == Money(nanos: 2))
+        #expect(current[1].price == ModelPrice(perRequest: Money(nanos: 7), perModel: Money(nanos: 3),
+            inputPer1M: Money(nanos: 5), outputPer1M: Money(nanos: 6), cachedInputPer1M: Money(nanos: 4)))
+    }
+
+    @Test(arguments: Backend.allCases)
+    func modelMetadataUpserts(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        try await store.upsertModelMetadata([ModelMetadata(name: "llama3:8b", family: "llama", parameterSize: "8.0B",
+                                                           quantization: "Q4_0", contextLength: 8192, syncedAtMicros: 1)])
+        try await store.upsertModelMetadata([ModelMetadata(name: "llama3:8b", family: "llama", parameterSize: "8.0B",
+                                                           quantization: "Q8_0", contextLength: 8192, syncedAtMicros: 2)])
+        let models = try await store.modelMetadata()
+        #expect(models.count == 1)
+        #expect(models[0].quantization == "Q8_0")
+        #expect(models[0].contextLength == 8192)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func twoHundredConcurrentHoldsAdmitExactlyTheFiftyThatFit(backend: Backend) async throws {
+        let (store, database, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let amount: Int64 = 20_000_000 // $0.02
+        let customer = try await store.createCustomer(name: "Burst", email: "burst@example.com",
+                                                      monthlyBudget: Money(nanos: amount * 50), nowMicros: nowMicros())
+        let admitted = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    if case .admitted = try await store.hold(holdRequest("h\(i)", customer: customer.id, amount: amount)) {
+                        return true
+                    }
+                    return false
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(admitted == 50)
+        let period = BudgetPeriod(containingMicros: nowMicros())
+        let status = try #require(try await store.budgetStatus(customerId: customer.id, period: period))
+        #expect(status.held == Money(nanos: amount * 50))
+        #expect(status.remaining == .zero)
+        let holdRows = try await database.withConnection { try $0.execute("SELECT COUNT(*) FROM holds")[0].int(0) }
+        #expect(holdRows == 50)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func settlingIsIdempotentAndTheLedgerSumsToSpent(backend: Backend) async throws {
+        let (store, database, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "Settle", email: "s@example.com",
+                                                      monthlyBudget: Money(nanos: 1_000_000_000), nowMicros: nowMicros())
+        let period = BudgetPeriod(containingMicros: nowMicros())
+        for i in 0..<20 {
+            guard case .admitted = try await store.hold(holdRequest("r\(i)", customer: customer.id, amount: 30_000_000)) else {
+                Issue.record("hold \(i) refused"); return
+            }
+        }
+        // Settle concurrently, each one twice; costs below, at and above the hold.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<20 {
+                let cost: Int64 = [10_000_000, 30_000_000, 31_000_000][i % 3]
+                for _ in 0..<2 {
+                    group.addTask { _ = try await store.settle(holdId: "r\(i)", usage: usage("r\(i)", customer: customer.id, cost: cost)) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.settle(holdId: "r0", usage: usage("r0", customer: customer.id, cost: 999)) == false)
+        let status = try #require(try await store.budgetStatus(customerId: customer.id, period: period))
+        #expect(status.held == .zero)
+        let expected: Int64 = (0..<20).reduce(0) { $0 + [10_000_000, 30_000_000, 31_000_000][$1 % 3] }
+        #expect(status.spent == Money(nanos: expected))
+        #expect(try await ledgerSum(database, customer: customer.id, period: period) == expected)
+        let rows = try await database.withConnection { try $0.execute("SELECT COUNT(*) FROM usage")[0].int(0) }
+        #expect(rows == 20)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func refusedHoldChangesNothingAndUnlimitedAlwaysFits(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let capped = try await store.createCustomer(name: "Cap", email: "cap@example.com",
+                                                    monthlyBudget: Money(nanos: 100), nowMicros: nowMicros())
+        let free = try await store.createCustomer(name: "Free", email: "free@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        guard case .refused(let status) = try await store.hold(holdRequest("x", customer: capped.id, amount: 101)) else {
+            Issue.record("over-budget hold admitted"); return
+        }
+        #expect(status.budget == Money(nanos: 100))
+        #expect(status.held == .zero)
+        guard case .admitted = try await store.hold(holdRequest("y", customer: capped.id, amount: 100)) else {
+            Issue.record("exact-fit hold refused"); return
+        }
+        guard case .admitted = try await store.hold(holdRequest("z", customer: free.id, amount: 1_000_000_000_000)) else {
+            Issue.record("unlimited customer refused"); return
+        }
+        let zeroBudget = try await store.createCustomer(name: "Zero", email: "zero@example.com",
+                                                        monthlyBudget: .zero, nowMicros: nowMicros())
+        guard case .refused = try await store.hold(holdRequest("w", customer: zeroBudget.id, amount: 1)) else {
+            Issue.record("zero budget admitted a paid request"); return
+        }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func anExpiredHoldIsReleasedOnceWhenTwoReleasersRace(backend: Backend) async throws {
+        let (store, database, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "Crash", email: "c@example.com",
+                                                      monthlyBudget: Money(nanos: 1_000), nowMicros: nowMicros())
+        let now = nowMicros()
+        for i in 0..<5 {
+            _ = try await store.hold(holdRequest("dead\(i)", customer: customer.id, amount: 100, now: now - 2_000_000, expiresIn: 1_000_000))
+        }
+        _ = try await store.hold(holdRequest("alive", customer: customer.id, amount: 100, now: now))
+        async let a = store.releaseExpiredHolds(nowMicros: now, limit: 100)
+        async let b = store.releaseExpiredHolds(nowMicros: now, limit: 100)
+        let released = try await a + b
+        #expect(released == 5)
+        let status = try #require(try await store.budgetStatus(customerId: customer.id, period: BudgetPeriod(containingMicros: now)))
+        #expect(status.held == Money(nanos: 100))
+        #expect(status.spent == .zero)
+        let outcomes = try await database.withConnection {
+            try $0.execute("SELECT outcome, COUNT(*) FROM usage GROUP BY outcome").map { "\(try $0.text(0))=\(try $0.int(1))" }
+        }
+        #expect(outcomes == ["hold_expired=5"])
+        // A settle arriving after the release changes nothing.
+        #expect(try await store.settle(holdId: "dead0", usage: usage("dead0", customer: customer.id, cost: 50)) == false)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func unheldRowsAndReports(backend: Backend) async throws {
+        let (store, database, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "Rep", email: "r@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        let day1 = try #require(UTCDay(parsing: "2026-03-01")), day2 = try #require(UTCDay(parsing: "2026-03-02"))
+        try await store.recordUnheld(usage("a", customer: customer.id, model: "llama3", cost: 0, at: day1.startMicros))
+        try await store.recordUnheld(usage("b", customer: customer.id, model: "llama3", cost: 5, at: day1.endMicros - 1))
+        try await store.recordUnheld(usage("c", customer: customer.id, model: "mistral", cost: 7, at: day2.startMicros,
+                                           prompt: 100, completion: 50))
+        let all = try await store.usageReport(customerId: customer.id, range: DayRange(start: nil, end: nil))
+        #expect(all.totalRequests == 3)
+        #expect(all.totalCost == Money(nanos: 12))
+        #expect(all.byModel.map(\.model) == ["llama3", "mistral"])
+        #expect(all.byModel[1].promptTokens == 100)
+        let first = try await store.usageReport(customerId: customer.id, range: DayRange(start: day1, end: day1))
+        #expect(first.totalRequests == 2)
+        #expect(first.byModel.map(\.model) == ["llama3"])
+        let period = BudgetPeriod(containingMicros: day1.startMicros)
+        #expect(try await store.budgetStatus(customerId: customer.id, period: period)?.spent == Money(nanos: 12))
+        #expect(try await ledgerSum(database, customer: customer.id, period: period) == 12)
+
+        let collected = Collected()
+        let count = try await store.exportUsage(customerId: customer.id, range: DayRange(start: day2, end: nil)) {
+            collected.append($0.requestId)
+        }
+        #expect(count == 1)
+        #expect(collected.values == ["c"])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func exportStopsWhenTheWriterFails(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "E", email: "e@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        for i in 0..<50 { try await store.recordUnheld(usage("e\(i)", customer: customer.id, cost: 1)) }
+        struct WriterFailed: Error {}
+        let seen = Collected()
+        await #expect(throws: WriterFailed.self) {
+            _ = try await store.exportUsage(customerId: customer.id, range: DayRange(start: nil, end: nil)) { row in
+                seen.append(row.requestId)
+                if seen.values.count == 3 { throw WriterFailed() }
+            }
+        }
+        // The connection is usable afterwards.
+        #expect(try await store.usageReport(customerId: customer.id, range: DayRange(start: nil, end: nil)).totalRequests == 50)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func deadlocksAndLockConflictsAreRetriedNotSurfaced(backend: Backend) async throws {
+        let (store, database, url) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let a = try await store.createCustomer(name: "A", email: "a@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        let b = try await store.createCustomer(name: "B", email: "b@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        switch backend {
+        case .postgres:
+            // Two transactions lock the same two rows in opposite orders: PostgreSQL aborts one
+            // with 40P01, and `transaction` must run it again so both increments land.
+            func crossing(_ first: Int64, _ second: Int64) async throws {
+                try await database.transaction { c in
+                    try c.execute("UPDATE customers SET monthly_budget_nanos = COALESCE(monthly_budget_nanos, 0) + 1 WHERE id = $1", .int(first))
+                    try c.execute("SELECT pg_sleep(0.2)")
+                    try c.execute("UPDATE customers SET monthly_budget_nanos = COALESCE(monthly_budget_nanos, 0) + 1 WHERE id = $1", .int(second))
+                }
+            }
+            async let x: Void = crossing(a.id, b.id)
+            async let y: Void = crossing(b.id, a.id)
+            _ = try await (x, y)
+            #expect(try await store.customer(id: a.id)?.monthlyBudget == Money(nanos: 2))
+            #expect(try await store.customer(id: b.id)?.monthlyBudget == Money(nanos: 2))
+        case .sqlite:
+            // Another connection (as another process would) holds the write lock for a while;
+            // the store's write waits for it instead of failing.
+            let other = try await SQLiteTestConnection.open(url: url)
+            try await other.holdWriteLock(seconds: 0.5)
+            guard case .admitted = try await store.hold(holdRequest("busy", customer: a.id, amount: 1)) else {
+                Issue.record("hold refused"); return
+            }
+            try await other.release()
+        }
+    }
+}
+
+/// Collects values from the store's export thread.
+final class Collected: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [String] = []
+    func append(_ value: String) { lock.lock(); storage.append(value); lock.unlock() }
+    var values: [String] { lock.lock(); defer { lock.unlock() }; return storage }
+}
