@@ -8,7 +8,7 @@ struct CreateCustomer: AsyncParsableCommand, DatabaseCommand {
 
     @Argument(help: "The customer's name.") var name: String
     @Argument(help: "The customer's email address (unique).") var email: String
-    @Option(help: "Monthly budget in USD, e.g. 100.0 (default: unlimited).") var budget: String?
+    @Option(parsing: .unconditional, help: "Monthly budget in USD, e.g. 100.0 (default: unlimited).") var budget: String?
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var output: OutputOptions
 

@@ -9,9 +9,9 @@ struct SetPricing: AsyncParsableCommand, DatabaseCommand {
     @Argument(help: "The model name, e.g. llama3 or llama3:8b.") var model: String
     @Argument(help: "Flat price per request in USD.") var perRequest: String
     @Argument(help: "Flat per-model surcharge per request in USD.") var perModel: String
-    @Option(name: .customLong("input-per-1m"), help: "USD per 1M prompt tokens.") var inputPer1M: String?
-    @Option(name: .customLong("output-per-1m"), help: "USD per 1M completion tokens.") var outputPer1M: String?
-    @Option(name: .customLong("cached-input-per-1m"), help: "USD per 1M cached prompt tokens (default: the input price).")
+    @Option(name: .customLong("input-per-1m"), parsing: .unconditional, help: "USD per 1M prompt tokens.") var inputPer1M: String?
+    @Option(name: .customLong("output-per-1m"), parsing: .unconditional, help: "USD per 1M completion tokens.") var outputPer1M: String?
+    @Option(name: .customLong("cached-input-per-1m"), parsing: .unconditional, help: "USD per 1M cached prompt tokens (default: the input price).")
     var cachedInputPer1M: String?
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var output: OutputOptions
