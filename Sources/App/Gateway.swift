@@ -1,23 +1,70 @@
 import Core
 import Hummingbird
 import Logging
+import ServiceLifecycle
 
-/// The HTTP gateway: builds the application around a store and runs it until SIGTERM/SIGINT.
-public enum Gateway {
-    public static func run(configuration: Configuration, store: any Store, logger: Logger) async throws {
-        let router = Router()
-        router.get("/health") { _, _ -> Response in
+/// The HTTP gateway: the router with every route, and the services that run beside it.
+public struct Gateway: Sendable {
+    public let configuration: Configuration
+    public let store: any Store
+    public let upstream: UpstreamClient
+    public let logger: Logger
+
+    public init(configuration: Configuration, store: any Store, upstream: UpstreamClient, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.upstream = upstream
+        self.logger = logger
+    }
+
+    /// The router with all routes and the gateway middleware.
+    public func router() -> Router<GatewayContext> {
+        let router = Router(context: GatewayContext.self)
+        router.add(middleware: GatewayMiddleware(authenticator: Authenticator(store: store, logger: logger), logger: logger))
+        let billing = Billing(store: store, configuration: configuration, logger: logger)
+        HealthRoutes(store: store, upstream: upstream, configuration: configuration).register(on: router)
+        OllamaRoutes(upstream: upstream, billing: billing, store: store, configuration: configuration, logger: logger)
+            .register(on: router)
+        return router
+    }
+
+    /// The application, listening on the configured address; `onServerRunning` learns the port.
+    public func application(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in })
+        -> some ApplicationProtocol
+    {
+        Application(
+            router: router(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "lmsvr"),
+            services: [HoldReleaser(store: store, logger: logger)],
+            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests (streams
+    /// included) finish and settle within the grace period, and returns.
+    public func run(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: application(onServerRunning: onServerRunning))],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds)
+        try await ServiceGroup(configuration: groupConfiguration).run()
+    }
+}
+
+/// Releases holds that outlived their expiry (their replica died mid-request), every 30 s.
+struct HoldReleaser: Service {
+    let store: any Store
+    let logger: Logger
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
-                try await store.ping()
-                return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok","database":"ok"}"#)))
+                let released = try await store.releaseExpiredHolds(nowMicros: nowMicros(), limit: 500)
+                if released > 0 { logger.notice("released expired holds", metadata: ["count": "\(released)"]) }
             } catch {
-                return Response(status: .serviceUnavailable,
-                                body: .init(byteBuffer: ByteBuffer(string: #"{"status":"error","database":"unavailable"}"#)))
+                logger.warning("could not release expired holds", metadata: ["error": "\(error)"])
             }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(30)) }
         }
-        let app = Application(router: router,
-                              configuration: .init(address: .hostname(configuration.host, port: configuration.port)),
-                              logger: logger)
-        try await app.runService()
     }
 }

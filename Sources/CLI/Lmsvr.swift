@@ -12,7 +12,7 @@ struct Lmsvr: AsyncParsableCommand {
             Serve.self, Migrate.self,
             CreateCustomer.self, ListCustomers.self, SetBudget.self,
             GenerateKey.self, RevokeKey.self, ListKeys.self,
-            SetPricing.self, ListPricing.self,
+            SetPricing.self, ListPricing.self, ListModels.self, SyncModels.self,
             CheckBudget.self, UsageReportCommand.self, ExportUsage.self,
         ])
 

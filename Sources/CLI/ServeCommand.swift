@@ -19,14 +19,24 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
         var configuration = try database.configuration()
         if let host { configuration.host = host }
         if let port { configuration.port = port }
+        LogOutput.bootstrap(configuration)
         let logger = Logger(label: "lmsvr")
         let store = try await StoreOpener.open(configuration)
+        let upstream = UpstreamClient(configuration: configuration)
+        logger.notice("starting", metadata: [
+            "database": "\(configuration.database.redacted)", "ollama": "\(configuration.ollamaBaseURL)",
+            "address": "\(configuration.host):\(configuration.port)",
+        ])
+        let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, logger: logger)
         do {
-            try await Gateway.run(configuration: configuration, store: store, logger: logger)
+            try await gateway.run()
         } catch {
+            await upstream.shutdown()
             await store.close()
             throw error
         }
+        await upstream.shutdown()
         await store.close()
+        logger.notice("stopped")
     }
 }

@@ -1,0 +1,88 @@
+import Core
+import Foundation
+import Hummingbird
+
+/// Renders a `GatewayError` as the response body each dialect's clients expect.
+enum ErrorRenderer {
+    static func response(_ error: GatewayError, dialect: Dialect) -> Response {
+        // An upstream error in the caller's own dialect passes through untouched.
+        if case .upstreamStatus(_, _, let body?) = error, dialect == .ollama {
+            return Response(status: error.status, headers: [.contentType: "application/json; charset=utf-8"],
+                            body: .init(byteBuffer: body))
+        }
+        return Response(status: error.status, headers: [.contentType: "application/json; charset=utf-8"],
+                        body: .init(byteBuffer: body(error, dialect: dialect)))
+    }
+
+    static func body(_ error: GatewayError, dialect: Dialect) -> ByteBuffer {
+        switch dialect {
+        case .ollama:
+            return ByteBuffer(string: "{\"error\":\(JSONText.quote(error.message))}")
+        case .openai:
+            let (type, code, param) = openAIVocabulary(error)
+            return ByteBuffer(string: "{\"error\":{\"message\":\(JSONText.quote(error.message)),\"type\":\(JSONText.quote(type)),\"param\":\(param.map(JSONText.quote) ?? "null"),\"code\":\(code.map(JSONText.quote) ?? "null")}}")
+        case .anthropic:
+            return ByteBuffer(string: "{\"type\":\"error\",\"error\":{\"type\":\(JSONText.quote(anthropicType(error))),\"message\":\(JSONText.quote(error.message))}}")
+        }
+    }
+
+    /// OpenAI's (type, code, param) for an error.
+    static func openAIVocabulary(_ error: GatewayError) -> (String, String?, String?) {
+        switch error {
+        case .missingKey, .invalidKey, .revokedKey: ("invalid_request_error", "invalid_api_key", nil)
+        case .invalidRequest, .bodyTooLarge, .routeNotFound: ("invalid_request_error", nil, nil)
+        case .unknownModel: ("invalid_request_error", "model_not_found", "model")
+        case .budgetExceeded: ("insufficient_quota", "insufficient_quota", nil)
+        case .forbiddenRoute: ("invalid_request_error", "forbidden", nil)
+        case .upstreamStatus(let status, _, _) where status == 429: ("rate_limit_exceeded", "rate_limit_exceeded", nil)
+        case .upstreamStatus(let status, _, _) where status < 500: ("invalid_request_error", nil, nil)
+        case .databaseUnavailable: ("service_unavailable_error", "service_unavailable", nil)
+        default: ("server_error", nil, nil)
+        }
+    }
+
+    static func anthropicType(_ error: GatewayError) -> String {
+        switch error {
+        case .missingKey, .invalidKey, .revokedKey: "authentication_error"
+        case .invalidRequest, .routeNotFound: "invalid_request_error"
+        case .bodyTooLarge: "request_too_large"
+        case .unknownModel: "not_found_error"
+        case .budgetExceeded: "billing_error"
+        case .forbiddenRoute: "permission_error"
+        case .upstreamStatus(let status, _, _) where status == 429: "rate_limit_error"
+        case .upstreamStatus(let status, _, _) where status == 529 || status == 503: "overloaded_error"
+        case .upstreamStatus(let status, _, _) where status < 500: "invalid_request_error"
+        case .databaseUnavailable: "overloaded_error"
+        default: "api_error"
+        }
+    }
+}
+
+/// Minimal JSON text helpers for bodies the gateway writes itself.
+enum JSONText {
+    /// A JSON string literal for `text`, escaped per RFC 8259.
+    static func quote(_ text: String) -> String {
+        var out = "\""
+        out.reserveCapacity(text.utf8.count + 2)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case let s where s.value < 0x20:
+                let hex = String(s.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    /// Serialises a JSON value built from dictionaries, arrays, strings and numbers.
+    static func encode(_ value: Any) -> ByteBuffer {
+        let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("null".utf8)
+        return ByteBuffer(bytes: data)
+    }
+}

@@ -1,0 +1,94 @@
+import Core
+import Hummingbird
+import HTTPTypes
+
+/// Every way a request can fail, grouped by who is at fault. The HTTP status comes from one
+/// switch; each API dialect renders the same error in its own shape (`ErrorRenderer`).
+public enum GatewayError: Error, Sendable {
+    // The caller.
+    case missingKey
+    case invalidKey
+    case revokedKey
+    case invalidRequest(String)
+    case bodyTooLarge(limit: Int)
+    case routeNotFound(String)
+    case unknownModel(String)
+    // Policy.
+    case budgetExceeded(BudgetStatus)
+    case forbiddenRoute(String)
+    // The upstream provider.
+    case upstreamUnreachable(String)
+    case upstreamInvalid(String)
+    case upstreamTimeout
+    /// The upstream answered with an error status; `body` is its own error body when it had one.
+    case upstreamStatus(status: Int, message: String, body: ByteBuffer?)
+    // The gateway itself.
+    case databaseUnavailable
+    case internalError(String)
+
+    public var status: HTTPResponse.Status {
+        switch self {
+        case .missingKey, .invalidKey, .revokedKey: .unauthorized
+        case .invalidRequest: .badRequest
+        case .bodyTooLarge: .contentTooLarge
+        case .routeNotFound, .unknownModel: .notFound
+        case .budgetExceeded: HTTPResponse.Status(code: 402, reasonPhrase: "Payment Required")
+        case .forbiddenRoute: .forbidden
+        case .upstreamUnreachable, .upstreamInvalid: .badGateway
+        case .upstreamTimeout: .gatewayTimeout
+        case .upstreamStatus(let status, _, _): HTTPResponse.Status(code: status)
+        case .databaseUnavailable: .serviceUnavailable
+        case .internalError: .internalServerError
+        }
+    }
+
+    /// A message for the client: actionable, never a secret.
+    public var message: String {
+        switch self {
+        case .missingKey: "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+        case .invalidKey: "invalid API key"
+        case .revokedKey: "this API key has been revoked"
+        case .invalidRequest(let m): m
+        case .bodyTooLarge(let limit): "request body is larger than the limit of \(limit) bytes"
+        case .routeNotFound(let path): "no route for \(path)"
+        case .unknownModel(let model): "model '\(model)' not found"
+        case .budgetExceeded(let s):
+            "budget exceeded: spent \(s.spent) and \(s.held) in flight of the \(s.budget?.description ?? "unlimited") monthly budget for \(s.period)"
+        case .forbiddenRoute(let path): "\(path) is not available through this gateway: models are managed by the operator"
+        case .upstreamUnreachable(let m): "upstream unreachable: \(m)"
+        case .upstreamInvalid(let m): "invalid response from upstream: \(m)"
+        case .upstreamTimeout: "upstream timed out"
+        case .upstreamStatus(_, let m, _): m
+        case .databaseUnavailable: "service temporarily unavailable: the billing database cannot be reached"
+        case .internalError(let m): "internal error: \(m)"
+        }
+    }
+
+    /// The ledger outcome for a request that failed this way after reaching the budget step.
+    var outcome: Outcome {
+        switch self {
+        case .budgetExceeded: .budgetExceeded
+        case .upstreamUnreachable, .upstreamInvalid, .upstreamTimeout, .upstreamStatus: .upstreamError
+        case .invalidRequest, .bodyTooLarge, .unknownModel: .invalidRequest
+        default: .gatewayError
+        }
+    }
+}
+
+/// The API dialect a route speaks, which decides the shape of its errors.
+public enum Dialect: String, Sendable {
+    case ollama
+    case openai
+    case anthropic
+
+    /// The dialect of a path (the Anthropic models list is told apart by its headers).
+    static func of(path: String, headers: HTTPFields) -> Dialect {
+        if path.hasPrefix("/v1/messages") { return .anthropic }
+        if path.hasPrefix("/v1/") {
+            if path.hasPrefix("/v1/models"),
+               headers[.anthropicVersion] != nil { return .anthropic }
+            return .openai
+        }
+        return .ollama
+    }
+}

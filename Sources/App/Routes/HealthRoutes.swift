@@ -1,0 +1,50 @@
+import Core
+import Foundation
+import Hummingbird
+import NIOCore
+
+/// `GET /health` (process and database) and `GET /health/ollama` (reachability, version,
+/// latency). Neither needs a key; both answer 503 when what they check is down.
+struct HealthRoutes: Sendable {
+    let store: any Store
+    let upstream: UpstreamClient
+    let configuration: Configuration
+
+    func register(on router: Router<GatewayContext>) {
+        router.get("/health") { _, _ in await database() }
+        router.get("/health/ollama") { _, _ in await ollama() }
+    }
+
+    func database() async -> Response {
+        let started = ContinuousClock.now
+        do {
+            try await store.ping()
+            return Self.json(.ok, ["status": "ok", "database": "ok",
+                                   "database_latency_ms": Double(started.microsecondsElapsed) / 1000])
+        } catch {
+            return Self.json(.serviceUnavailable, ["status": "unavailable", "database": "unreachable"])
+        }
+    }
+
+    func ollama() async -> Response {
+        let started = ContinuousClock.now
+        do {
+            let response = try await upstream.send(method: .GET, url: configuration.ollamaBaseURL + "/api/version")
+            let body = try await UpstreamClient.collect(response, limit: 1 << 16)
+            let latency = Double(started.microsecondsElapsed) / 1000
+            guard response.status.code == 200,
+                  let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any]
+            else {
+                return Self.json(.serviceUnavailable, ["status": "unavailable", "error": "Ollama answered \(response.status.code)"])
+            }
+            return Self.json(.ok, ["status": "ok", "version": object["version"] ?? NSNull(), "latency_ms": latency])
+        } catch {
+            return Self.json(.serviceUnavailable, ["status": "unavailable", "error": error.message])
+        }
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
+        Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
+                 body: .init(byteBuffer: JSONText.encode(object)))
+    }
+}

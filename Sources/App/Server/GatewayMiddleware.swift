@@ -1,0 +1,62 @@
+import Core
+import HTTPTypes
+import Hummingbird
+import Logging
+
+/// Wraps every request: gives it an `x-request-id`, authenticates it unless the route is public,
+/// renders any error in the dialect of the route, and logs one line (never the key or a body).
+struct GatewayMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
+
+    let authenticator: Authenticator
+    let logger: Logger
+
+    /// Routes that need no key. Everything else does (deny by default).
+    static let publicPaths: Set<String> = ["/", "/health", "/health/ollama", "/metrics"]
+    /// Ollama's model-management routes: refused to everyone with 403.
+    static let forbiddenPrefixes = ["/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs"]
+
+    func handle(_ request: Request, context: GatewayContext,
+                next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
+        var context = context
+        let path = request.uri.path
+        let dialect = Dialect.of(path: path, headers: request.headers)
+        var response: Response
+        do {
+            if Self.forbiddenPrefixes.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
+                throw GatewayError.forbiddenRoute(path)
+            }
+            if !Self.publicPaths.contains(path) {
+                context.principal = try await authenticator.authenticate(request.headers)
+            }
+            response = try await next(request, context)
+        } catch let error as GatewayError {
+            response = ErrorRenderer.response(error, dialect: dialect)
+        } catch let error as HTTPError {
+            response = ErrorRenderer.response(Self.translate(error, path: path), dialect: dialect)
+        } catch {
+            logger.error("unhandled error", metadata: ["request_id": "\(context.requestId)", "error": "\(error)"])
+            response = ErrorRenderer.response(.internalError("unexpected failure"), dialect: dialect)
+        }
+        response.headers[.xRequestId] = context.requestId
+        if logger.logLevel <= .info {
+            logger.info("request", metadata: [
+                "request_id": "\(context.requestId)", "method": "\(request.method.rawValue)", "path": "\(path)",
+                "status": "\(response.status.code)",
+                "latency_ms": "\(Double(context.startedAt.microsecondsElapsed) / 1000)",
+                "customer_id": "\(context.principal.map { String($0.customerId) } ?? "-")",
+            ])
+        }
+        return response
+    }
+
+    /// Hummingbird's own errors (no route, body too large, bad method) in our vocabulary.
+    static func translate(_ error: HTTPError, path: String) -> GatewayError {
+        switch error.status {
+        case .notFound: .routeNotFound(path)
+        case .contentTooLarge: .bodyTooLarge(limit: 0)
+        case .methodNotAllowed: .invalidRequest("method not allowed on \(path)")
+        default: error.status.code < 500 ? .invalidRequest(error.body ?? error.status.reasonPhrase) : .internalError(error.status.reasonPhrase)
+        }
+    }
+}

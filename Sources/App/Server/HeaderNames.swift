@@ -1,0 +1,7 @@
+import HTTPTypes
+
+extension HTTPField.Name {
+    static let xRequestId = HTTPField.Name("x-request-id")!
+    static let xAPIKey = HTTPField.Name("x-api-key")!
+    static let anthropicVersion = HTTPField.Name("anthropic-version")!
+}

@@ -1,0 +1,249 @@
+import Foundation
+import Hummingbird
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A fake Ollama for tests and benchmarks (Ollama cannot run here). It follows the wire formats
+/// byte for byte: NDJSON streaming with Go's key order, final-chunk metrics, `{"error"}` bodies,
+/// mid-stream error lines. Behaviour is chosen by model name:
+///
+/// - `llama3`, `mistral`: a fixed answer, one word per chunk, `prompt_eval_count` 26;
+/// - `all-minilm`: embeddings;
+/// - `drip`: the same answer with `dripMillis` between chunks (for streaming and cancel tests);
+/// - `slow`: waits `slowSeconds` before answering;
+/// - `error500`: HTTP 500 with Ollama's error body;
+/// - `fail-midstream`: two chunks, then an error line;
+/// - `truncated`: two chunks, then the connection ends without the final chunk;
+/// - anything else: 404 `model 'x' not found`.
+public struct FakeUpstream: Sendable {
+    public struct Options: Sendable {
+        public var dripMillis: Int = 200
+        public var slowSeconds: Double = 3
+        /// Milliseconds between chunks for the normal models (0: as fast as possible).
+        public var paceMillis: Int = 0
+        /// Content chunks in a normal answer (words of the fixed sentence, repeated).
+        public var chunks: Int = 8
+        /// Delay before the response head, for latency benchmarks.
+        public var latencyMillis: Int = 0
+
+        public init() {}
+    }
+
+    public let options: Options
+    public let recorder = Recorder()
+
+    public init(options: Options = Options()) {
+        self.options = options
+    }
+
+    /// What the fake saw, for tests to check.
+    public final class Recorder: Sendable {
+        private let state = NIOLockedValueBox(State())
+        struct State {
+            var calls: [String: Int] = [:]
+            var cancelledStreams = 0
+            var lastChunkSentAt: [String: ContinuousClock.Instant] = [:]
+            var lastAuthorization: String?
+        }
+
+        public func calls(_ path: String) -> Int { state.withLockedValue { $0.calls[path] ?? 0 } }
+        public var totalCalls: Int { state.withLockedValue { $0.calls.values.reduce(0, +) } }
+        public var cancelledStreams: Int { state.withLockedValue { $0.cancelledStreams } }
+        public var lastAuthorization: String? { state.withLockedValue { $0.lastAuthorization } }
+        /// When the last chunk of the most recent stream for `model` was handed to the socket.
+        public func lastChunkSentAt(model: String) -> ContinuousClock.Instant? {
+            state.withLockedValue { $0.lastChunkSentAt[model] }
+        }
+
+        func record(_ path: String, authorization: String?) {
+            state.withLockedValue {
+                $0.calls[path, default: 0] += 1
+                $0.lastAuthorization = authorization
+            }
+        }
+        func recordCancel() { state.withLockedValue { $0.cancelledStreams += 1 } }
+        func recordLastChunk(model: String) { state.withLockedValue { $0.lastChunkSentAt[model] = .now } }
+    }
+
+    static let words = ["The ", "sky ", "is ", "blue ", "because ", "of ", "Rayleigh ", "scattering."]
+    static let promptEvalCount = 26
+    static let served = ["llama3:latest", "mistral:latest", "all-minilm:latest"]
+    static let magic = ["drip", "slow", "error500", "fail-midstream", "truncated"]
+
+    /// The router with every Ollama route the gateway uses.
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/") { _, _ in Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
+                                           body: .init(byteBuffer: ByteBuffer(string: "Ollama is running"))) }
+        router.get("/api/version") { request, _ in
+            recorder.record("/api/version", authorization: request.headers[.authorization])
+            return Self.json(.ok, #"{"version":"0.5.1"}"#)
+        }
+        router.get("/api/tags") { request, _ in
+            recorder.record("/api/tags", authorization: request.headers[.authorization])
+            return Self.json(.ok, Self.tagsBody)
+        }
+        router.get("/api/ps") { request, _ in
+            recorder.record("/api/ps", authorization: request.headers[.authorization])
+            return Self.json(.ok, #"{"models":[]}"#)
+        }
+        router.post("/api/show") { request, _ in
+            recorder.record("/api/show", authorization: request.headers[.authorization])
+            let object = try await Self.object(request)
+            guard let model = Self.resolve((object?["model"] ?? object?["name"]) as? String) else {
+                return Self.error(.notFound, "model '\((object?["model"] as? String) ?? "")' not found")
+            }
+            return Self.json(.ok, Self.showBody(model))
+        }
+        router.post("/api/chat") { request, _ in try await generate(request, chat: true) }
+        router.post("/api/generate") { request, _ in try await generate(request, chat: false) }
+        router.post("/api/embed") { request, _ in
+            recorder.record("/api/embed", authorization: request.headers[.authorization])
+            guard let object = try await Self.object(request) else { return Self.error(.badRequest, "invalid JSON") }
+            guard let model = Self.resolve(object["model"] as? String) else {
+                return Self.error(.notFound, "model '\(object["model"] as? String ?? "")' not found")
+            }
+            let inputs = (object["input"] as? [String]) ?? [(object["input"] as? String) ?? ""]
+            let vectors = inputs.map { _ in "[0.010071029,-0.0017594862,0.05007221]" }.joined(separator: ",")
+            return Self.json(.ok, "{\"model\":\"\(Self.bare(model))\",\"embeddings\":[\(vectors)],\"total_duration\":14143917,\"load_duration\":1019500,\"prompt_eval_count\":\(8 * inputs.count)}")
+        }
+        router.post("/api/embeddings") { request, _ in
+            recorder.record("/api/embeddings", authorization: request.headers[.authorization])
+            guard let object = try await Self.object(request) else { return Self.error(.badRequest, "invalid JSON") }
+            guard Self.resolve(object["model"] as? String) != nil else {
+                return Self.error(.notFound, "model '\(object["model"] as? String ?? "")' not found")
+            }
+            return Self.json(.ok, #"{"embedding":[0.5670403838157654,0.009260174818336964,0.23178744316101074]}"#)
+        }
+        return router
+    }
+
+    // MARK: Chat and generate
+
+    func generate(_ request: Request, chat: Bool) async throws -> Response {
+        let path = chat ? "/api/chat" : "/api/generate"
+        recorder.record(path, authorization: request.headers[.authorization])
+        guard let object = try await Self.object(request) else { return Self.error(.badRequest, "invalid character in request body") }
+        guard let requested = object["model"] as? String, !requested.isEmpty else {
+            return Self.error(.badRequest, "model is required")
+        }
+        guard let model = Self.resolve(requested) else { return Self.error(.notFound, "model '\(requested)' not found") }
+        let name = Self.bare(model)
+        if options.latencyMillis > 0 { try await Task.sleep(for: .milliseconds(options.latencyMillis)) }
+        switch name {
+        case "slow": try await Task.sleep(for: .seconds(options.slowSeconds))
+        case "error500": return Self.error(.internalServerError, "an error was encountered while running the model")
+        default: break
+        }
+        let limit = ((object["options"] as? [String: Any])?["num_predict"] as? Int).flatMap { $0 > 0 ? $0 : nil }
+        let count = min(limit ?? Int.max, name == "drip" ? Self.words.count : options.chunks)
+        let pieces = (0..<count).map { Self.words[$0 % Self.words.count] }
+        let doneReason = limit != nil && limit! <= options.chunks && name != "drip" ? "length" : "stop"
+        let echo = requested // Ollama echoes the model name as the client wrote it
+        let streaming = object["stream"] as? Bool ?? true
+
+        if !streaming {
+            let text = pieces.joined()
+            return Self.json(.ok, Self.final(chat: chat, model: echo, content: text, doneReason: doneReason, evalCount: count))
+        }
+        let pace = name == "drip" ? options.dripMillis : options.paceMillis
+        let recorder = self.recorder
+        return Response(
+            status: .ok, headers: [.contentType: "application/x-ndjson"],
+            body: ResponseBody { writer in
+                do {
+                    for (i, piece) in pieces.enumerated() {
+                        if i > 0 && pace > 0 { try await Task.sleep(for: .milliseconds(pace)) }
+                        if name == "fail-midstream" && i == 2 {
+                            try await writer.write(ByteBuffer(string: #"{"error":"an error was encountered while running the model"}"# + "\n"))
+                            recorder.recordLastChunk(model: name)
+                            try await writer.finish(nil)
+                            return
+                        }
+                        if name == "truncated" && i == 2 {
+                            // End the body without the final chunk, as a crashed runner would.
+                            recorder.recordLastChunk(model: name)
+                            try await writer.finish(nil)
+                            return
+                        }
+                        try await writer.write(ByteBuffer(string: Self.chunk(chat: chat, model: echo, content: piece) + "\n"))
+                    }
+                    if pace > 0 { try await Task.sleep(for: .milliseconds(pace)) }
+                    try await writer.write(ByteBuffer(string: Self.final(chat: chat, model: echo, content: "", doneReason: doneReason, evalCount: count) + "\n"))
+                    recorder.recordLastChunk(model: name)
+                    try await writer.finish(nil)
+                } catch {
+                    recorder.recordCancel()
+                    throw error
+                }
+            })
+    }
+
+    // MARK: Wire format
+
+    static func createdAt() -> String {
+        let now = Date()
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: now)
+    }
+
+    static func chunk(chat: Bool, model: String, content: String) -> String {
+        if chat {
+            return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt())\",\"message\":{\"role\":\"assistant\",\"content\":\(quote(content))},\"done\":false}"
+        }
+        return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt())\",\"response\":\(quote(content)),\"done\":false}"
+    }
+
+    static func final(chat: Bool, model: String, content: String, doneReason: String, evalCount: Int) -> String {
+        let metrics = "\"total_duration\":182242375,\"load_duration\":41295167,\"prompt_eval_count\":\(promptEvalCount),\"prompt_eval_duration\":24573166,\"eval_count\":\(evalCount),\"eval_duration\":115959084"
+        if chat {
+            return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt())\",\"message\":{\"role\":\"assistant\",\"content\":\(quote(content))},\"done_reason\":\"\(doneReason)\",\"done\":true,\(metrics)}"
+        }
+        return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt())\",\"response\":\(quote(content)),\"done\":true,\"done_reason\":\"\(doneReason)\",\"context\":[1,2,3],\(metrics)}"
+    }
+
+    static let tagsBody = "{\"models\":[" + served.map { name in
+        let family = name.hasPrefix("all-minilm") ? "bert" : (name.hasPrefix("mistral") ? "llama" : "llama")
+        let size = name.hasPrefix("all-minilm") ? "23M" : (name.hasPrefix("mistral") ? "7.2B" : "8.0B")
+        return "{\"name\":\"\(name)\",\"model\":\"\(name)\",\"modified_at\":\"2025-05-04T17:37:44.706015396-07:00\",\"size\":2019393189,\"digest\":\"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72\",\"details\":{\"parent_model\":\"\",\"format\":\"gguf\",\"family\":\"\(family)\",\"families\":[\"\(family)\"],\"parameter_size\":\"\(size)\",\"quantization_level\":\"Q4_K_M\"}}"
+    }.joined(separator: ",") + "]}"
+
+    static func showBody(_ model: String) -> String {
+        let embedding = model.hasPrefix("all-minilm")
+        let arch = embedding ? "bert" : "llama"
+        let context = embedding ? 512 : 8192
+        let capabilities = embedding ? "[\"embedding\"]" : "[\"completion\",\"tools\"]"
+        return "{\"modelfile\":\"FROM \(model)\",\"parameters\":\"num_ctx 4096\",\"template\":\"{{ .Prompt }}\",\"details\":{\"parent_model\":\"\",\"format\":\"gguf\",\"family\":\"\(arch)\",\"families\":[\"\(arch)\"],\"parameter_size\":\"\(embedding ? "23M" : "8.0B")\",\"quantization_level\":\"Q4_0\"},\"model_info\":{\"general.architecture\":\"\(arch)\",\"general.parameter_count\":8030261248,\"\(arch).context_length\":\(context),\"\(arch).embedding_length\":4096,\"tokenizer.ggml.tokens\":[]},\"capabilities\":\(capabilities),\"modified_at\":\"2025-05-04T17:37:44.706015396-07:00\"}"
+    }
+
+    /// The canonical `name:tag` of a model this fake knows, or nil.
+    static func resolve(_ name: String?) -> String? {
+        guard let name, !name.isEmpty else { return nil }
+        let full = name.contains(":") ? name : name + ":latest"
+        if served.contains(full) || magic.contains(bare(full)) { return full }
+        return nil
+    }
+
+    static func bare(_ model: String) -> String {
+        model.hasSuffix(":latest") ? String(model.dropLast(7)) : model
+    }
+
+    static func object(_ request: Request) async throws -> [String: Any]? {
+        let body = try await request.body.collect(upTo: 64 << 20)
+        return (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any]
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        Response(status: status, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        json(status, "{\"error\":\(quote(message))}")
+    }
+
+    static func quote(_ s: String) -> String {
+        let data = try! JSONSerialization.data(withJSONObject: [s], options: [.withoutEscapingSlashes])
+        return String(decoding: data.dropFirst().dropLast(), as: UTF8.self)
+    }
+}

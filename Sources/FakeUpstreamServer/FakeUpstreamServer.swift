@@ -1,0 +1,30 @@
+import FakeUpstream
+import Foundation
+import Hummingbird
+
+/// `lmsvr-fake-upstream [--port N] [--pace-ms N] [--chunks N] [--latency-ms N] [--drip-ms N]`:
+/// the test suite's fake Ollama as a process, for the end-to-end tests and benchmarks. Prints
+/// `listening on PORT` once ready.
+@main
+struct FakeUpstreamServer {
+    static func main() async throws {
+        let args = CommandLine.arguments
+        func value(_ flag: String) -> Int? {
+            args.firstIndex(of: flag).flatMap { $0 + 1 < args.count ? Int(args[$0 + 1]) : nil }
+        }
+        var options = FakeUpstream.Options()
+        if let v = value("--pace-ms") { options.paceMillis = v }
+        if let v = value("--chunks") { options.chunks = v }
+        if let v = value("--latency-ms") { options.latencyMillis = v }
+        if let v = value("--drip-ms") { options.dripMillis = v }
+        let fake = FakeUpstream(options: options)
+        let app = Application(
+            router: fake.router(),
+            configuration: .init(address: .hostname("127.0.0.1", port: value("--port") ?? 0), serverName: "fake-ollama"),
+            onServerRunning: { channel in
+                FileHandle.standardOutput.write(Data("listening on \(channel.localAddress?.port ?? 0)\n".utf8))
+            },
+            logger: .init(label: "fake-upstream"))
+        try await app.runService()
+    }
+}

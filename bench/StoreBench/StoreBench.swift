@@ -1,0 +1,76 @@
+import Core
+import Foundation
+import Migrate
+import PGStore
+import SQLStore
+import SQLiteStore
+
+/// Measures hold+settle pairs per second against a real store.
+///
+///     store-bench <database-url> [--tasks 16] [--pairs 4000] [--customers 1]
+///
+/// Each task loops: hold a flat amount, then settle it with a usage row, as the gateway does per
+/// request. With one customer every pair contends for the same period row (the hot path a busy
+/// customer takes); with many, tasks spread over rows.
+@main
+struct StoreBench {
+    static func main() async throws {
+        var args = Array(CommandLine.arguments.dropFirst())
+        guard !args.isEmpty else {
+            print("usage: store-bench <database-url> [--tasks N] [--pairs N] [--customers N]")
+            exit(2)
+        }
+        let url = args.removeFirst()
+        func option(_ name: String, _ fallback: Int) -> Int {
+            guard let i = args.firstIndex(of: name), i + 1 < args.count, let v = Int(args[i + 1]) else { return fallback }
+            return v
+        }
+        let tasks = option("--tasks", 16), pairs = option("--pairs", 4000), customers = option("--customers", 1)
+        let store: any Store
+        switch try DatabaseLocation(url: url) {
+        case .sqlite(let path):
+            let db = try await SQLiteDatabase.open(path: path)
+            try await Migrator(database: db).migrate()
+            store = SQLiteStore(database: db)
+        case .postgres(let conninfo):
+            let db = try await PGDatabase.connect(conninfo: conninfo, size: tasks)
+            try await Migrator(database: db).migrate()
+            store = PGStore(database: db)
+        }
+        var ids: [Int64] = []
+        let run = UUID().uuidString.prefix(8)
+        for i in 0..<customers {
+            ids.append(try await store.createCustomer(name: "bench", email: "bench-\(run)-\(i)@example.com",
+                                                      monthlyBudget: Money(nanos: Int64.max / 4), nowMicros: nowMicros()).id)
+        }
+        let customerIds = ids
+        let start = DispatchTime.now().uptimeNanoseconds
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for t in 0..<tasks {
+                group.addTask {
+                    for n in 0..<(pairs / tasks) {
+                        let id = "\(run)-\(t)-\(n)"
+                        let customer = customerIds[(t * 7919 + n) % customerIds.count]
+                        let now = nowMicros()
+                        let hold = HoldRequest(holdId: id, customerId: customer, keyId: nil, amount: Money(nanos: 10_000_000),
+                                               nowMicros: now, expiresAtMicros: now + 600_000_000, endpoint: "/api/chat",
+                                               dialect: "ollama", provider: "ollama", model: "bench")
+                        guard case .admitted = try await store.hold(hold) else { fatalError("refused") }
+                        let usage = UsageRecord(requestId: id, customerId: customer, keyId: nil, endpoint: "/api/chat",
+                                                dialect: "ollama", provider: "ollama", model: "bench", httpStatus: 200,
+                                                outcome: .ok, cost: Money(nanos: 10_000_000),
+                                                price: ModelPrice(perRequest: Money(nanos: 10_000_000)),
+                                                priceSource: .configured, createdAtMicros: now)
+                        _ = try await store.settle(holdId: id, usage: usage)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let done = (pairs / tasks) * tasks
+        print(String(format: "{\"pairs\": %d, \"tasks\": %d, \"customers\": %d, \"seconds\": %.3f, \"pairs_per_second\": %.0f}",
+                     done, tasks, customers, seconds, Double(done) / seconds))
+        await store.close()
+    }
+}
