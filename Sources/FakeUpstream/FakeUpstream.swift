@@ -203,7 +203,8 @@ public struct FakeUpstream: Sendable {
         return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt())\",\"response\":\(quote(content)),\"done\":true,\"done_reason\":\"\(doneReason)\",\"context\":[1,2,3],\(metrics)}"
     }
 
-    static let tagsBody = "{\"models\":[" + served.map { name in
+    /// The exact `/api/tags` body this fake serves.
+    public static let tagsBody = "{\"models\":[" + served.map { name in
         let family = name.hasPrefix("all-minilm") ? "bert" : (name.hasPrefix("mistral") ? "llama" : "llama")
         let size = name.hasPrefix("all-minilm") ? "23M" : (name.hasPrefix("mistral") ? "7.2B" : "8.0B")
         return "{\"name\":\"\(name)\",\"model\":\"\(name)\",\"modified_at\":\"2025-05-04T17:37:44.706015396-07:00\",\"size\":2019393189,\"digest\":\"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72\",\"details\":{\"parent_model\":\"\",\"format\":\"gguf\",\"family\":\"\(family)\",\"families\":[\"\(family)\"],\"parameter_size\":\"\(size)\",\"quantization_level\":\"Q4_K_M\"}}"

@@ -18,6 +18,9 @@ public final class UpstreamClient: Sendable {
                            read: .seconds(Int64(configuration.upstreamReadTimeoutSeconds))))
         config.connectionPool = .init(idleTimeout: .seconds(60),
                                       concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.upstreamMaxConnections)
+        // A refused connection means the upstream is down: answer 502 at once rather than retry
+        // until the connect timeout (clients and their SDKs retry on their own terms).
+        config.connectionPool.retryConnectionEstablishment = false
         config.decompression = .disabled
         config.httpVersion = .http1Only
         self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: config)

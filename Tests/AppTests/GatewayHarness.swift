@@ -1,0 +1,133 @@
+import App
+import AsyncHTTPClient
+import Core
+import FakeUpstream
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import SQLStore
+import ServiceLifecycle
+import TestSupport
+
+/// A running gateway on port 0 in front of a fake Ollama on port 0, with a real store, for
+/// end-to-end tests over loopback.
+struct GatewayHarness {
+    let gatewayPort: Int
+    let upstreamPort: Int
+    let store: any Store
+    let database: any SQLDatabase
+    let databaseURL: String
+    let fake: FakeUpstream
+    let configuration: Configuration
+    var base: String { "http://127.0.0.1:\(gatewayPort)" }
+
+    /// Creates a customer (budget in nano-dollars; nil = unlimited) and a key; returns both.
+    func customer(budgetNanos: Int64?, email: String = "c\(UUID().uuidString.prefix(8))@example.com")
+        async throws -> (customer: Customer, key: String)
+    {
+        let customer = try await store.createCustomer(name: "Test", email: email,
+                                                      monthlyBudget: budgetNanos.map(Money.init(nanos:)), nowMicros: nowMicros())
+        let key = try await store.createKey(customerId: customer.id, name: nil, nowMicros: nowMicros())!
+        return (customer, key.plaintext)
+    }
+
+    /// Sends a request and collects the whole response.
+    func send(_ method: HTTPMethod = .POST, _ path: String, key: String? = nil, json: String? = nil,
+              headers: [(String, String)] = []) async throws -> (status: Int, headers: HTTPHeaders, body: String) {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        if let key { request.headers.add(name: "authorization", value: "Bearer \(key)") }
+        for (k, v) in headers { request.headers.add(name: k, value: v) }
+        if let json {
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: json))
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 64 << 20)
+        return (Int(response.status.code), response.headers, String(buffer: body))
+    }
+
+    /// Ledger rows as (request id, outcome, status, cost nanos, prompt, completion, token source).
+    func ledger() async throws -> [(requestId: String, outcome: String, status: Int64, cost: Int64, prompt: Int64,
+                                    completion: Int64, source: String)] {
+        try await database.withConnection { c in
+            try c.execute("SELECT request_id, outcome, http_status, cost_nanos, prompt_tokens, completion_tokens, token_source FROM usage ORDER BY id").map {
+                (try $0.text(0), try $0.text(1), try $0.int(2), try $0.int(3), try $0.int(4), try $0.int(5), try $0.text(6))
+            }
+        }
+    }
+
+    func budget(_ customer: Customer) async throws -> BudgetStatus {
+        try await store.budgetStatus(customerId: customer.id, period: BudgetPeriod(containingMicros: nowMicros()))!
+    }
+
+    /// Runs `body` against a fresh gateway and fake upstream, then stops both.
+    static func with(
+        backend: Backend = .sqlite,
+        environment: [String: String] = [:],
+        upstreamOptions: FakeUpstream.Options = .init(),
+        upstreamDown: Bool = false,
+        _ body: (GatewayHarness) async throws -> Void
+    ) async throws {
+        let fake = FakeUpstream(options: upstreamOptions)
+        let (store, database, url) = try await backend.makeStore()
+        let logger = Logger(label: "test")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let upstreamPort: Int
+            if upstreamDown {
+                upstreamPort = try Self.closedPort()
+            } else {
+                let (stream, continuation) = AsyncStream.makeStream(of: Int.self)
+                let upstreamApp = Application(router: fake.router(),
+                                              configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                                              onServerRunning: { continuation.yield($0.localAddress!.port!) },
+                                              logger: Logger(label: "fake"))
+                group.addTask { try await upstreamApp.run() }
+                var iterator = stream.makeAsyncIterator()
+                upstreamPort = await iterator.next()!
+            }
+            var env = ["OLLAMA_BASE_URL": "http://127.0.0.1:\(upstreamPort)", "HOST": "127.0.0.1", "PORT": "0",
+                       "LOG_LEVEL": "WARNING", "DATABASE_URL": url]
+            for (k, v) in environment { env[k] = v }
+            let configuration = try Configuration(environment: env)
+            let upstream = UpstreamClient(configuration: configuration)
+            let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, logger: logger)
+            let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
+            let app = gateway.application(onServerRunning: { portContinuation.yield($0) })
+            group.addTask { try await app.run() }
+            var portIterator = ports.makeAsyncIterator()
+            let gatewayPort = await portIterator.next()!
+            let harness = GatewayHarness(gatewayPort: gatewayPort, upstreamPort: upstreamPort, store: store,
+                                         database: database, databaseURL: url, fake: fake, configuration: configuration)
+            do {
+                try await body(harness)
+            } catch {
+                group.cancelAll()
+                await upstream.shutdown()
+                await store.close()
+                throw error
+            }
+            group.cancelAll()
+            await upstream.shutdown()
+            await store.close()
+        }
+    }
+
+    /// A loopback port with nothing listening on it.
+    static func closedPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+let chatBody = #"{"model":"llama3","messages":[{"role":"user","content":"why is the sky blue?"}]}"#

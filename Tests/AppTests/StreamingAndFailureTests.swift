@@ -1,0 +1,179 @@
+import AsyncHTTPClient
+import Core
+import FakeUpstream
+import Foundation
+import NIOCore
+import PGStore
+import TestSupport
+import Testing
+
+/// Polls `condition` for up to five seconds (for effects that land after a response ends).
+func eventually(_ condition: () async throws -> Bool) async throws -> Bool {
+    for _ in 0..<100 {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
+}
+
+@Suite("Gateway: streaming and failures")
+struct StreamingAndFailureTests {
+    @Test func eachChunkIsForwardedAsItArrives() async throws {
+        try await GatewayHarness.with { h in
+            let (_, key) = try await h.customer(budgetNanos: nil)
+            var request = HTTPClientRequest(url: h.base + "/api/chat")
+            request.method = .POST
+            request.headers.add(name: "authorization", value: "Bearer \(key)")
+            request.body = .bytes(ByteBuffer(string: #"{"model":"drip","messages":[]}"#))
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            var firstChunkAt: ContinuousClock.Instant?
+            var text = ""
+            for try await chunk in response.body {
+                if firstChunkAt == nil { firstChunkAt = .now }
+                text += String(buffer: chunk)
+            }
+            let lastSent = try #require(h.fake.recorder.lastChunkSentAt(model: "drip"))
+            // The client held the first chunk before the upstream had even sent its last one.
+            #expect(try #require(firstChunkAt) < lastSent)
+            #expect(text.split(separator: "\n").count == 9)
+            #expect(try await eventually { try await h.ledger().first?.outcome == "ok" })
+        }
+    }
+
+    @Test func aClientThatDisconnectsCancelsTheUpstreamAndIsBilledWhatWasDelivered() async throws {
+        try await GatewayHarness.with { h in
+            let (customer, key) = try await h.customer(budgetNanos: nil)
+            let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup)
+            let reader = Task {
+                var request = HTTPClientRequest(url: h.base + "/api/chat")
+                request.method = .POST
+                request.headers.add(name: "authorization", value: "Bearer \(key)")
+                request.body = .bytes(ByteBuffer(string: #"{"model":"drip","messages":[]}"#))
+                let response = try await client.execute(request, timeout: .seconds(30))
+                for try await _ in response.body { return } // walk away after the first chunk
+            }
+            try await reader.value
+            try await client.shutdown() // closes the connection mid-stream
+            #expect(try await eventually { h.fake.recorder.cancelledStreams == 1 })
+            #expect(try await eventually { try await h.ledger().count == 1 })
+            let row = try #require(try await h.ledger().first)
+            #expect(row.outcome == "client_cancelled")
+            #expect(row.source == "estimated")
+            #expect(row.completion >= 1 && row.completion < 8)
+            #expect(row.cost == 10_000_000) // the flat default price; no token prices set
+            #expect(try await h.budget(customer).held == .zero)
+        }
+    }
+
+    @Test func malformedJSONIs400AndNeverReachesTheUpstream() async throws {
+        try await GatewayHarness.with { h in
+            let (_, key) = try await h.customer(budgetNanos: nil)
+            let r = try await h.send(.POST, "/api/chat", key: key, json: #"{"model": "llama3", "messages": ["#)
+            #expect(r.status == 400)
+            #expect(r.body == #"{"error":"invalid JSON in request body"}"#)
+            #expect(try await h.send(.POST, "/api/chat", key: key, json: #"{"messages":[]}"#).body == #"{"error":"model is required"}"#)
+            #expect(h.fake.recorder.totalCalls == 0)
+            #expect(try await h.ledger().isEmpty)
+        }
+    }
+
+    @Test func aBodyOverTheLimitIs413() async throws {
+        try await GatewayHarness.with(environment: ["MAX_BODY_BYTES": "2048"]) { h in
+            let (_, key) = try await h.customer(budgetNanos: nil)
+            let big = #"{"model":"llama3","prompt":""# + String(repeating: "x", count: 5000) + #""}"#
+            let r = try await h.send(.POST, "/api/generate", key: key, json: big)
+            #expect(r.status == 413)
+            #expect(r.body.contains("2048"))
+            #expect(h.fake.recorder.totalCalls == 0)
+        }
+    }
+
+    @Test func anUnknownModelIsTheUpstreams404AndNotCharged() async throws {
+        try await GatewayHarness.with { h in
+            let (customer, key) = try await h.customer(budgetNanos: 100_000_000)
+            let r = try await h.send(.POST, "/api/chat", key: key, json: #"{"model":"llama9","messages":[]}"#)
+            #expect(r.status == 404)
+            #expect(r.body == #"{"error":"model 'llama9' not found"}"#)
+            let row = try #require(try await h.ledger().first)
+            #expect(row.outcome == "upstream_error" && row.status == 404 && row.cost == 0)
+            #expect(try await h.budget(customer).spent == .zero)
+            #expect(try await h.budget(customer).held == .zero)
+        }
+    }
+
+    @Test func anUnreachableUpstreamIs502PromptlyUnchargedWithTheHoldReleased() async throws {
+        try await GatewayHarness.with(upstreamDown: true) { h in
+            let (customer, key) = try await h.customer(budgetNanos: 100_000_000)
+            let r = try await h.send(.POST, "/api/chat", key: key, json: chatBody)
+            #expect(r.status == 502)
+            #expect(r.body.contains("upstream unreachable"))
+            let row = try #require(try await h.ledger().first)
+            #expect(row.outcome == "upstream_error" && row.cost == 0)
+            let status = try await h.budget(customer)
+            #expect(status.spent == .zero && status.held == .zero)
+        }
+    }
+
+    @Test func anUpstream500IsPassedOnAndNotCharged() async throws {
+        try await GatewayHarness.with { h in
+            let (customer, key) = try await h.customer(budgetNanos: 100_000_000)
+            let r = try await h.send(.POST, "/api/generate", key: key, json: #"{"model":"error500","prompt":"x"}"#)
+            #expect(r.status == 500)
+            #expect(r.body == #"{"error":"an error was encountered while running the model"}"#)
+            #expect(try await h.ledger().first?.cost == 0)
+            #expect(try await h.budget(customer).spent == .zero)
+        }
+    }
+
+    @Test(arguments: ["fail-midstream", "truncated"])
+    func aStreamThatFailsMidwayEndsWithAnErrorLineAndIsNotCharged(model: String) async throws {
+        try await GatewayHarness.with { h in
+            let (customer, key) = try await h.customer(budgetNanos: 100_000_000)
+            let r = try await h.send(.POST, "/api/chat", key: key, json: #"{"model":"\#(model)","messages":[]}"#)
+            #expect(r.status == 200)
+            let lines = r.body.split(separator: "\n")
+            #expect(lines.count == 3)
+            #expect(lines.last?.hasPrefix(#"{"error":"#) == true)
+            #expect(try await eventually { try await h.ledger().first?.outcome == "upstream_error" })
+            #expect(try await h.ledger().first?.cost == 0)
+            #expect(try await h.budget(customer).spent == .zero)
+            #expect(try await h.budget(customer).held == .zero)
+        }
+    }
+
+    @Test func aSilentUpstreamIs504AfterTheReadTimeout() async throws {
+        var options = FakeUpstream.Options()
+        options.slowSeconds = 3
+        try await GatewayHarness.with(environment: ["UPSTREAM_READ_TIMEOUT_SECONDS": "1"], upstreamOptions: options) { h in
+            let (customer, key) = try await h.customer(budgetNanos: 100_000_000)
+            let r = try await h.send(.POST, "/api/chat", key: key, json: #"{"model":"slow","messages":[]}"#)
+            #expect(r.status == 504)
+            #expect(r.body.contains("timed out"))
+            #expect(try await h.ledger().first?.cost == 0)
+            #expect(try await h.budget(customer).held == .zero)
+        }
+    }
+
+    @Test func anUnavailableDatabaseIs503AndTheUpstreamIsNotCalled() async throws {
+        try await GatewayHarness.with(backend: .postgres, environment: ["DB_POOL_WAIT_MS": "500"]) { h in
+            let (_, key) = try await h.customer(budgetNanos: nil)
+            #expect(try await h.send(.POST, "/api/chat", key: key, json: chatBody).status == 200)
+            let name = String(h.databaseURL.split(separator: "/").last!)
+            let admin = try await PGDatabase.connect(conninfo: try TestDatabases.postgresAdminURL(), size: 1)
+            _ = try await admin.withConnection { c in
+                try c.executeScript("ALTER DATABASE \(name) ALLOW_CONNECTIONS false")
+                try c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", .text(name))
+            }
+            let calls = h.fake.recorder.calls("/api/chat")
+            let r = try await h.send(.POST, "/api/chat", key: key, json: chatBody)
+            #expect(r.status == 503)
+            #expect(r.body.contains("unavailable"))
+            #expect(h.fake.recorder.calls("/api/chat") == calls)
+            #expect(try await h.send(.GET, "/health").status == 503)
+            _ = try await admin.withConnection { try $0.executeScript("ALTER DATABASE \(name) ALLOW_CONNECTIONS true") }
+            await admin.shutdown()
+            // It recovers by itself once the database is back.
+            #expect(try await eventually { try await h.send(.POST, "/api/chat", key: key, json: chatBody).status == 200 })
+        }
+    }
+}
