@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Core
 
@@ -148,5 +149,23 @@ struct ConfigurationTests {
         #expect(!CustomerInput.isPlausibleEmail("john example@x.com"))
         #expect(!CustomerInput.isPlausibleEmail("@x.com"))
         #expect(!CustomerInput.isPlausibleEmail("a@b@c.com"))
+    }
+}
+
+struct DocumentationTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    @Test func envExampleAndReadmeListEverySetting() throws {
+        let example = try String(contentsOf: Self.root.appendingPathComponent(".env.example"), encoding: .utf8)
+        let readme = try String(contentsOf: Self.root.appendingPathComponent("README.md"), encoding: .utf8)
+        for (name, value) in Configuration.defaults {
+            #expect(example.contains(name), "\(name) is missing from .env.example")
+            #expect(readme.contains("`\(name)`"), "\(name) is missing from the README")
+            if !value.isEmpty { #expect(example.contains("\(name)=\(value)"), "\(name)'s default differs in .env.example") }
+        }
+        // Parsing the example as-is gives the defaults.
+        let parsed = try Configuration(environment: DotEnv.parse(example))
+        #expect(parsed.port == 8000)
     }
 }
