@@ -25,6 +25,11 @@ public struct Gateway: Sendable {
         HealthRoutes(store: store, upstream: upstream, configuration: configuration).register(on: router)
         OllamaRoutes(upstream: upstream, billing: billing, store: store, configuration: configuration, logger: logger)
             .register(on: router)
+        let modelRouter = ModelRouter(upstream: upstream, configuration: configuration)
+        OpenAIRoutes(upstream: upstream, billing: billing, router: modelRouter, configuration: configuration).register(on: router)
+        AnthropicRoutes(upstream: upstream, billing: billing, router: modelRouter, configuration: configuration)
+            .register(on: router)
+        ModelListRoutes(upstream: upstream, store: store, configuration: configuration).register(on: router)
         return router
     }
 

@@ -11,17 +11,7 @@ struct ListModels: AsyncParsableCommand, DatabaseCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        let configuration = try database.configuration()
-        let upstream = UpstreamClient(configuration: configuration)
-        defer { Task { await upstream.shutdown() } }
-        let entries = try await StoreOpener.with(configuration) { store in
-            do {
-                return try await ModelCatalog(upstream: upstream, store: store, configuration: configuration).entries()
-            } catch let error as GatewayError {
-                throw CLIError.operational("cannot list Ollama's models at \(configuration.ollamaBaseURL): \(error.message)")
-            }
-        }
-        await upstream.shutdown()
+        let entries = try await withModelCatalog(database) { try await $0.entries() }
         if output.json { return try Output.printJSON(entries.map { ModelView($0) }) }
         Output.printTable(
             ["MODEL", "OLLAMA", "PRICING", "PER REQUEST", "PER MODEL", "INPUT/1M", "OUTPUT/1M", "CONTEXT"],
@@ -45,21 +35,32 @@ struct SyncModels: AsyncParsableCommand, DatabaseCommand {
 
     func run() async throws {
         let configuration = try database.configuration()
-        let upstream = UpstreamClient(configuration: configuration)
-        defer { Task { await upstream.shutdown() } }
-        let synced = try await StoreOpener.with(configuration) { store in
-            do {
-                return try await ModelCatalog(upstream: upstream, store: store, configuration: configuration).sync()
-            } catch let error as GatewayError {
-                throw CLIError.operational("cannot read Ollama's models at \(configuration.ollamaBaseURL): \(error.message)")
-            }
-        }
-        await upstream.shutdown()
+        let synced = try await withModelCatalog(database) { try await $0.sync() }
         if output.json { return try Output.printJSON(synced.map(MetadataView.init)) }
         print("Synced \(synced.count) model(s) from \(configuration.ollamaBaseURL).")
         Output.printTable(["MODEL", "FAMILY", "PARAMETERS", "QUANTIZATION", "CONTEXT"], synced.map {
             [$0.name, $0.family ?? "", $0.parameterSize ?? "", $0.quantization ?? "", $0.contextLength.map(String.init) ?? ""]
         }, rightAligned: [4])
+    }
+}
+
+/// Runs `body` with the model catalog (Ollama client and store), closing both afterwards and
+/// turning an unreachable Ollama into one actionable line.
+func withModelCatalog<T>(_ database: DatabaseOptions, _ body: (ModelCatalog) async throws -> T) async throws -> T {
+    let configuration = try database.configuration()
+    let upstream = UpstreamClient(configuration: configuration)
+    do {
+        let result = try await StoreOpener.with(configuration) { store in
+            try await body(ModelCatalog(upstream: upstream, store: store, configuration: configuration))
+        }
+        await upstream.shutdown()
+        return result
+    } catch let error as GatewayError {
+        await upstream.shutdown()
+        throw CLIError.operational("cannot use Ollama at \(configuration.ollamaBaseURL): \(error.message)")
+    } catch {
+        await upstream.shutdown()
+        throw error
     }
 }
 

@@ -115,6 +115,7 @@ public struct FakeUpstream: Sendable {
             }
             return Self.json(.ok, #"{"embedding":[0.5670403838157654,0.009260174818336964,0.23178744316101074]}"#)
         }
+        registerProviders(on: router)
         return router
     }
 

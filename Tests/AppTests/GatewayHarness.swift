@@ -49,6 +49,15 @@ struct GatewayHarness {
         return (Int(response.status.code), response.headers, String(buffer: body))
     }
 
+    /// Ledger rows with the dialect and provider, as (dialect, provider, model, cached tokens).
+    func ledgerRoutes() async throws -> [(dialect: String, provider: String, model: String, cached: Int64)] {
+        try await database.withConnection { c in
+            try c.execute("SELECT dialect, provider, model, cached_tokens FROM usage ORDER BY id").map {
+                (try $0.text(0), try $0.text(1), try $0.text(2), try $0.int(3))
+            }
+        }
+    }
+
     /// Ledger rows as (request id, outcome, status, cost nanos, prompt, completion, token source).
     func ledger() async throws -> [(requestId: String, outcome: String, status: Int64, cost: Int64, prompt: Int64,
                                     completion: Int64, source: String)] {
@@ -89,6 +98,8 @@ struct GatewayHarness {
                 upstreamPort = await iterator.next()!
             }
             var env = ["OLLAMA_BASE_URL": "http://127.0.0.1:\(upstreamPort)", "HOST": "127.0.0.1", "PORT": "0",
+                       "OPENAI_BASE_URL": "http://127.0.0.1:\(upstreamPort)/v1",
+                       "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(upstreamPort)",
                        "LOG_LEVEL": "WARNING", "DATABASE_URL": url]
             for (k, v) in environment { env[k] = v }
             let configuration = try Configuration(environment: env)

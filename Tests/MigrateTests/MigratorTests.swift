@@ -36,10 +36,10 @@ struct MigratorTests {
         let folder = repositoryRoot.appendingPathComponent("sql/\(dialect == .sqlite ? "sqlite" : "postgres")")
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".sql") }.sorted()
         let embedded = MigrationCatalog.migrations(for: dialect)
-        #expect(embedded.map { $0.name + ".sql" } == files, "run scripts/embed-migrations.py")
+        #expect(embedded.map { $0.name + ".sql" } == files, "run scripts/embed-data.py")
         for (file, migration) in zip(files, embedded) {
             let text = try String(contentsOf: folder.appendingPathComponent(file), encoding: .utf8)
-            #expect(sha256Hex(text) == migration.checksum, "\(file) differs from the embedded copy: run scripts/embed-migrations.py")
+            #expect(sha256Hex(text) == migration.checksum, "\(file) differs from the embedded copy: run scripts/embed-data.py")
         }
     }
 

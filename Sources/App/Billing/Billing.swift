@@ -1,5 +1,6 @@
 import Core
 import Logging
+import Providers
 
 /// Prices requests and runs the hold → settle protocol around each upstream call.
 ///
@@ -40,6 +41,7 @@ public struct Billing: Sendable {
         } catch {
             throw Self.storeFailure(error, logger: logger)
         }
+        if let entry = PriceCatalog.shipped.entry(for: model) { return (entry.price, .catalog) }
         return (ModelPrice(perRequest: configuration.defaultPricePerRequest), .fallback)
     }
 

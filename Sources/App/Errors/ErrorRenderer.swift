@@ -6,7 +6,7 @@ import Hummingbird
 enum ErrorRenderer {
     static func response(_ error: GatewayError, dialect: Dialect) -> Response {
         // An upstream error in the caller's own dialect passes through untouched.
-        if case .upstreamStatus(_, _, let body?) = error, dialect == .ollama {
+        if case .upstreamStatus(_, _, let body?, let bodyDialect) = error, bodyDialect == dialect {
             return Response(status: error.status, headers: [.contentType: "application/json; charset=utf-8"],
                             body: .init(byteBuffer: body))
         }
@@ -31,11 +31,11 @@ enum ErrorRenderer {
         switch error {
         case .missingKey, .invalidKey, .revokedKey: ("invalid_request_error", "invalid_api_key", nil)
         case .invalidRequest, .bodyTooLarge, .routeNotFound: ("invalid_request_error", nil, nil)
-        case .unknownModel: ("invalid_request_error", "model_not_found", "model")
+        case .unknownModel, .upstreamStatus(404, _, _, _): ("invalid_request_error", "model_not_found", "model")
         case .budgetExceeded: ("insufficient_quota", "insufficient_quota", nil)
         case .forbiddenRoute: ("invalid_request_error", "forbidden", nil)
-        case .upstreamStatus(let status, _, _) where status == 429: ("rate_limit_exceeded", "rate_limit_exceeded", nil)
-        case .upstreamStatus(let status, _, _) where status < 500: ("invalid_request_error", nil, nil)
+        case .upstreamStatus(429, _, _, _): ("rate_limit_exceeded", "rate_limit_exceeded", nil)
+        case .upstreamStatus(let status, _, _, _) where status < 500: ("invalid_request_error", nil, nil)
         case .databaseUnavailable: ("service_unavailable_error", "service_unavailable", nil)
         default: ("server_error", nil, nil)
         }
@@ -46,12 +46,14 @@ enum ErrorRenderer {
         case .missingKey, .invalidKey, .revokedKey: "authentication_error"
         case .invalidRequest, .routeNotFound: "invalid_request_error"
         case .bodyTooLarge: "request_too_large"
-        case .unknownModel: "not_found_error"
+        case .unknownModel, .upstreamStatus(404, _, _, _): "not_found_error"
         case .budgetExceeded: "billing_error"
         case .forbiddenRoute: "permission_error"
-        case .upstreamStatus(let status, _, _) where status == 429: "rate_limit_error"
-        case .upstreamStatus(let status, _, _) where status == 529 || status == 503: "overloaded_error"
-        case .upstreamStatus(let status, _, _) where status < 500: "invalid_request_error"
+        case .upstreamStatus(429, _, _, _): "rate_limit_error"
+        case .upstreamStatus(let status, _, _, _) where status == 529 || status == 503: "overloaded_error"
+        case .upstreamStatus(401, _, _, _), .upstreamStatus(403, _, _, _): "api_error"
+        case .upstreamStatus(let status, _, _, _) where status < 500: "invalid_request_error"
+        case .upstreamTimeout: "timeout_error"
         case .databaseUnavailable: "overloaded_error"
         default: "api_error"
         }

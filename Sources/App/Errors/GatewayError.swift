@@ -20,8 +20,9 @@ public enum GatewayError: Error, Sendable {
     case upstreamUnreachable(String)
     case upstreamInvalid(String)
     case upstreamTimeout
-    /// The upstream answered with an error status; `body` is its own error body when it had one.
-    case upstreamStatus(status: Int, message: String, body: ByteBuffer?)
+    /// The upstream answered with an error status; `body` is its own error body, in the shape
+    /// of `bodyDialect`, passed through untouched to clients of that dialect.
+    case upstreamStatus(status: Int, message: String, body: ByteBuffer?, bodyDialect: Dialect = .ollama)
     // The gateway itself.
     case databaseUnavailable
     case internalError(String)
@@ -36,7 +37,7 @@ public enum GatewayError: Error, Sendable {
         case .forbiddenRoute: .forbidden
         case .upstreamUnreachable, .upstreamInvalid: .badGateway
         case .upstreamTimeout: .gatewayTimeout
-        case .upstreamStatus(let status, _, _): HTTPResponse.Status(code: status)
+        case .upstreamStatus(let status, _, _, _): HTTPResponse.Status(code: status)
         case .databaseUnavailable: .serviceUnavailable
         case .internalError: .internalServerError
         }
@@ -58,7 +59,7 @@ public enum GatewayError: Error, Sendable {
         case .upstreamUnreachable(let m): "upstream unreachable: \(m)"
         case .upstreamInvalid(let m): "invalid response from upstream: \(m)"
         case .upstreamTimeout: "upstream timed out"
-        case .upstreamStatus(_, let m, _): m
+        case .upstreamStatus(_, let m, _, _): m
         case .databaseUnavailable: "service temporarily unavailable: the billing database cannot be reached"
         case .internalError(let m): "internal error: \(m)"
         }

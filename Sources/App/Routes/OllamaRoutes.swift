@@ -35,7 +35,7 @@ struct OllamaRoutes: Sendable {
         router.get("/api/ps") { _, _ in try await passThrough(.GET, "/api/ps") }
         router.get("/api/version") { _, _ in try await passThrough(.GET, "/api/version") }
         router.post("/api/show") { request, _ in
-            try await passThrough(.POST, "/api/show", body: try await readBody(request))
+            try await passThrough(.POST, "/api/show", body: try await readRequestBody(request, limit: configuration.maxBodyBytes))
         }
         router.get("/api/models") { _, _ in try await modelsWithPricing() }
         router.on("/", method: .get) { _, _ in Self.running() }
@@ -52,10 +52,8 @@ struct OllamaRoutes: Sendable {
 
     func metered(_ call: Call, request: Request, context: GatewayContext) async throws -> Response {
         guard let principal = context.principal else { throw GatewayError.missingKey }
-        let body = try await readBody(request)
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] else {
-            throw GatewayError.invalidRequest(body.readableBytes == 0 ? "missing request body" : "invalid JSON in request body")
-        }
+        let body = try await readRequestBody(request, limit: configuration.maxBodyBytes)
+        let object = try parseJSONObject(body)
         guard let model = (object["model"] as? String) ?? (object["name"] as? String), !model.isEmpty else {
             throw GatewayError.invalidRequest("model is required")
         }
@@ -68,41 +66,19 @@ struct OllamaRoutes: Sendable {
             provider: "ollama", model: model, promptEstimate: promptEstimate,
             maxOutputTokens: call.producesOutput ? maxOutput : 0, startedAt: context.startedAt)
 
-        let response: HTTPClientResponse
-        do {
-            response = try await upstream.send(method: .POST, url: configuration.ollamaBaseURL + call.rawValue, body: body)
-        } catch {
-            await billing.settle(ticket, status: Int(error.status.code), outcome: .upstreamError, charge: false)
-            throw error
-        }
-        guard response.status.code == 200 else {
-            // Ollama's own error (404 unknown model, 400, 500...) passes through, uncharged.
-            let errorBody = try? await UpstreamClient.collect(response, limit: 1 << 20)
-            await billing.settle(ticket, status: Int(response.status.code), outcome: .upstreamError, charge: false)
-            throw GatewayError.upstreamStatus(status: Int(response.status.code),
-                                              message: Self.errorMessage(errorBody) ?? "upstream error \(response.status.code)",
-                                              body: errorBody)
-        }
+        let response = try await UpstreamCall(upstream: upstream, billing: billing)
+            .send(configuration.ollamaBaseURL + call.rawValue, body: body, ticket: ticket, bodyDialect: .ollama)
         if streaming {
-            return streamed(response, ticket: ticket)
+            return StreamRunner.respond(response, relay: OllamaNativeRelay(contentType: response.contentType),
+                                        ticket: ticket, billing: billing)
         }
         return try await collected(call, response, ticket: ticket)
     }
 
     /// A non-streaming answer: read it whole, meter it, return the bytes unchanged.
     func collected(_ call: Call, _ response: HTTPClientResponse, ticket: Billing.Ticket) async throws -> Response {
-        let body: ByteBuffer
-        do {
-            body = try await UpstreamClient.collect(response)
-        } catch {
-            await billing.settle(ticket, status: Int(error.status.code), outcome: .upstreamError, charge: false)
-            throw error
-        }
+        let (body, object) = try await UpstreamCall(upstream: upstream, billing: billing).collectJSON(response, ticket: ticket)
         let ttfb = ticket.startedAt.microsecondsElapsed
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] else {
-            await billing.settle(ticket, status: 502, outcome: .upstreamError, charge: false)
-            throw GatewayError.upstreamInvalid("the upstream's answer is not JSON")
-        }
         if call == .embeddings {
             // The legacy endpoint reports no token count: bill the estimate, and say so.
             await billing.settle(ticket, status: 200, outcome: .ok, promptTokens: ticket.promptEstimate,
@@ -116,64 +92,6 @@ struct OllamaRoutes: Sendable {
         return Response(status: .ok, headers: [.contentType: response.contentType], body: .init(byteBuffer: body))
     }
 
-    /// A streaming answer: every upstream chunk is written to the client as it arrives while a
-    /// meter watches for the final counts; the request is settled when the stream ends, fails,
-    /// or the client goes away (which cancels the upstream request).
-    func streamed(_ response: HTTPClientResponse, ticket: Billing.Ticket) -> Response {
-        let billing = self.billing
-        let upstreamBody = response.body
-        return Response(
-            status: .ok, headers: [.contentType: response.contentType],
-            body: ResponseBody { writer in
-                var meter = OllamaStreamMeter()
-                var firstByte: Int64?
-                var clientGone = false
-                var failure: GatewayError?
-                do {
-                    for try await chunk in upstreamBody {
-                        meter.consume(chunk)
-                        do {
-                            try await writer.write(chunk)
-                        } catch {
-                            clientGone = true
-                            break // dropping the upstream body cancels the upstream request
-                        }
-                        if firstByte == nil { firstByte = ticket.startedAt.microsecondsElapsed }
-                    }
-                } catch {
-                    if Task.isCancelled || error is CancellationError { clientGone = true }
-                    else { failure = UpstreamClient.classify(error) }
-                }
-                meter.finish()
-                if clientGone {
-                    // Flat fees, plus the estimated prompt and at least one completion token once
-                    // anything was delivered.
-                    let delivered = meter.chunks > 0 || firstByte != nil
-                    await billing.settle(ticket, status: 499, outcome: .clientCancelled,
-                                         promptTokens: delivered ? (meter.final?.promptEvalCount ?? ticket.promptEstimate) : 0,
-                                         completionTokens: delivered ? max(1, Int64(meter.chunks)) : 0,
-                                         tokenSource: meter.final == nil ? .estimated : .provider, charge: true,
-                                         timeToFirstByteMicros: firstByte)
-                    return
-                }
-                if let final = meter.final, failure == nil, meter.errorMessage == nil {
-                    await billing.settle(ticket, status: 200, outcome: .ok, promptTokens: final.promptEvalCount,
-                                         completionTokens: final.evalCount, tokenSource: .provider, charge: true,
-                                         timeToFirstByteMicros: firstByte)
-                } else {
-                    if meter.errorMessage == nil {
-                        // The upstream stopped without its final chunk: tell the client the
-                        // way Ollama does mid-stream.
-                        let message = failure?.message ?? "the upstream ended the stream before it was done"
-                        try? await writer.write(ByteBuffer(string: "{\"error\":\(JSONText.quote(message))}\n"))
-                    }
-                    await billing.settle(ticket, status: 200, outcome: .upstreamError, charge: false,
-                                         timeToFirstByteMicros: firstByte)
-                }
-                try? await writer.finish(nil)
-            })
-    }
-
     // MARK: Pass-through and listings
 
     /// Forwards an unmetered read-only call (tags, ps, version, show) and returns its answer as is.
@@ -183,7 +101,7 @@ struct OllamaRoutes: Sendable {
         let bytes = try await UpstreamClient.collect(response)
         if response.status.code != 200 {
             throw GatewayError.upstreamStatus(status: Int(response.status.code),
-                                              message: Self.errorMessage(bytes) ?? "upstream error", body: bytes)
+                                              message: UpstreamCall.errorMessage(bytes) ?? "upstream error", body: bytes)
         }
         return Response(status: .ok, headers: [.contentType: response.contentType], body: .init(byteBuffer: bytes))
     }
@@ -195,23 +113,5 @@ struct OllamaRoutes: Sendable {
         let models = try await catalog.entries()
         return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
                         body: .init(byteBuffer: JSONText.encode(["models": models.map(\.json)])))
-    }
-
-    // MARK: Helpers
-
-    func readBody(_ request: Request) async throws -> ByteBuffer {
-        do {
-            return try await request.body.collect(upTo: configuration.maxBodyBytes)
-        } catch is NIOTooManyBytesError {
-            throw GatewayError.bodyTooLarge(limit: configuration.maxBodyBytes)
-        }
-    }
-
-    /// The `error` field of an Ollama error body.
-    static func errorMessage(_ body: ByteBuffer?) -> String? {
-        guard let body, let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] else {
-            return nil
-        }
-        return object["error"] as? String
     }
 }

@@ -5,3 +5,7 @@ extension HTTPField.Name {
     static let xAPIKey = HTTPField.Name("x-api-key")!
     static let anthropicVersion = HTTPField.Name("anthropic-version")!
 }
+
+extension HTTPField.Name {
+    static let anthropicBeta = HTTPField.Name("anthropic-beta")!
+}

@@ -1,0 +1,42 @@
+import Core
+import Foundation
+
+/// The OpenAI and Anthropic prices shipped with lmsvr (`data/provider-prices.json`), used for
+/// pass-through models that have no `set-pricing` row.
+public struct PriceCatalog: Sendable {
+    public struct Entry: Sendable, Equatable {
+        public var provider: String
+        public var model: String
+        public var price: ModelPrice
+    }
+
+    public let entries: [Entry]
+
+    /// The catalog compiled into this binary.
+    public static let shipped: PriceCatalog = {
+        do {
+            return try PriceCatalog(json: Data(embeddedJSON.utf8))
+        } catch {
+            preconditionFailure("the embedded price catalog is invalid: \(error)")
+        }
+    }()
+
+    public init(json: Data) throws {
+        guard let root = try JSONSerialization.jsonObject(with: json) as? [String: Any],
+              let models = root["models"] as? [[String: Any]] else { throw TranslationError("no models array") }
+        entries = try models.map { row in
+            guard let provider = row["provider"] as? String, let model = row["model"] as? String,
+                  let input = row["input"] as? String, let output = row["output"] as? String
+            else { throw TranslationError("incomplete row \(row)") }
+            return Entry(provider: provider, model: model, price: ModelPrice(
+                perRequest: .zero, inputPer1M: try Money(parsing: input), outputPer1M: try Money(parsing: output),
+                cachedInputPer1M: try (row["cached_input"] as? String).map { try Money(parsing: $0) }))
+        }
+    }
+
+    /// The row whose model name is the longest prefix of `model` (dated snapshots match their
+    /// family), if any.
+    public func entry(for model: String) -> Entry? {
+        entries.filter { model == $0.model || model.hasPrefix($0.model + "-") }.max { $0.model.count < $1.model.count }
+    }
+}
