@@ -39,7 +39,9 @@ class Gateway:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, DATABASE_URL=self.db_url, HOST="127.0.0.1", PORT=str(self.port),
-                        OLLAMA_BASE_URL=f"http://127.0.0.1:{self.upstream_port}", LOG_LEVEL="WARNING")
+                        OLLAMA_BASE_URL=f"http://127.0.0.1:{self.upstream_port}", LOG_LEVEL="WARNING",
+                        OPENAI_API_KEY="sk-operator-openai", OPENAI_BASE_URL=f"http://127.0.0.1:{self.upstream_port}/v1",
+                        ANTHROPIC_API_KEY="sk-ant-operator", ANTHROPIC_BASE_URL=f"http://127.0.0.1:{self.upstream_port}")
         self.server = subprocess.Popen([LMSVR, "serve"], env=self.env, cwd=workdir,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 30
