@@ -9,19 +9,27 @@ public struct Gateway: Sendable {
     public let store: any Store
     public let upstream: UpstreamClient
     public let logger: Logger
+    public let metrics: GatewayMetrics
 
-    public init(configuration: Configuration, store: any Store, upstream: UpstreamClient, logger: Logger) {
+    public init(configuration: Configuration, store: any Store, upstream: UpstreamClient, logger: Logger,
+                metrics: GatewayMetrics = GatewayMetrics()) {
         self.configuration = configuration
         self.store = store
         self.upstream = upstream
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// The router with all routes and the gateway middleware.
     public func router() -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
-        router.add(middleware: GatewayMiddleware(authenticator: Authenticator(store: store, logger: logger), logger: logger))
-        let billing = Billing(store: store, configuration: configuration, logger: logger)
+        router.add(middleware: GatewayMiddleware(authenticator: Authenticator(store: store, logger: logger), logger: logger,
+                                                 metrics: metrics))
+        let billing = Billing(store: store, configuration: configuration, logger: logger, metrics: metrics)
+        router.get("/metrics") { [metrics, store] _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(pool: store.poolStatistics))))
+        }
         HealthRoutes(store: store, upstream: upstream, configuration: configuration).register(on: router)
         OllamaRoutes(upstream: upstream, billing: billing, store: store, configuration: configuration, logger: logger)
             .register(on: router)

@@ -56,6 +56,8 @@ public protocol Store: Sendable {
     /// Runs a trivial query; throws `StoreError.unavailable` when the database cannot be reached.
     func ping() async throws
     func close() async
+    /// The connection pool's use, where there is a pool (PostgreSQL).
+    var poolStatistics: PoolStatistics? { get }
 }
 
 /// What can go wrong in a store, in terms a caller can act on.
@@ -79,5 +81,18 @@ public enum StoreError: Error, CustomStringConvertible, Equatable {
         case .failed(let s): "database error: \(s)"
         case .poolExhausted: "database busy: no connection free in time"
         }
+    }
+}
+
+/// How a connection pool is used right now, for metrics.
+public struct PoolStatistics: Sendable, Hashable {
+    public var open: Int
+    public var idle: Int
+    public var waiting: Int
+
+    public init(open: Int, idle: Int, waiting: Int) {
+        self.open = open
+        self.idle = idle
+        self.waiting = waiting
     }
 }

@@ -48,9 +48,9 @@ public final class PGDatabase: SQLDatabase {
         self.threadPool.start()
     }
 
-    /// Connections open and in use, for metrics and tests.
-    public var usage: (open: Int, idle: Int, waiting: Int) {
-        state.withLockedValue { ($0.open, $0.idle.count, $0.waiting) }
+    /// Connections open, idle, and callers waiting, for metrics.
+    public var poolStatistics: PoolStatistics? {
+        state.withLockedValue { PoolStatistics(open: $0.open, idle: $0.idle.count, waiting: $0.waiting) }
     }
 
     public func withConnection<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {

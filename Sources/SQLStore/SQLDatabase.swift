@@ -8,6 +8,12 @@ public protocol SQLDatabase: Sendable {
     func withConnection<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T
     /// Closes every connection and stops the pool's threads.
     func shutdown() async
+    /// The pool's use, where there is a pool.
+    var poolStatistics: PoolStatistics? { get }
+}
+
+extension SQLDatabase {
+    public var poolStatistics: PoolStatistics? { nil }
 }
 
 extension SQLDatabase {

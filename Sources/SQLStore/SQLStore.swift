@@ -40,6 +40,8 @@ public struct SQLStore<Database: SQLDatabase>: Store {
         await database.shutdown()
     }
 
+    public var poolStatistics: PoolStatistics? { database.poolStatistics }
+
     // MARK: Customers
 
     static var customerColumns: String { "id, name, email, monthly_budget_nanos, created_us" }

@@ -10,6 +10,7 @@ public struct Billing: Sendable {
     let store: any Store
     let configuration: Configuration
     let logger: Logger
+    let metrics: GatewayMetrics
 
     /// What a request was admitted with; everything settling needs.
     struct Ticket: Sendable {
@@ -69,6 +70,7 @@ public struct Billing: Sendable {
             throw Self.storeFailure(error, logger: logger)
         }
         if case .refused(let status) = decision {
+            metrics.budgetRefused()
             var row = usage(ticket, status: 402, outcome: .budgetExceeded)
             row.held = .zero
             do {
@@ -95,7 +97,8 @@ public struct Billing: Sendable {
         row.cost = charge ? ticket.price.cost(promptTokens: promptTokens, completionTokens: completionTokens,
                                               cachedTokens: cachedTokens) : .zero
         row.timeToFirstByteMicros = timeToFirstByteMicros
-        let store = self.store, logger = self.logger, finalRow = row
+        let store = self.store, logger = self.logger, metrics = self.metrics, finalRow = row
+        metrics.settled(finalRow)
         await Task {
             for attempt in 1...3 {
                 do {
@@ -103,6 +106,7 @@ public struct Billing: Sendable {
                     return
                 } catch {
                     if attempt == 3 {
+                        metrics.usageWriteFailed()
                         logger.error("usage row not written; the hold will expire and be released uncharged", metadata: [
                             "request_id": "\(finalRow.requestId)", "customer_id": "\(finalRow.customerId)",
                             "cost_usd": "\(finalRow.cost.decimalString)", "error": "\(error)",

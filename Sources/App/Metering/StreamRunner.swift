@@ -15,6 +15,8 @@ enum StreamRunner {
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
+                billing.metrics.streamOpened()
+                defer { billing.metrics.streamClosed() }
                 var relay = relay
                 var firstByte: Int64?
                 var clientGone = false

@@ -10,6 +10,7 @@ struct GatewayMiddleware: RouterMiddleware {
 
     let authenticator: Authenticator
     let logger: Logger
+    let metrics: GatewayMetrics
 
     /// Routes that need no key. Everything else does (deny by default).
     static let publicPaths: Set<String> = ["/", "/health", "/health/ollama", "/metrics"]
@@ -39,6 +40,8 @@ struct GatewayMiddleware: RouterMiddleware {
             response = ErrorRenderer.response(.internalError("unexpected failure"), dialect: dialect)
         }
         response.headers[.xRequestId] = context.requestId
+        metrics.request(route: context.endpointPath ?? "unmatched", dialect: dialect, status: Int(response.status.code),
+                        latency: ContinuousClock.now - context.startedAt)
         if logger.logLevel <= .info {
             logger.info("request", metadata: [
                 "request_id": "\(context.requestId)", "method": "\(request.method.rawValue)", "path": "\(path)",

@@ -1,0 +1,105 @@
+import Core
+import CoreMetrics
+import Foundation
+import Metrics
+import NIOConcurrencyHelpers
+import Prometheus
+
+/// The gateway's Prometheus metrics, exposed at `GET /metrics`.
+///
+/// Metrics are made through this instance's own factory and registry (not the global
+/// `MetricsSystem`), so several gateways in one process (the tests) never share counters.
+/// Model names only label requests that reached an upstream, so made-up names cannot blow up
+/// the number of series.
+public final class GatewayMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    let factory: PrometheusMetricsFactory
+    private let openStreamsGauge: Metrics.Gauge
+    private let openStreamsCount = NIOLockedValueBox(0)
+    private let budgetRefusals: Metrics.Counter
+    private let usageWriteFailures: Metrics.Counter
+    private let poolOpen: Metrics.Gauge
+    private let poolIdle: Metrics.Gauge
+    private let poolWaiting: Metrics.Gauge
+
+    public init() {
+        registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let latencyBuckets: [Duration] = [.microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+                                          .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+                                          .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5),
+                                          .seconds(10), .seconds(30), .seconds(60), .seconds(300)]
+        factory.defaultDurationHistogramBuckets = latencyBuckets
+        self.factory = factory
+        openStreamsGauge = Gauge(label: "lmsvr_open_streams", factory: factory)
+        budgetRefusals = Counter(label: "lmsvr_budget_refusals_total", factory: factory)
+        usageWriteFailures = Counter(label: "lmsvr_usage_write_failures_total", factory: factory)
+        poolOpen = Gauge(label: "lmsvr_db_pool_connections", dimensions: [("state", "open")], factory: factory)
+        poolIdle = Gauge(label: "lmsvr_db_pool_connections", dimensions: [("state", "idle")], factory: factory)
+        poolWaiting = Gauge(label: "lmsvr_db_pool_waiting_requests", factory: factory)
+    }
+
+    /// One finished HTTP request, by route pattern, dialect and status.
+    func request(route: String, dialect: Dialect, status: Int, latency: Duration) {
+        Counter(label: "lmsvr_requests_total",
+                dimensions: [("route", route), ("dialect", dialect.rawValue), ("status", String(status))],
+                factory: factory).increment()
+        Metrics.Timer(label: "lmsvr_request_duration_seconds", dimensions: [("route", route), ("dialect", dialect.rawValue)],
+                      factory: factory).recordNanoseconds(Int64(latency.components.seconds) * 1_000_000_000
+                                                          + latency.components.attoseconds / 1_000_000_000)
+    }
+
+    /// One settled (ledger) request: by dialect, model, provider and outcome, with its tokens,
+    /// cost and time to first byte.
+    func settled(_ usage: UsageRecord) {
+        let model = usage.outcome == .ok || usage.outcome == .clientCancelled ? usage.model : "-"
+        Counter(label: "lmsvr_metered_requests_total",
+                dimensions: [("dialect", usage.dialect), ("provider", usage.provider), ("model", model),
+                             ("outcome", usage.outcome.rawValue), ("status", String(usage.httpStatus))],
+                factory: factory).increment()
+        if usage.promptTokens > 0 {
+            Counter(label: "lmsvr_tokens_total", dimensions: [("model", model), ("kind", "prompt")], factory: factory)
+                .increment(by: usage.promptTokens)
+        }
+        if usage.completionTokens > 0 {
+            Counter(label: "lmsvr_tokens_total", dimensions: [("model", model), ("kind", "completion")], factory: factory)
+                .increment(by: usage.completionTokens)
+        }
+        if usage.cost.nanos > 0 {
+            Counter(label: "lmsvr_cost_nanodollars_total", dimensions: [("model", model)], factory: factory)
+                .increment(by: usage.cost.nanos)
+        }
+        if let ttfb = usage.timeToFirstByteMicros {
+            Metrics.Timer(label: "lmsvr_time_to_first_byte_seconds", dimensions: [("dialect", usage.dialect)], factory: factory)
+                .recordMicroseconds(ttfb)
+        }
+        if usage.outcome == .upstreamError {
+            let kind = switch usage.httpStatus {
+            case 502: "unreachable"
+            case 504: "timeout"
+            case 200: "midstream"
+            default: "status_\(usage.httpStatus)"
+            }
+            Counter(label: "lmsvr_upstream_errors_total", dimensions: [("provider", usage.provider), ("kind", kind)],
+                    factory: factory).increment()
+        }
+    }
+
+    func budgetRefused() { budgetRefusals.increment() }
+    func usageWriteFailed() { usageWriteFailures.increment() }
+
+    func streamOpened() { openStreamsGauge.record(openStreamsCount.withLockedValue { $0 += 1; return $0 }) }
+    func streamClosed() { openStreamsGauge.record(openStreamsCount.withLockedValue { $0 -= 1; return $0 }) }
+
+    /// The Prometheus text exposition, with the database pool sampled now.
+    func exposition(pool: PoolStatistics?) -> [UInt8] {
+        if let pool {
+            poolOpen.record(pool.open)
+            poolIdle.record(pool.idle)
+            poolWaiting.record(pool.waiting)
+        }
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return buffer
+    }
+}
