@@ -10,7 +10,7 @@ enum StoreOpener {
     static func open(_ configuration: Configuration, migrateSQLite: Bool = true) async throws -> any Store {
         switch configuration.database {
         case .sqlite(let path):
-            let database = try await SQLiteDatabase.open(path: path)
+            let database = try await SQLiteDatabase.open(path: path, synchronous: configuration.sqliteSynchronous)
             do {
                 if migrateSQLite { try await Migrator(database: database).migrate() }
                 else { try await Migrator(database: database).requireCurrent() }

@@ -33,6 +33,10 @@ public struct Configuration: Sendable {
     /// How long SIGTERM waits for in-flight requests and streams.
     public var shutdownGraceSeconds: Int
     public var upstreamMaxConnections: Int
+    /// SQLite durability: `FULL` (every commit fsynced: no settled charge is lost even on power
+    /// loss) or `NORMAL` (WAL commits fsynced at checkpoints: much faster, may lose the last
+    /// commits on power loss, never on a process crash).
+    public var sqliteSynchronous: String
 
     /// Every variable with its default, in the order `.env.example` and the README list them.
     public static let defaults: KeyValuePairs<String, String> = [
@@ -56,6 +60,7 @@ public struct Configuration: Sendable {
         "DB_POOL_WAIT_MS": "2000",
         "SHUTDOWN_GRACE_SECONDS": "30",
         "UPSTREAM_MAX_CONNECTIONS": "512",
+        "SQLITE_SYNCHRONOUS": "FULL",
     ]
 
     /// Parses settings from an environment (the process environment merged over `.env`).
@@ -116,6 +121,11 @@ public struct Configuration: Sendable {
         self.databasePoolWaitMillis = try integer("DB_POOL_WAIT_MS", 1...600_000)
         self.shutdownGraceSeconds = try integer("SHUTDOWN_GRACE_SECONDS", 0...3600)
         self.upstreamMaxConnections = try integer("UPSTREAM_MAX_CONNECTIONS", 1...100_000)
+        let synchronous = value("SQLITE_SYNCHRONOUS").trimmingWhitespace().uppercased()
+        guard synchronous == "FULL" || synchronous == "NORMAL" else {
+            throw ConfigurationError(variable: "SQLITE_SYNCHRONOUS", message: "'\(synchronous)' is not FULL or NORMAL")
+        }
+        self.sqliteSynchronous = synchronous
         if upstreamReadTimeoutSeconds >= holdExpirySeconds {
             throw ConfigurationError(variable: "HOLD_EXPIRY_SECONDS",
                 message: "must be longer than UPSTREAM_READ_TIMEOUT_SECONDS, or live requests' holds could be released")

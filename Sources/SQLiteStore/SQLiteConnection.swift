@@ -15,7 +15,7 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
     /// How long a writer waits for another process's lock before giving up.
     static let busyTimeoutMillis: Int32 = 10_000
 
-    init(path: String) throws(SQLError) {
+    init(path: String, synchronous: String = "FULL") throws(SQLError) {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         if !FileManager.default.fileExists(atPath: directory) {
             do {
@@ -35,9 +35,10 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
         self.handle = db
         sqlite3_extended_result_codes(db, 1)
         sqlite3_busy_timeout(db, Self.busyTimeoutMillis)
-        // WAL lets the CLI read while the server writes; FULL sync makes every settled charge
-        // durable before the response is sent.
-        try executeScript("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        // WAL lets the CLI read while the server writes; FULL sync (the default) makes every
+        // settled charge durable before the response is sent.
+        let level = synchronous == "NORMAL" ? "NORMAL" : "FULL"
+        try executeScript("PRAGMA journal_mode = WAL; PRAGMA synchronous = \(level); PRAGMA foreign_keys = ON;")
     }
 
     deinit {

@@ -20,11 +20,11 @@ public final class SQLiteDatabase: SQLDatabase {
     }
 
     /// Opens (creating the file and its directory if needed) the database at `path`.
-    public static func open(path: String) async throws -> SQLiteDatabase {
+    public static func open(path: String, synchronous: String = "FULL") async throws -> SQLiteDatabase {
         let pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
         do {
-            let connection = try await pool.runIfActive { try SQLiteConnection(path: path) }
+            let connection = try await pool.runIfActive { try SQLiteConnection(path: path, synchronous: synchronous) }
             return SQLiteDatabase(path: path, threadPool: pool, connection: connection)
         } catch let error as SQLError {
             try? await pool.shutdownGracefully()
