@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 . scripts/lib.sh
 
-ensure_apt_packages libpq-dev libsqlite3-dev pkg-config postgresql python3-venv
+ensure_apt_packages libpq-dev libsqlite3-dev pkg-config postgresql python3-venv shellcheck
 ensure_swift
 
 # --- PostgreSQL -------------------------------------------------------------------------------

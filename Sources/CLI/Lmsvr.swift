@@ -47,6 +47,11 @@ struct Lmsvr: AsyncParsableCommand {
         } catch let error as ExitCode {
             terminate(error.rawValue)
         } catch {
+            // The root command's own run() asks for help; argument-parser's errors keep their meaning.
+            if !(error is CLIError), exitCode(for: error) == .success {
+                print(fullMessage(for: error))
+                terminate(0)
+            }
             let database = (command as? DatabaseCommand).flatMap { try? $0.database.configuration().database.redacted }
             let failure = CLIError.from(error, database: database)
             Output.printError(failure.description)

@@ -129,6 +129,19 @@ struct CLITests {
         #expect(before == after)
     }
 
+    @Test func helpListsEveryCommandAndExitsZero() throws {
+        for arguments in [["--help"], [], ["help"]] {
+            let r = try LmsvrProcess.run(arguments)
+            #expect(r.status == 0, "\(arguments): \(r.stderr)")
+            for command in ["serve", "migrate", "create-customer", "list-customers", "generate-key", "revoke-key", "list-keys",
+                            "usage-report", "check-budget", "export-usage", "set-pricing", "list-models", "sync-models"] {
+                #expect(r.stdout.contains(command), "\(arguments) does not list \(command)")
+            }
+        }
+        let sub = try LmsvrProcess.run(["export-usage", "--help"])
+        #expect(sub.status == 0 && sub.stdout.contains("--format"))
+    }
+
     @Test func anUnreachableDatabaseIsOneLineWithThePasswordMasked() throws {
         let r = try LmsvrProcess.run(["list-customers"], environment: ["DATABASE_URL": "postgresql://admin:hunter2@127.0.0.1:1/lmsvr"])
         #expect(r.status == 1)
