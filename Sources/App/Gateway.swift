@@ -10,6 +10,8 @@ public struct Gateway: Sendable {
     public let upstream: UpstreamClient
     public let logger: Logger
     public let metrics: GatewayMetrics
+    /// Key and price caches; enabled only while a change feed reports `.connected`.
+    public let cache: LookupCache
 
     public init(configuration: Configuration, store: any Store, upstream: UpstreamClient, logger: Logger,
                 metrics: GatewayMetrics = GatewayMetrics()) {
@@ -18,14 +20,15 @@ public struct Gateway: Sendable {
         self.upstream = upstream
         self.logger = logger
         self.metrics = metrics
+        self.cache = LookupCache(ttlSeconds: configuration.cacheTTLSeconds, onReconnect: { metrics.listenerReconnected() })
     }
 
     /// The router with all routes and the gateway middleware.
     public func router() -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
-        router.add(middleware: GatewayMiddleware(authenticator: Authenticator(store: store, logger: logger), logger: logger,
-                                                 metrics: metrics))
-        let billing = Billing(store: store, configuration: configuration, logger: logger, metrics: metrics)
+        router.add(middleware: GatewayMiddleware(authenticator: Authenticator(store: store, logger: logger, cache: cache),
+                                                 logger: logger, metrics: metrics))
+        let billing = Billing(store: store, configuration: configuration, logger: logger, metrics: metrics, cache: cache)
         router.get("/metrics") { [metrics, store] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(pool: store.poolStatistics))))

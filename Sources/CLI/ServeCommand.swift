@@ -2,6 +2,7 @@ import App
 import ArgumentParser
 import Core
 import Logging
+import PGStore
 
 struct Serve: AsyncParsableCommand, DatabaseCommand {
     static let configuration = CommandConfiguration(
@@ -28,13 +29,22 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
             "address": "\(configuration.host):\(configuration.port)",
         ])
         let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, logger: logger)
+        // On PostgreSQL a dedicated connection LISTENs for changes other processes commit; it
+        // drives the key and price caches (which stay off while it is down).
+        var listener: PGListener?
+        if case .postgres(let conninfo) = configuration.database {
+            listener = PGListener(conninfo: conninfo, logger: logger)
+            listener?.start { [cache = gateway.cache] in cache.handle($0) }
+        }
         do {
             try await gateway.run()
         } catch {
+            listener?.stop()
             await upstream.shutdown()
             await store.close()
             throw error
         }
+        listener?.stop()
         await upstream.shutdown()
         await store.close()
         logger.notice("stopped")

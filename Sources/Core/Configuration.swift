@@ -28,6 +28,8 @@ public struct Configuration: Sendable {
     public var defaultMaxOutputTokens: Int64
     /// How long a hold lives before any replica may release it (longer than any request).
     public var holdExpirySeconds: Int
+    /// How long cached keys and prices may be used (PostgreSQL, while the change listener is up).
+    public var cacheTTLSeconds: Double
     public var databasePoolSize: Int
     public var databasePoolWaitMillis: Int
     /// How long SIGTERM waits for in-flight requests and streams.
@@ -56,6 +58,7 @@ public struct Configuration: Sendable {
         "UPSTREAM_READ_TIMEOUT_SECONDS": "300",
         "DEFAULT_MAX_OUTPUT_TOKENS": "4096",
         "HOLD_EXPIRY_SECONDS": "900",
+        "CACHE_TTL_SECONDS": "5",
         "DB_POOL_SIZE": "10",
         "DB_POOL_WAIT_MS": "2000",
         "SHUTDOWN_GRACE_SECONDS": "30",
@@ -117,6 +120,11 @@ public struct Configuration: Sendable {
         self.upstreamReadTimeoutSeconds = try integer("UPSTREAM_READ_TIMEOUT_SECONDS", 1...86_400)
         self.defaultMaxOutputTokens = Int64(try integer("DEFAULT_MAX_OUTPUT_TOKENS", 1...10_000_000))
         self.holdExpirySeconds = try integer("HOLD_EXPIRY_SECONDS", 10...604_800)
+        let ttlText = value("CACHE_TTL_SECONDS").trimmingWhitespace()
+        guard let ttl = Double(ttlText), ttl >= 0, ttl <= 3600 else {
+            throw ConfigurationError(variable: "CACHE_TTL_SECONDS", message: "'\(ttlText)' is not a number of seconds from 0 to 3600")
+        }
+        self.cacheTTLSeconds = ttl
         self.databasePoolSize = try integer("DB_POOL_SIZE", 1...1000)
         self.databasePoolWaitMillis = try integer("DB_POOL_WAIT_MS", 1...600_000)
         self.shutdownGraceSeconds = try integer("SHUTDOWN_GRACE_SECONDS", 0...3600)

@@ -48,14 +48,7 @@ public struct Migrator<Database: SQLDatabase>: Sendable {
     @discardableResult
     public func migrate(nowMicros: @escaping @Sendable () -> Int64 = Core.nowMicros) async throws -> [Migration] {
         let migrations = self.migrations
-        let dialect = database.dialect
         return try await run { c in
-            if dialect == .postgres {
-                try c.execute("SELECT pg_advisory_lock($1)", .int(Self.advisoryLockKey))
-            }
-            defer {
-                if dialect == .postgres { _ = try? c.execute("SELECT pg_advisory_unlock($1)", .int(Self.advisoryLockKey)) }
-            }
             try Self.verify(try Self.applied(c), against: migrations)
             var done: [Migration] = []
             for m in migrations {
@@ -90,9 +83,18 @@ public struct Migrator<Database: SQLDatabase>: Sendable {
         }
     }
 
+    /// Runs `body` on one connection, under the advisory lock on PostgreSQL. The lock comes
+    /// first: even `CREATE TABLE IF NOT EXISTS` collides when two sessions run it at once.
     private func run<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+        let dialect = database.dialect
         do {
             return try await database.withConnection { c in
+                if dialect == .postgres {
+                    try c.execute("SELECT pg_advisory_lock($1)", .int(Self.advisoryLockKey))
+                }
+                defer {
+                    if dialect == .postgres { _ = try? c.execute("SELECT pg_advisory_unlock($1)", .int(Self.advisoryLockKey)) }
+                }
                 try c.executeScript(Self.createTable)
                 return try body(c)
             }

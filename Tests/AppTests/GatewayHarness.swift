@@ -7,6 +7,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import PGStore
 import SQLStore
 import ServiceLifecycle
 import TestSupport
@@ -21,6 +22,7 @@ struct GatewayHarness {
     let databaseURL: String
     let fake: FakeUpstream
     let configuration: Configuration
+    let cache: LookupCache
     var base: String { "http://127.0.0.1:\(gatewayPort)" }
 
     /// Creates a customer (budget in nano-dollars; nil = unlimited) and a key; returns both.
@@ -78,6 +80,7 @@ struct GatewayHarness {
         environment: [String: String] = [:],
         upstreamOptions: FakeUpstream.Options = .init(),
         upstreamDown: Bool = false,
+        listen: Bool = false,
         _ body: (GatewayHarness) async throws -> Void
     ) async throws {
         let fake = FakeUpstream(options: upstreamOptions)
@@ -105,13 +108,17 @@ struct GatewayHarness {
             let configuration = try Configuration(environment: env)
             let upstream = UpstreamClient(configuration: configuration)
             let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, logger: logger)
+            let listener = listen ? PGListener(conninfo: url, logger: logger) : nil
+            listener?.start { [cache = gateway.cache] in cache.handle($0) }
+            defer { listener?.stop() }
             let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
             let app = gateway.application(onServerRunning: { portContinuation.yield($0) })
             group.addTask { try await app.run() }
             var portIterator = ports.makeAsyncIterator()
             let gatewayPort = await portIterator.next()!
             let harness = GatewayHarness(gatewayPort: gatewayPort, upstreamPort: upstreamPort, store: store,
-                                         database: database, databaseURL: url, fake: fake, configuration: configuration)
+                                         database: database, databaseURL: url, fake: fake, configuration: configuration,
+                                         cache: gateway.cache)
             do {
                 try await body(harness)
             } catch {

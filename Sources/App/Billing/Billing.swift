@@ -11,6 +11,7 @@ public struct Billing: Sendable {
     let configuration: Configuration
     let logger: Logger
     let metrics: GatewayMetrics
+    let cache: LookupCache
 
     /// What a request was admitted with; everything settling needs.
     struct Ticket: Sendable {
@@ -31,6 +32,14 @@ public struct Billing: Sendable {
     /// The price in force for a model: its own row, else the same model with or without the
     /// `:latest` tag Ollama treats as implied, else the default price per request.
     func price(for model: String) async throws(GatewayError) -> (ModelPrice, PriceSource) {
+        if let cached = cache.price(for: model) { return cached }
+        let generation = cache.generation()
+        let found = try await lookUpPrice(for: model)
+        cache.remember(found.0, source: found.1, for: model, generation: generation)
+        return found
+    }
+
+    private func lookUpPrice(for model: String) async throws(GatewayError) -> (ModelPrice, PriceSource) {
         let now = nowMicros()
         var candidates = [model]
         if model.hasSuffix(":latest") { candidates.append(String(model.dropLast(7))) }

@@ -8,14 +8,21 @@ import Logging
 struct Authenticator: Sendable {
     let store: any Store
     let logger: Logger
+    let cache: LookupCache
 
     func authenticate(_ headers: HTTPFields) async throws(GatewayError) -> Principal {
         guard let key = Self.presentedKey(headers) else { throw .missingKey }
-        let principal: Principal?
-        do {
-            principal = try await store.principal(forKeyHash: APIKey.hash(key))
-        } catch {
-            throw Billing.storeFailure(error, logger: logger)
+        let hash = APIKey.hash(key)
+        var principal = cache.principal(forHash: hash)
+        if principal == nil {
+            let generation = cache.generation()
+            do {
+                principal = try await store.principal(forKeyHash: hash)
+            } catch {
+                throw Billing.storeFailure(error, logger: logger)
+            }
+            // Unknown keys are not cached: new keys announce nothing.
+            if let principal { cache.remember(principal, forHash: hash, generation: generation) }
         }
         guard let principal else { throw .invalidKey }
         guard !principal.revoked else { throw .revokedKey }

@@ -18,6 +18,7 @@ public final class GatewayMetrics: Sendable {
     private let openStreamsCount = NIOLockedValueBox(0)
     private let budgetRefusals: Metrics.Counter
     private let usageWriteFailures: Metrics.Counter
+    private let listenerReconnects: Metrics.Counter
     private let poolOpen: Metrics.Gauge
     private let poolIdle: Metrics.Gauge
     private let poolWaiting: Metrics.Gauge
@@ -34,6 +35,7 @@ public final class GatewayMetrics: Sendable {
         openStreamsGauge = Gauge(label: "lmsvr_open_streams", factory: factory)
         budgetRefusals = Counter(label: "lmsvr_budget_refusals_total", factory: factory)
         usageWriteFailures = Counter(label: "lmsvr_usage_write_failures_total", factory: factory)
+        listenerReconnects = Counter(label: "lmsvr_listener_reconnects_total", factory: factory)
         poolOpen = Gauge(label: "lmsvr_db_pool_connections", dimensions: [("state", "open")], factory: factory)
         poolIdle = Gauge(label: "lmsvr_db_pool_connections", dimensions: [("state", "idle")], factory: factory)
         poolWaiting = Gauge(label: "lmsvr_db_pool_waiting_requests", factory: factory)
@@ -87,6 +89,7 @@ public final class GatewayMetrics: Sendable {
 
     func budgetRefused() { budgetRefusals.increment() }
     func usageWriteFailed() { usageWriteFailures.increment() }
+    func listenerReconnected() { listenerReconnects.increment() }
 
     func streamOpened() { openStreamsGauge.record(openStreamsCount.withLockedValue { $0 += 1; return $0 }) }
     func streamClosed() { openStreamsGauge.record(openStreamsCount.withLockedValue { $0 -= 1; return $0 }) }

@@ -1,0 +1,9 @@
+/// What a change feed (PostgreSQL LISTEN/NOTIFY) reports to the caches of a running gateway.
+public enum ChangeEvent: Sendable, Equatable {
+    /// The feed is (again) listening: notices from now on will arrive; anything before may be lost.
+    case connected
+    /// The feed lost its connection: notices may be missed until `connected`.
+    case disconnected
+    /// A change was committed: `key:ID`, `customer:ID` or `price:MODEL`.
+    case notice(String)
+}
