@@ -51,7 +51,8 @@ public struct Gateway: Sendable {
         Application(
             router: router(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "lmsvr"),
-            services: [HoldReleaser(store: store, logger: logger)],
+            services: [HoldReleaser(store: store, logger: logger,
+                                    interval: .seconds(max(1, min(30, configuration.holdExpirySeconds / 4))))],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }
@@ -67,10 +68,12 @@ public struct Gateway: Sendable {
     }
 }
 
-/// Releases holds that outlived their expiry (their replica died mid-request), every 30 s.
+/// Releases holds that outlived their expiry (their replica died mid-request), every quarter of
+/// the expiry (at most 30 s), so a dead replica's holds are back within 1.25 × the expiry.
 struct HoldReleaser: Service {
     let store: any Store
     let logger: Logger
+    let interval: Duration
 
     func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
@@ -80,7 +83,7 @@ struct HoldReleaser: Service {
             } catch {
                 logger.warning("could not release expired holds", metadata: ["error": "\(error)"])
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(30)) }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
         }
     }
 }
