@@ -26,8 +26,8 @@ stop_postgres() {
 }
 trap stop_postgres EXIT
 as_postgres "$PGBIN/initdb" -D "$PGDIR/data" -U postgres -A trust -E UTF8 --no-sync >/dev/null
-if ! as_postgres "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w -t 30 \
-    -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k $PGDIR -c max_connections=400 -c fsync=off" start >/dev/null; then
+PGOPTS="-c listen_addresses=127.0.0.1 -p $PGPORT -k $PGDIR -c max_connections=400 -c fsync=off"
+if ! as_postgres "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w -t 30 -o "$PGOPTS" start >/dev/null; then
     echo "error: PostgreSQL did not start; its log follows" >&2
     cat "$PGDIR/log" >&2
     exit 1
@@ -35,6 +35,7 @@ fi
 export LMSVR_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$PGPORT/postgres"
 export LMSVR_TEST_PG_BIN="$PGBIN"
 export LMSVR_TEST_PG_DATA="$PGDIR/data"
+export LMSVR_TEST_PG_OPTS="$PGOPTS"   # the outage test stops and restarts the server with these
 echo "==> PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on port $PGPORT"
 
 # --- Swift tests --------------------------------------------------------------------------------

@@ -116,6 +116,8 @@ public struct FakeUpstream: Sendable {
             return Self.json(.ok, #"{"embedding":[0.5670403838157654,0.009260174818336964,0.23178744316101074]}"#)
         }
         registerProviders(on: router)
+        // For tests that run the fake as a separate process: how many calls it has served.
+        router.get("/_fake/stats") { _, _ in Self.json(.ok, "{\"calls\":\(recorder.totalCalls)}") }
         return router
     }
 

@@ -24,13 +24,14 @@ def fresh_database() -> str:
 
 
 class Replicas:
-    def __init__(self, count: int):
+    def __init__(self, count: int, extra_env: dict[str, str] | None = None):
         self.workdir = tempfile.mkdtemp(prefix="lmsvr-replicas-")
         self.db = fresh_database()
         self.fake = subprocess.Popen([FAKE, "--port", "0"], stdout=subprocess.PIPE, text=True)
         self.upstream = int(self.fake.stdout.readline().split()[-1])
         self.env = dict(os.environ, DATABASE_URL=self.db, OLLAMA_BASE_URL=f"http://127.0.0.1:{self.upstream}",
-                        HOST="127.0.0.1", LOG_LEVEL="WARNING", DB_POOL_SIZE="16", DB_POOL_WAIT_MS="10000")
+                        HOST="127.0.0.1", LOG_LEVEL="WARNING", DB_POOL_SIZE="16", DB_POOL_WAIT_MS="10000",
+                        **(extra_env or {}))
         subprocess.run([LMSVR, "migrate"], env=self.env, check=True, capture_output=True)
         self.ports = [free_port() for _ in range(count)]
         self.servers = [subprocess.Popen([LMSVR, "serve", "--port", str(p)], env=self.env, cwd=self.workdir,
@@ -140,3 +141,12 @@ def test_a_revoked_key_is_refused_by_every_replica(replicas):
     p99 = delays[int(len(delays) * 0.99) - 1] if len(delays) >= 100 else delays[-1]
     print(f"\nrevocation until both replicas refuse: p50 {statistics.median(delays):.2f} ms, "
           f"p99 (max of 50) {p99:.2f} ms")
+
+
+def test_serve_refuses_a_schema_that_is_behind():
+    db = fresh_database()
+    env = dict(os.environ, DATABASE_URL=db, PORT=str(free_port()), HOST="127.0.0.1")
+    result = subprocess.run([LMSVR, "serve"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "run `lmsvr migrate`" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
