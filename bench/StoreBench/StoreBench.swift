@@ -7,7 +7,10 @@ import SQLiteStore
 
 /// Measures hold+settle pairs per second against a real store.
 ///
-///     store-bench <database-url> [--tasks 16] [--pairs 4000] [--customers 1]
+///     store-bench <database-url> [--tasks 16] [--pairs 4000] [--customers 1] [--shared]
+///
+/// `--shared` reuses the customers `bench-shared-N@example.com`, so several processes run at
+/// once (as replicas would) contend for the same rows.
 ///
 /// Each task loops: hold a flat amount, then settle it with a usage row, as the gateway does per
 /// request. With one customer every pair contends for the same period row (the hot path a busy
@@ -39,9 +42,15 @@ struct StoreBench {
         }
         var ids: [Int64] = []
         let run = UUID().uuidString.prefix(8)
+        let shared = args.contains("--shared")
         for i in 0..<customers {
-            ids.append(try await store.createCustomer(name: "bench", email: "bench-\(run)-\(i)@example.com",
-                                                      monthlyBudget: Money(nanos: Int64.max / 4), nowMicros: nowMicros()).id)
+            let email = shared ? "bench-shared-\(i)@example.com" : "bench-\(run)-\(i)@example.com"
+            do {
+                ids.append(try await store.createCustomer(name: "bench", email: email,
+                                                          monthlyBudget: Money(nanos: Int64.max / 4), nowMicros: nowMicros()).id)
+            } catch StoreError.duplicate {
+                ids.append(try await store.listCustomers().first { $0.email == email }!.id)
+            }
         }
         let customerIds = ids
         let start = DispatchTime.now().uptimeNanoseconds
