@@ -18,24 +18,21 @@ struct Migrate: AsyncParsableCommand, DatabaseCommand {
         let configuration = try database.configuration()
         switch configuration.database {
         case .sqlite(let path):
-            let db = try await SQLiteDatabase.open(path: path)
-            do {
-                try await run(Migrator(database: db))
-            } catch {
-                await db.shutdown()
-                throw error
-            }
-            await db.shutdown()
+            try await run(on: try await SQLiteDatabase.open(path: path, synchronous: configuration.sqliteSynchronous))
         case .postgres(let conninfo):
-            let db = try await PGDatabase.connect(conninfo: conninfo, size: 1, waitMillis: 60_000)
-            do {
-                try await run(Migrator(database: db))
-            } catch {
-                await db.shutdown()
-                throw error
-            }
-            await db.shutdown()
+            try await run(on: try await PGDatabase.connect(conninfo: conninfo, size: 1, waitMillis: 60_000))
         }
+    }
+
+    /// Runs the migrator on `database` and closes it, whatever happens.
+    private func run<D: SQLDatabase>(on database: D) async throws {
+        do {
+            try await run(Migrator(database: database))
+        } catch {
+            await database.shutdown()
+            throw error
+        }
+        await database.shutdown()
     }
 
     private func run<D: SQLDatabase>(_ migrator: Migrator<D>) async throws {
