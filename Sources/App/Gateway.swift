@@ -27,7 +27,7 @@ public struct Gateway: Sendable {
     public func router() -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
         router.add(middleware: GatewayMiddleware(authenticator: Authenticator(store: store, logger: logger, cache: cache),
-                                                 logger: logger, metrics: metrics))
+                                                 logger: logger, metrics: metrics, maxBodyBytes: configuration.maxBodyBytes))
         let billing = Billing(store: store, configuration: configuration, logger: logger, metrics: metrics, cache: cache)
         router.get("/metrics") { [metrics, store] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

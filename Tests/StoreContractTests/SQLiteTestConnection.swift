@@ -5,11 +5,9 @@ import SQLiteStore
 /// A second, independent connection to a SQLite file, standing in for another process.
 struct SQLiteTestConnection {
     let database: SQLiteDatabase
-    let releaseTask: Task<Void, Error>?
 
     static func open(url: String) async throws -> SQLiteTestConnection {
-        SQLiteTestConnection(database: try await SQLiteDatabase.open(path: String(url.dropFirst("sqlite:///".count))),
-                             releaseTask: nil)
+        SQLiteTestConnection(database: try await SQLiteDatabase.open(path: String(url.dropFirst("sqlite:///".count))))
     }
 
     /// Takes the write lock now and gives it back after `seconds`.

@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import Providers
 
 /// Ollama's native API, metered: auth has run; these handlers price, hold, forward and settle.
 struct OllamaRoutes: Sendable {
@@ -21,8 +22,8 @@ struct OllamaRoutes: Sendable {
         case embed = "/api/embed"
         case embeddings = "/api/embeddings"
 
+        /// Chat and generate stream and produce output tokens; the embedding calls do neither.
         var canStream: Bool { self == .chat || self == .generate }
-        var producesOutput: Bool { canStream }
     }
 
     func register(on router: Router<GatewayContext>) {
@@ -59,12 +60,12 @@ struct OllamaRoutes: Sendable {
         }
         let streaming = call.canStream && (object["stream"] as? Bool ?? true)
         let options = object["options"] as? [String: Any]
-        let maxOutput = call.producesOutput ? (options?["num_predict"] as? NSNumber)?.int64Value : 0
+        let maxOutput = call.canStream ? JSONValue.int64(options?["num_predict"]) : 0
         let promptEstimate = estimatedTokens(bytes: body.readableBytes)
         let ticket = try await billing.hold(
             requestId: context.requestId, principal: principal, endpoint: call.rawValue, dialect: .ollama,
             provider: "ollama", model: model, promptEstimate: promptEstimate,
-            maxOutputTokens: call.producesOutput ? maxOutput : 0, startedAt: context.startedAt)
+            maxOutputTokens: maxOutput, startedAt: context.startedAt)
 
         let response = try await UpstreamCall(upstream: upstream, billing: billing)
             .send(configuration.ollamaBaseURL + call.rawValue, body: body, ticket: ticket, bodyDialect: .ollama)

@@ -2,6 +2,7 @@ import Core
 import HTTPTypes
 import Hummingbird
 import Logging
+import NIOCore
 
 /// Wraps every request: gives it an `x-request-id`, authenticates it unless the route is public,
 /// renders any error in the dialect of the route, and logs one line (never the key or a body).
@@ -11,6 +12,8 @@ struct GatewayMiddleware: RouterMiddleware {
     let authenticator: Authenticator
     let logger: Logger
     let metrics: GatewayMetrics
+    /// The configured body limit, for 413 messages.
+    let maxBodyBytes: Int
 
     /// Routes that need no key. Everything else does (deny by default).
     static let publicPaths: Set<String> = ["/", "/health", "/health/ollama", "/metrics"]
@@ -34,7 +37,9 @@ struct GatewayMiddleware: RouterMiddleware {
         } catch let error as GatewayError {
             response = ErrorRenderer.response(error, dialect: dialect)
         } catch let error as HTTPError {
-            response = ErrorRenderer.response(Self.translate(error, path: path), dialect: dialect)
+            response = ErrorRenderer.response(Self.translate(error, path: path, maxBodyBytes: maxBodyBytes), dialect: dialect)
+        } catch is NIOTooManyBytesError {
+            response = ErrorRenderer.response(.bodyTooLarge(limit: maxBodyBytes), dialect: dialect)
         } catch {
             logger.error("unhandled error", metadata: ["request_id": "\(context.requestId)", "error": "\(error)"])
             response = ErrorRenderer.response(.internalError("unexpected failure"), dialect: dialect)
@@ -54,10 +59,10 @@ struct GatewayMiddleware: RouterMiddleware {
     }
 
     /// Hummingbird's own errors (no route, body too large, bad method) in our vocabulary.
-    static func translate(_ error: HTTPError, path: String) -> GatewayError {
+    static func translate(_ error: HTTPError, path: String, maxBodyBytes: Int) -> GatewayError {
         switch error.status {
         case .notFound: .routeNotFound(path)
-        case .contentTooLarge: .bodyTooLarge(limit: 0)
+        case .contentTooLarge: .bodyTooLarge(limit: maxBodyBytes)
         case .methodNotAllowed: .invalidRequest("method not allowed on \(path)")
         default: error.status.code < 500 ? .invalidRequest(error.body ?? error.status.reasonPhrase) : .internalError(error.status.reasonPhrase)
         }
