@@ -128,6 +128,15 @@ public struct Billing: Sendable {
         }.value
     }
 
+    /// Settles a successful, non-streamed answer with the counts the upstream reported (`nil`:
+    /// it reported none, so only the flat fees are charged and the row says so).
+    func settleAnswered(_ ticket: Ticket, usage: ReportedUsage?) async {
+        let u = usage ?? ReportedUsage()
+        await settle(ticket, status: 200, outcome: .ok, promptTokens: u.promptTokens, completionTokens: u.completionTokens,
+                     cachedTokens: u.cachedTokens, tokenSource: usage == nil ? .none : .provider, charge: true,
+                     timeToFirstByteMicros: ticket.startedAt.microsecondsElapsed)
+    }
+
     func usage(_ t: Ticket, status: Int, outcome: Outcome) -> UsageRecord {
         UsageRecord(requestId: t.requestId, customerId: t.customerId, keyId: t.keyId, endpoint: t.endpoint,
                     dialect: t.dialect.rawValue, provider: t.provider, model: t.model, httpStatus: status, outcome: outcome,

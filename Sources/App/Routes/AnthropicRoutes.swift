@@ -20,13 +20,10 @@ struct AnthropicRoutes: Sendable {
     var call: UpstreamCall { UpstreamCall(upstream: upstream, billing: billing) }
 
     func messages(_ request: Request, _ context: GatewayContext) async throws -> Response {
-        guard let principal = context.principal else { throw GatewayError.missingKey }
-        let body = try await readRequestBody(request, limit: configuration.maxBodyBytes)
-        let object = try parseJSONObject(body)
-        guard let model = object["model"] as? String, !model.isEmpty else {
-            throw GatewayError.invalidRequest("model: Field required")
-        }
-        let promptEstimate = estimatedTokens(bytes: body.readableBytes)
+        let metered = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes,
+                                                    missingModel: "model: Field required")
+        let (principal, body, object, model) = (metered.principal, metered.body, metered.object, metered.model)
+        let promptEstimate = metered.promptEstimate
         switch await router.provider(for: model) {
         case .openai:
             throw GatewayError.invalidRequest("model '\(model)' is served through the OpenAI API: POST /v1/chat/completions")
@@ -46,12 +43,7 @@ struct AnthropicRoutes: Sendable {
                 return StreamRunner.respond(response, relay: AnthropicPassRelay(), ticket: ticket, billing: billing)
             }
             let (bytes, answer) = try await call.collectJSON(response, ticket: ticket)
-            let usage = (answer["usage"] as? [String: Any]).map { ReportedUsage.anthropic($0) }
-            let u = usage ?? ReportedUsage()
-            await billing.settle(ticket, status: 200, outcome: .ok, promptTokens: u.promptTokens,
-                                 completionTokens: u.completionTokens, cachedTokens: u.cachedTokens,
-                                 tokenSource: usage == nil ? .none : .provider, charge: true,
-                                 timeToFirstByteMicros: ticket.startedAt.microsecondsElapsed)
+            await billing.settleAnswered(ticket, usage: (answer["usage"] as? [String: Any]).map { ReportedUsage.anthropic($0) })
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
         case .ollama:
             let translated: AnthropicRequestTranslator.Translated
@@ -72,9 +64,8 @@ struct AnthropicRoutes: Sendable {
             }
             let (_, answer) = try await call.collectJSON(response, ticket: ticket)
             let final = OllamaFinal(answer)
-            await billing.settle(ticket, status: 200, outcome: .ok, promptTokens: final.promptEvalCount,
-                                 completionTokens: final.evalCount, tokenSource: .provider, charge: true,
-                                 timeToFirstByteMicros: ticket.startedAt.microsecondsElapsed)
+            await billing.settleAnswered(ticket, usage: ReportedUsage(promptTokens: final.promptEvalCount,
+                                                                      completionTokens: final.evalCount))
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(
                 string: AnthropicResponseTranslator.message(answer, model: model, requestId: context.requestId))))
         }

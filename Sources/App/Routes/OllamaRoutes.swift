@@ -52,19 +52,15 @@ struct OllamaRoutes: Sendable {
     // MARK: Metered calls
 
     func metered(_ call: Call, request: Request, context: GatewayContext) async throws -> Response {
-        guard let principal = context.principal else { throw GatewayError.missingKey }
-        let body = try await readRequestBody(request, limit: configuration.maxBodyBytes)
-        let object = try parseJSONObject(body)
-        guard let model = (object["model"] as? String) ?? (object["name"] as? String), !model.isEmpty else {
-            throw GatewayError.invalidRequest("model is required")
-        }
+        let metered = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes,
+                                                    modelKeys: ["model", "name"], missingModel: "model is required")
+        let (body, object, model) = (metered.body, metered.object, metered.model)
         let streaming = call.canStream && (object["stream"] as? Bool ?? true)
         let options = object["options"] as? [String: Any]
         let maxOutput = call.canStream ? JSONValue.int64(options?["num_predict"]) : 0
-        let promptEstimate = estimatedTokens(bytes: body.readableBytes)
         let ticket = try await billing.hold(
-            requestId: context.requestId, principal: principal, endpoint: call.rawValue, dialect: .ollama,
-            provider: "ollama", model: model, promptEstimate: promptEstimate,
+            requestId: context.requestId, principal: metered.principal, endpoint: call.rawValue, dialect: .ollama,
+            provider: "ollama", model: model, promptEstimate: metered.promptEstimate,
             maxOutputTokens: maxOutput, startedAt: context.startedAt)
 
         let response = try await UpstreamCall(upstream: upstream, billing: billing)
@@ -86,9 +82,8 @@ struct OllamaRoutes: Sendable {
                                  tokenSource: .estimated, charge: true, timeToFirstByteMicros: ttfb)
         } else {
             let final = OllamaFinal(object)
-            await billing.settle(ticket, status: 200, outcome: .ok, promptTokens: final.promptEvalCount,
-                                 completionTokens: final.evalCount, tokenSource: .provider, charge: true,
-                                 timeToFirstByteMicros: ttfb)
+            await billing.settleAnswered(ticket, usage: ReportedUsage(promptTokens: final.promptEvalCount,
+                                                                      completionTokens: final.evalCount))
         }
         return Response(status: .ok, headers: [.contentType: response.contentType], body: .init(byteBuffer: body))
     }

@@ -22,13 +22,10 @@ struct OpenAIRoutes: Sendable {
     var call: UpstreamCall { UpstreamCall(upstream: upstream, billing: billing) }
 
     func chat(_ request: Request, _ context: GatewayContext) async throws -> Response {
-        guard let principal = context.principal else { throw GatewayError.missingKey }
-        let body = try await readRequestBody(request, limit: configuration.maxBodyBytes)
-        var object = try parseJSONObject(body)
-        guard let model = object["model"] as? String, !model.isEmpty else {
-            throw GatewayError.invalidRequest("you must provide a model parameter")
-        }
-        let promptEstimate = estimatedTokens(bytes: body.readableBytes)
+        let metered = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes,
+                                                    missingModel: "you must provide a model parameter")
+        let (principal, model, promptEstimate) = (metered.principal, metered.model, metered.promptEstimate)
+        var object = metered.object
         switch await router.provider(for: model) {
         case .anthropic:
             throw GatewayError.invalidRequest("model '\(model)' is served through the Anthropic API: POST /v1/messages")
@@ -54,8 +51,7 @@ struct OpenAIRoutes: Sendable {
                                             ticket: ticket, billing: billing)
             }
             let (bytes, answer) = try await call.collectJSON(response, ticket: ticket)
-            let usage = (answer["usage"] as? [String: Any]).map(ReportedUsage.openAI)
-            await settle(ticket, usage)
+            await billing.settleAnswered(ticket, usage: (answer["usage"] as? [String: Any]).map(ReportedUsage.openAI))
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
         case .ollama:
             let translated: OpenAIRequestTranslator.Translated
@@ -78,33 +74,31 @@ struct OpenAIRoutes: Sendable {
             }
             let (_, answer) = try await call.collectJSON(response, ticket: ticket)
             let final = OllamaFinal(answer)
-            await settle(ticket, ReportedUsage(promptTokens: final.promptEvalCount, completionTokens: final.evalCount))
+            await billing.settleAnswered(ticket, usage: ReportedUsage(promptTokens: final.promptEvalCount,
+                                                                      completionTokens: final.evalCount))
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(
                 string: OpenAIResponseTranslator.completion(answer, model: model, requestId: context.requestId, created: created))))
         }
     }
 
     func embeddings(_ request: Request, _ context: GatewayContext) async throws -> Response {
-        guard let principal = context.principal else { throw GatewayError.missingKey }
-        let body = try await readRequestBody(request, limit: configuration.maxBodyBytes)
-        let object = try parseJSONObject(body)
-        guard let model = object["model"] as? String, !model.isEmpty else {
-            throw GatewayError.invalidRequest("you must provide a model parameter")
-        }
+        let metered = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes,
+                                                    missingModel: "you must provide a model parameter")
+        let (body, object, model) = (metered.body, metered.object, metered.model)
         guard let input = object["input"], input is String || input is [String] else {
             throw GatewayError.invalidRequest("input must be a string or an array of strings")
         }
         let provider = await router.provider(for: model)
         let ticket = try await billing.hold(
-            requestId: context.requestId, principal: principal, endpoint: "/v1/embeddings", dialect: .openai,
-            provider: provider.rawValue, model: model, promptEstimate: estimatedTokens(bytes: body.readableBytes),
+            requestId: context.requestId, principal: metered.principal, endpoint: "/v1/embeddings", dialect: .openai,
+            provider: provider.rawValue, model: model, promptEstimate: metered.promptEstimate,
             maxOutputTokens: 0, startedAt: context.startedAt)
         if provider == .openai {
             let response = try await call.send(configuration.openAIBaseURL + "/embeddings",
                                                headers: [("authorization", "Bearer \(configuration.openAIAPIKey ?? "")")],
                                                body: body, ticket: ticket, bodyDialect: .openai)
             let (bytes, answer) = try await call.collectJSON(response, ticket: ticket)
-            await settle(ticket, (answer["usage"] as? [String: Any]).map(ReportedUsage.openAI))
+            await billing.settleAnswered(ticket, usage: (answer["usage"] as? [String: Any]).map(ReportedUsage.openAI))
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
         }
         var ollamaBody: [String: Any] = ["model": model, "input": input]
@@ -112,15 +106,8 @@ struct OpenAIRoutes: Sendable {
         let response = try await call.send(configuration.ollamaBaseURL + "/api/embed", body: jsonBody(ollamaBody),
                                            ticket: ticket, bodyDialect: .ollama)
         let (_, answer) = try await call.collectJSON(response, ticket: ticket)
-        await settle(ticket, ReportedUsage(promptTokens: JSONValue.int64(answer["prompt_eval_count"]) ?? 0))
+        await billing.settleAnswered(ticket, usage: ReportedUsage(promptTokens: JSONValue.int64(answer["prompt_eval_count"]) ?? 0))
         return Response(status: .ok, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(string: OpenAIResponseTranslator.embeddings(answer, model: model))))
-    }
-
-    func settle(_ ticket: Billing.Ticket, _ usage: ReportedUsage?) async {
-        let u = usage ?? ReportedUsage()
-        await billing.settle(ticket, status: 200, outcome: .ok, promptTokens: u.promptTokens, completionTokens: u.completionTokens,
-                             cachedTokens: u.cachedTokens, tokenSource: usage == nil ? .none : .provider, charge: true,
-                             timeToFirstByteMicros: ticket.startedAt.microsecondsElapsed)
     }
 }

@@ -80,3 +80,26 @@ func readRequestBody(_ request: Hummingbird.Request, limit: Int) async throws ->
         throw GatewayError.bodyTooLarge(limit: limit)
     }
 }
+
+/// What every metered handler reads first: the caller, the body (within the limit), its JSON
+/// object and the model it names. Failures are the caller's dialect's 400/401/413.
+struct MeteredRequest {
+    let principal: Principal
+    let body: ByteBuffer
+    var object: [String: Any]
+    let model: String
+
+    /// An upper estimate of the prompt, for the hold.
+    var promptEstimate: Int64 { estimatedTokens(bytes: body.readableBytes) }
+
+    static func read(_ request: Hummingbird.Request, _ context: GatewayContext, limit: Int, modelKeys: [String] = ["model"],
+                     missingModel: String) async throws -> MeteredRequest {
+        guard let principal = context.principal else { throw GatewayError.missingKey }
+        let body = try await readRequestBody(request, limit: limit)
+        let object = try parseJSONObject(body)
+        guard let model = modelKeys.lazy.compactMap({ object[$0] as? String }).first, !model.isEmpty else {
+            throw GatewayError.invalidRequest(missingModel)
+        }
+        return MeteredRequest(principal: principal, body: body, object: object, model: model)
+    }
+}
