@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // HdrHistogram: latency percentiles without storing every sample, for the benchmark driver only.
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ", pkgConfig: "libpq",
@@ -58,6 +60,13 @@ let package = Package(
         ]),
         .executableTarget(name: "store-bench", dependencies: ["Core", "SQLStore", "SQLiteStore", "PGStore", "Migrate"],
                           path: "bench/StoreBench"),
+        .executableTarget(name: "bench-driver", dependencies: [
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ], path: "bench/Driver"),
         .target(name: "FakeUpstream", dependencies: [.product(name: "Hummingbird", package: "hummingbird"),
                                                      .product(name: "HTTPTypes", package: "swift-http-types")]),
         .executableTarget(name: "lmsvr-fake-upstream", dependencies: ["FakeUpstream",

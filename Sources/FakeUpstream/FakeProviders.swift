@@ -37,15 +37,16 @@ extension FakeUpstream {
             return Self.openAIError(.serviceUnavailable, "The server is overloaded.", type: "server_error", code: "server_is_overloaded")
         }
         let id = "chatcmpl-ABfw031mOJeYCSHe4yI2ZjOA6kMJL", created = 1727346168
-        let completion = Self.words.count
+        let completion = options.chunks
+        let pieces = (0..<completion).map { Self.words[$0 % Self.words.count] }
         let usage = "{\"prompt_tokens\":\(Self.openAIPromptTokens),\"completion_tokens\":\(completion),\"total_tokens\":\(Self.openAIPromptTokens + completion),\"prompt_tokens_details\":{\"cached_tokens\":\(Self.openAICachedTokens),\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":0}}"
         guard object["stream"] as? Bool == true else {
-            return Self.json(.ok, "{\"id\":\"\(id)\",\"object\":\"chat.completion\",\"created\":\(created),\"model\":\(Self.quote(model)),\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\(Self.quote(Self.words.joined())),\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":\(usage),\"system_fingerprint\":\"fp_b40fb1c6fb\"}")
+            return Self.json(.ok, "{\"id\":\"\(id)\",\"object\":\"chat.completion\",\"created\":\(created),\"model\":\(Self.quote(model)),\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\(Self.quote(pieces.joined())),\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":\(usage),\"system_fingerprint\":\"fp_b40fb1c6fb\"}")
         }
         let includeUsage = (object["stream_options"] as? [String: Any])?["include_usage"] as? Bool ?? false
         let head = "data: {\"id\":\"\(id)\",\"object\":\"chat.completion.chunk\",\"created\":\(created),\"model\":\(Self.quote(model)),\"system_fingerprint\":\"fp_5050236cbd\",\"choices\":"
         var events = [head + "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}]" + (includeUsage ? ",\"usage\":null" : "") + "}\n\n"]
-        for word in Self.words {
+        for word in pieces {
             events.append(head + "[{\"index\":0,\"delta\":{\"content\":\(Self.quote(word))},\"logprobs\":null,\"finish_reason\":null}]" + (includeUsage ? ",\"usage\":null" : "") + "}\n\n")
         }
         events.append(head + "[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]" + (includeUsage ? ",\"usage\":null" : "") + "}\n\n")

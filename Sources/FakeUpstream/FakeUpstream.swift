@@ -10,6 +10,8 @@ import NIOCore
 /// - `llama3`, `mistral`: a fixed answer, one word per chunk, `prompt_eval_count` 26;
 /// - `all-minilm`: embeddings;
 /// - `drip`: the same answer with `dripMillis` between chunks (for streaming and cancel tests);
+/// - `slowstream`: `chunks` words with `dripMillis` between them (long-lived streams for the
+///   memory benchmark);
 /// - `slow`: waits `slowSeconds` before answering;
 /// - `error500`: HTTP 500 with Ollama's error body;
 /// - `fail-midstream`: two chunks, then an error line;
@@ -25,6 +27,9 @@ public struct FakeUpstream: Sendable {
         public var chunks: Int = 8
         /// Delay before the response head, for latency benchmarks.
         public var latencyMillis: Int = 0
+        /// Stamp every chunk with one fixed `created_at` instead of the clock: deterministic
+        /// bytes, and no date formatting on the benchmark's hot path.
+        public var fixedClock = false
 
         public init() {}
     }
@@ -68,7 +73,7 @@ public struct FakeUpstream: Sendable {
     static let words = ["The ", "sky ", "is ", "blue ", "because ", "of ", "Rayleigh ", "scattering."]
     static let promptEvalCount = 26
     static let served = ["llama3:latest", "mistral:latest", "all-minilm:latest"]
-    static let magic = ["drip", "slow", "error500", "fail-midstream", "truncated"]
+    static let magic = ["drip", "slowstream", "slow", "error500", "fail-midstream", "truncated"]
 
     /// The router with every Ollama route the gateway uses.
     public func router() -> Router<BasicRequestContext> {
@@ -144,12 +149,13 @@ public struct FakeUpstream: Sendable {
         let doneReason = limit != nil && limit! <= options.chunks && name != "drip" ? "length" : "stop"
         let echo = requested // Ollama echoes the model name as the client wrote it
         let streaming = object["stream"] as? Bool ?? true
+        let stamp = { [fixedClock = options.fixedClock] in fixedClock ? Self.fixedCreatedAt : Self.createdAt() }
 
         if !streaming {
             let text = pieces.joined()
-            return Self.json(.ok, Self.final(chat: chat, model: echo, content: text, doneReason: doneReason, evalCount: count))
+            return Self.json(.ok, Self.final(chat: chat, model: echo, createdAt: stamp(), content: text, doneReason: doneReason, evalCount: count))
         }
-        let pace = name == "drip" ? options.dripMillis : options.paceMillis
+        let pace = name == "drip" || name == "slowstream" ? options.dripMillis : options.paceMillis
         let recorder = self.recorder
         return Response(
             status: .ok, headers: [.contentType: "application/x-ndjson"],
@@ -169,10 +175,10 @@ public struct FakeUpstream: Sendable {
                             try await writer.finish(nil)
                             return
                         }
-                        try await writer.write(ByteBuffer(string: Self.chunk(chat: chat, model: echo, content: piece) + "\n"))
+                        try await writer.write(ByteBuffer(string: Self.chunk(chat: chat, model: echo, createdAt: stamp(), content: piece) + "\n"))
                     }
                     if pace > 0 { try await Task.sleep(for: .milliseconds(pace)) }
-                    try await writer.write(ByteBuffer(string: Self.final(chat: chat, model: echo, content: "", doneReason: doneReason, evalCount: count) + "\n"))
+                    try await writer.write(ByteBuffer(string: Self.final(chat: chat, model: echo, createdAt: stamp(), content: "", doneReason: doneReason, evalCount: count) + "\n"))
                     recorder.recordLastChunk(model: name)
                     try await writer.finish(nil)
                 } catch {
@@ -184,6 +190,8 @@ public struct FakeUpstream: Sendable {
 
     // MARK: Wire format
 
+    static let fixedCreatedAt = "2025-05-04T17:37:44.706015396Z"
+
     static func createdAt() -> String {
         let now = Date()
         let formatter = ISO8601DateFormatter()
@@ -191,19 +199,19 @@ public struct FakeUpstream: Sendable {
         return formatter.string(from: now)
     }
 
-    static func chunk(chat: Bool, model: String, content: String) -> String {
+    static func chunk(chat: Bool, model: String, createdAt: String, content: String) -> String {
         if chat {
-            return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt())\",\"message\":{\"role\":\"assistant\",\"content\":\(quote(content))},\"done\":false}"
+            return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt)\",\"message\":{\"role\":\"assistant\",\"content\":\(quote(content))},\"done\":false}"
         }
-        return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt())\",\"response\":\(quote(content)),\"done\":false}"
+        return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt)\",\"response\":\(quote(content)),\"done\":false}"
     }
 
-    static func final(chat: Bool, model: String, content: String, doneReason: String, evalCount: Int) -> String {
+    static func final(chat: Bool, model: String, createdAt: String, content: String, doneReason: String, evalCount: Int) -> String {
         let metrics = "\"total_duration\":182242375,\"load_duration\":41295167,\"prompt_eval_count\":\(promptEvalCount),\"prompt_eval_duration\":24573166,\"eval_count\":\(evalCount),\"eval_duration\":115959084"
         if chat {
-            return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt())\",\"message\":{\"role\":\"assistant\",\"content\":\(quote(content))},\"done_reason\":\"\(doneReason)\",\"done\":true,\(metrics)}"
+            return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt)\",\"message\":{\"role\":\"assistant\",\"content\":\(quote(content))},\"done_reason\":\"\(doneReason)\",\"done\":true,\(metrics)}"
         }
-        return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt())\",\"response\":\(quote(content)),\"done\":true,\"done_reason\":\"\(doneReason)\",\"context\":[1,2,3],\(metrics)}"
+        return "{\"model\":\(quote(model)),\"created_at\":\"\(createdAt)\",\"response\":\(quote(content)),\"done\":true,\"done_reason\":\"\(doneReason)\",\"context\":[1,2,3],\(metrics)}"
     }
 
     /// The exact `/api/tags` body this fake serves.

@@ -2,7 +2,7 @@ import FakeUpstream
 import Foundation
 import Hummingbird
 
-/// `lmsvr-fake-upstream [--port N] [--pace-ms N] [--chunks N] [--latency-ms N] [--drip-ms N]`:
+/// `lmsvr-fake-upstream [--port N] [--pace-ms N] [--chunks N] [--latency-ms N] [--drip-ms N] [--fixed-clock]`:
 /// the test suite's fake Ollama as a process, for the end-to-end tests and benchmarks. Prints
 /// `listening on PORT` once ready.
 @main
@@ -17,6 +17,7 @@ struct FakeUpstreamServer {
         if let v = value("--chunks") { options.chunks = v }
         if let v = value("--latency-ms") { options.latencyMillis = v }
         if let v = value("--drip-ms") { options.dripMillis = v }
+        options.fixedClock = args.contains("--fixed-clock")
         let fake = FakeUpstream(options: options)
         let app = Application(
             router: fake.router(),

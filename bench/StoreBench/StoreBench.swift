@@ -54,10 +54,13 @@ struct StoreBench {
         }
         let customerIds = ids
         let start = DispatchTime.now().uptimeNanoseconds
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        // Each pair's duration (hold + settle), in microseconds: what the budget path adds to a request.
+        let durations = try await withThrowingTaskGroup(of: [Int64].self) { group in
             for t in 0..<tasks {
                 group.addTask {
+                    var mine: [Int64] = []
                     for n in 0..<(pairs / tasks) {
+                        let pairStart = DispatchTime.now().uptimeNanoseconds
                         let id = "\(run)-\(t)-\(n)"
                         let customer = customerIds[(t * 7919 + n) % customerIds.count]
                         let now = nowMicros()
@@ -71,15 +74,22 @@ struct StoreBench {
                                                 price: ModelPrice(perRequest: Money(nanos: 10_000_000)),
                                                 priceSource: .configured, createdAtMicros: now)
                         _ = try await store.settle(holdId: id, usage: usage)
+                        mine.append(Int64((DispatchTime.now().uptimeNanoseconds - pairStart) / 1000))
                     }
+                    return mine
                 }
             }
-            try await group.waitForAll()
+            var all: [Int64] = []
+            for try await mine in group { all += mine }
+            return all.sorted()
+        }
+        func percentile(_ p: Double) -> Int64 {
+            durations.isEmpty ? 0 : durations[min(durations.count - 1, Int(Double(durations.count) * p / 100))]
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let done = (pairs / tasks) * tasks
-        print(String(format: "{\"pairs\": %d, \"tasks\": %d, \"customers\": %d, \"seconds\": %.3f, \"pairs_per_second\": %.0f}",
-                     done, tasks, customers, seconds, Double(done) / seconds))
+        print(String(format: "{\"pairs\": %d, \"tasks\": %d, \"customers\": %d, \"seconds\": %.3f, \"pairs_per_second\": %.0f, \"pair_p50_us\": %lld, \"pair_p99_us\": %lld}",
+                     done, tasks, customers, seconds, Double(done) / seconds, percentile(50), percentile(99)))
         await store.close()
     }
 }

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Turns one bench/run.py result (JSON) into the generated part of docs/benchmarks.md.
+
+    bench/report.py bench/results/<run>.json [--doc docs/benchmarks.md] [--stdout]
+
+Only the text between the two GENERATED markers is replaced; the rest of the document (method
+notes, the history of improvements) is written by hand.
+"""
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START = "<!-- GENERATED: bench/report.py writes from here -->"
+END = "<!-- GENERATED: to here -->"
+LMSVR = ("R2 sqlite", "R3 postgres")
+
+
+def us(v):
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def ms(v):
+    return "–" if v is None else f"{v / 1000:,.2f}"
+
+
+def added(a, b):
+    return None if a is None or b is None else a - b
+
+
+def render(r):
+    m = r["meta"]
+    closed = r["closed_loop"]
+    rungs = list(next(iter(closed.values())).keys())
+    out = [f"Run {m['date']} at `{m['git_sha'][:10]}`{' (uncommitted changes)' if m['git_dirty'] else ''}, "
+           f"profile `{m['profile']}`, {m['build']} build. {m['cpu_model']}, {m['cpus']} CPUs, Linux {m['kernel']}. "
+           f"Pinning: {m['pinning']}. Mock: {m['mock']['chunks']} chunks, streams paced {m['mock']['pace_ms']} ms, "
+           f"fixed usage ({m['mock']['prompt_eval_count']} prompt / {m['mock']['eval_count']} completion tokens). "
+           f"Payloads: {m['payload_bytes']['small']} B and {m['payload_bytes']['big']:,} B Ollama `/api/chat` bodies. "
+           f"PostgreSQL: {m['postgres']}. lmsvr: {m['lmsvr_settings']}. Figures are medians of "
+           f"{m['profile_settings']['rounds']} interleaved rounds of {m['profile_settings']['seconds']} s. "
+           f"Noise check: R0 p99 median {us(r['noise']['direct_p99_median_us'])} µs against a floor of "
+           f"{us(r['noise']['direct_p99_floor_us'])} µs ({'REFUSED' if r['noise']['refused'] else 'accepted'}).", ""]
+
+    out += ["### Closed loop (wrk): latency added over R0, requests/s, gateway CPU per request", "",
+            "| load | rung | p50 µs | p99 µs | p99.9 µs | added p50 | added p99 | added p99.9 | req/s | CPU µs/req |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    order = sorted(closed, key=lambda k: (k.split("/")[0] != "small", int(k.split("/c")[1])))
+    for label in order:
+        by_rung = closed[label]
+        d = by_rung["R0 direct"]
+        for rung in rungs:
+            x = by_rung[rung]
+            cpu = x.get("cpu_us_per_req")
+            cpu_text = us(cpu) + (f" (+{us(x['db_cpu_us_per_req'])} db)" if "db_cpu_us_per_req" in x else "")
+            out.append(f"| {label} | {rung} | {us(x['p50_us'])} | {us(x['p99_us'])} | {us(x['p999_us'])} | "
+                       + (" | | " if rung == "R0 direct" else
+                          f"{us(added(x['p50_us'], d['p50_us']))} | {us(added(x['p99_us'], d['p99_us']))} | ")
+                       + ("" if rung == "R0 direct" else f"{us(added(x['p999_us'], d['p999_us']))}")
+                       + f" | {x['rps']:,.0f} | {cpu_text if cpu is not None else '–'} |")
+    top = max((k for k in closed if k.startswith("small/")), key=lambda k: int(k.split("/c")[1]))
+    nginx = closed[top].get("R1 nginx", {}).get("rps")
+    out += ["", f"Ceiling (closed loop, {top}): " + ", ".join(
+        f"{rung} {closed[top][rung]['rps']:,.0f} req/s" + (f" ({closed[top][rung]['rps'] / nginx:.0%} of nginx)" if nginx and rung in LMSVR else "")
+        for rung in rungs), ""]
+
+    out += ["### Open loop (bench-driver, constant rate): latency added over R0 at the same rate", "",
+            "| rung | rate | achieved | p50 µs | p99 µs | p99.9 µs | added p50 | added p99 | added p99.9 | failed |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, x in r["open_loop"].items():
+        g, d = x["gateway"], x["direct"]
+        out.append(f"| {x['rung']} @{int(x['fraction'] * 100)}% | {x['rate']:,.0f}/s | {g['achieved_rate']:,.0f}/s | "
+                   f"{us(g.get('latency_p50_us'))} | {us(g.get('latency_p99_us'))} | {us(g.get('latency_p999_us'))} | "
+                   f"{us(added(g.get('latency_p50_us'), d.get('latency_p50_us')))} | {us(added(g.get('latency_p99_us'), d.get('latency_p99_us')))} | "
+                   f"{us(added(g.get('latency_p999_us'), d.get('latency_p999_us')))} | {g['failed']} |")
+
+    out += ["", f"### Streams ({r['meta']['mock']['chunks']} deltas paced {r['meta']['mock']['pace_ms']} ms; a stall is a gap over twice the pace)", "",
+            "| streams | rung | TTFB p50 / p99 ms | TTFT p50 / p99 ms | added TTFT p99 ms | gap p99 / max ms | stalls | failed |",
+            "|---:|---|---|---|---:|---|---:|---:|"]
+    for count, by_rung in r["streams"].items():
+        d = by_rung["R0 direct"]
+        for rung, x in by_rung.items():
+            out.append(f"| {count} | {rung} | {ms(x.get('ttfb_p50_us'))} / {ms(x.get('ttfb_p99_us'))} | "
+                       f"{ms(x.get('ttft_p50_us'))} / {ms(x.get('ttft_p99_us'))} | "
+                       f"{'' if rung == 'R0 direct' else ms(added(x.get('ttft_p99_us'), d.get('ttft_p99_us')))} | "
+                       f"{ms(x.get('gap_p99_us'))} / {ms(x.get('gap_max_us'))} | {x['stalls']} | {x['failed']} |")
+
+    out += ["", "### Memory (resident set of the gateway process)", "",
+            "| rung | after start | after warm-up | " + " | ".join(f"{s['streams']} streams" for s in next(iter(r["memory"].values()))["samples"])
+            + " | after close | per open stream |",
+            "|---|---:|---:|" + "---:|" * len(next(iter(r["memory"].values()))["samples"]) + "---:|---:|"]
+    for rung, x in r["memory"].items():
+        out.append(f"| {rung} | {x['rss_start_kib'] / 1024:.1f} MiB | {(x['rss_warm_kib'] or 0) / 1024:.1f} MiB | "
+                   + " | ".join(f"{s['rss_kib'] / 1024:.1f} MiB" for s in x["samples"])
+                   + f" | {x['rss_after_close_kib'] / 1024:.1f} MiB | {x['kib_per_stream']} KiB |")
+
+    out += ["", "### Budget path (store-bench: hold + settle pairs, 16 tasks, the store alone)", "",
+            "| database | customers | pairs/s | pair p50 µs | pair p99 µs |", "|---|---:|---:|---:|---:|"]
+    for label, x in r["store"].items():
+        db, customers = label.split("/")
+        out.append(f"| {db} | {customers} | {x['pairs_per_second']:,.0f} | {us(x.get('pair_p50_us'))} | {us(x.get('pair_p99_us'))} |")
+
+    out += ["", "### Against the goals", "", "| goal | R2 sqlite | R3 postgres |", "|---|---|---|"]
+    c1 = closed.get("small/c1", {})
+
+    def goal_row(text, fn):
+        cells = []
+        for rung in LMSVR:
+            try:
+                value, ok = fn(rung)
+                cells.append(f"{value} {'✅' if ok else '❌'}")
+            except (KeyError, TypeError, ZeroDivisionError, StopIteration):
+                cells.append("–")
+        out.append(f"| {text} | " + " | ".join(cells) + " |")
+
+    d1 = c1.get("R0 direct", {})
+    goal_row("added p50 at c=1 < 0.3 ms", lambda g: (f"{ms(c1[g]['p50_us'] - d1['p50_us'])} ms", c1[g]['p50_us'] - d1['p50_us'] < 300))
+    goal_row("added p99 at c=1 < 1 ms", lambda g: (f"{ms(c1[g]['p99_us'] - d1['p99_us'])} ms", c1[g]['p99_us'] - d1['p99_us'] < 1000))
+    goal_row("throughput ≥ ½ nginx's", lambda g: (f"{closed[top][g]['rps'] / nginx:.0%}", closed[top][g]['rps'] >= nginx / 2))
+    biggest = max(r["streams"], key=int)
+    sd = r["streams"][biggest]["R0 direct"]
+    goal_row("added TTFT p99 < 1 ms", lambda g: (f"{ms(added(r['streams'][biggest][g]['ttft_p99_us'], sd['ttft_p99_us']))} ms at {biggest}",
+                                                 added(r['streams'][biggest][g]['ttft_p99_us'], sd['ttft_p99_us']) < 1000))
+    goal_row(f"zero stalls at {biggest} streams", lambda g: (f"{r['streams'][biggest][g]['stalls']} stalls", r['streams'][biggest][g]['stalls'] == 0))
+    goal_row("idle RSS < 30 MB", lambda g: (f"{r['memory'][g]['rss_start_kib'] / 1024:.1f} MiB", r['memory'][g]['rss_start_kib'] < 30 * 1000 * 1000 / 1024))
+    goal_row("< 64 KiB per open stream", lambda g: (f"{r['memory'][g]['kib_per_stream']} KiB", r['memory'][g]['kib_per_stream'] < 64))
+    if "ledger" in r:
+        out += ["", "Ledger after the run: " + ", ".join(f"{k}: {v['rows']:,} rows, ${v['cost_usd']}" for k, v in r["ledger"].items()
+                                                       if v.get("rows") is not None) + "."]
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("result")
+    ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--stdout", action="store_true", help="print the generated part instead of writing the document")
+    args = ap.parse_args()
+    with open(args.result) as f:
+        table = render(json.load(f))
+    if args.stdout:
+        print(table)
+        return
+    with open(args.doc) as f:
+        doc = f.read()
+    if START not in doc or END not in doc:
+        sys.exit(f"{args.doc} has no GENERATED markers")
+    head, rest = doc.split(START, 1)
+    _, tail = rest.split(END, 1)
+    source = os.path.relpath(args.result, os.path.dirname(args.doc))
+    with open(args.doc, "w") as f:
+        f.write(f"{head}{START}\n\nFrom [`{os.path.basename(args.result)}`]({source}).\n\n{table}\n\n{END}{tail}")
+    print(f"updated {args.doc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""The benchmark harness: lmsvr side by side with the physical limit of this machine.
+
+Called by bench/run.sh (which installs wrk, nginx and PostgreSQL and builds in release mode).
+Starts everything on 127.0.0.1, pins the system under test to CPU 0 and the load generator and
+the mock upstream to CPU 1, runs the rungs interleaved in rounds, and writes one JSON file per run.
+bench/report.py turns that file into the table in docs/benchmarks.md.
+
+Rungs (same mock, same payloads, same concurrency):
+  R0 direct    client straight to the mock upstream (the floor)
+  R1 nginx     nginx proxy_pass, one worker, keepalive upstream, no buffering
+  R2 sqlite    lmsvr on SQLite: auth, price, hold, settle and ledger row on every request
+  R3 postgres  lmsvr on PostgreSQL (its server pinned to CPU 0 too), same
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+PROFILES = {
+    # By hand: a few minutes.
+    "full": dict(rounds=5, seconds=3, concurrencies=[1, 16, 64], big_rounds=5, open_seconds=5,
+                 open_fractions=[0.5, 0.8], stream_counts=[1, 100, 1000], memory_steps=[250, 500, 1000],
+                 memory_settle=2.0, store_pairs=4000, warmup=2),
+    # CI: a few seconds per phase, only to keep the harness working.
+    "smoke": dict(rounds=1, seconds=1, concurrencies=[1, 4], big_rounds=1, open_seconds=1,
+                  open_fractions=[0.5], stream_counts=[2], memory_steps=[5, 10],
+                  memory_settle=0.3, store_pairs=64, warmup=1),
+}
+
+SMALL_BODY = json.dumps({"model": "llama3", "stream": False, "messages": [
+    {"role": "system", "content": "You are a concise assistant."},
+    {"role": "user", "content": "Why is the sky blue? Answer in one short paragraph, please."}]})
+BIG_BODY = json.dumps({"model": "llama3", "stream": False, "messages": [
+    {"role": "system", "content": "You are a concise assistant. Summarise the document the user sends."},
+    {"role": "user", "content": ("Rayleigh scattering of sunlight by the molecules of the atmosphere makes "
+                                 "the sky look blue in daylight. " * 110).strip()}]})
+STREAM_BODY = json.dumps({"model": "llama3", "stream": True, "messages": [
+    {"role": "user", "content": "Why is the sky blue? Answer in one short paragraph, please."}]})
+SLOW_BODY = json.dumps({"model": "slowstream", "stream": True, "messages": [
+    {"role": "user", "content": "Why is the sky blue? Answer in one short paragraph, please."}]})
+
+# What the mock answers with, so every request's cost is known in advance.
+MOCK = dict(chunks=64, pace_ms=20, slow_pace_ms=1000, prompt_eval_count=26, eval_count=64, fixed_clock=True)
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, seconds=30):
+    import urllib.request
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds}s")
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return total
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def children_of(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                pass
+    return out
+
+
+def version(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        return (r.stdout + r.stderr).strip().splitlines()[0]
+    except Exception as e:  # noqa: BLE001 - a missing tool is recorded, not fatal
+        return f"unavailable ({e.__class__.__name__})"
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.p = PROFILES[args.profile]
+        self.bin = os.path.abspath(args.bin_dir)
+        self.work = tempfile.mkdtemp(prefix="lmsvr-bench.")
+        self.procs = []
+        self.rungs = {}
+        self.cleanups = []
+        for name, body in (("small", SMALL_BODY), ("big", BIG_BODY), ("stream", STREAM_BODY), ("slow", SLOW_BODY)):
+            with open(os.path.join(self.work, f"{name}.json"), "w") as f:
+                f.write(body)
+
+    # --- processes -------------------------------------------------------------------------
+
+    def spawn(self, cmd, cpu, env=None, log_name=None, **kw):
+        out = open(os.path.join(self.work, log_name), "w") if log_name else subprocess.DEVNULL
+        proc = subprocess.Popen(["taskset", "-c", str(cpu)] + cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self):
+        for proc in reversed(self.procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for cleanup in reversed(self.cleanups):
+            cleanup()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def start_mock(self):
+        port = free_port()
+        self.spawn([f"{self.bin}/lmsvr-fake-upstream", "--port", str(port), "--chunks", str(MOCK["chunks"]),
+                    "--pace-ms", str(MOCK["pace_ms"]), "--drip-ms", str(MOCK["slow_pace_ms"]), "--fixed-clock"],
+                   cpu=1, log_name="mock.log")
+        wait_http(f"http://127.0.0.1:{port}/api/version")
+        self.mock_port = port
+        self.rungs["R0 direct"] = dict(url=f"http://127.0.0.1:{port}", pids=[])
+        log(f"mock upstream on {port}")
+
+    def start_nginx(self):
+        port = free_port()
+        conf = os.path.join(self.work, "nginx.conf")
+        w = self.work
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 1;
+error_log {w}/nginx-error.log warn;
+pid {w}/nginx.pid;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {w}/nginx-body; proxy_temp_path {w}/nginx-proxy;
+    fastcgi_temp_path {w}/nginx-fcgi; uwsgi_temp_path {w}/nginx-uwsgi; scgi_temp_path {w}/nginx-scgi;
+    client_max_body_size 64m;
+    client_body_buffer_size 1m;
+    upstream mock {{ server 127.0.0.1:{self.mock_port}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+""")
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        proc = self.spawn([nginx, "-p", w, "-c", conf, "-g", "daemon off;"], cpu=0, log_name="nginx.log")
+        wait_http(f"http://127.0.0.1:{port}/api/version")
+        self.rungs["R1 nginx"] = dict(url=f"http://127.0.0.1:{port}", pids=[proc.pid] + children_of(proc.pid))
+        log(f"nginx on {port}")
+
+    def start_postgres(self):
+        """The PostgreSQL for R3: the one given (CI smoke), else our own, pinned to CPU 0."""
+        if self.args.postgres_url:
+            base = self.args.postgres_url
+            name = f"lmsvr_bench_{os.getpid()}"
+            subprocess.run(["psql", base, "-q", "-c", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+            self.cleanups.append(lambda: subprocess.run(["psql", base, "-q", "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                                                        capture_output=True))
+            self.pg_url = base.rsplit("/", 1)[0] + "/" + name
+            self.pg_pids = lambda: []
+            self.pg_settings = "external (given by --postgres-url)"
+            return
+        pgbin = sorted(d for d in os.listdir("/usr/lib/postgresql"))[-1]
+        pgbin = f"/usr/lib/postgresql/{pgbin}/bin"
+        pgdir = tempfile.mkdtemp(prefix="lmsvr-bench-pg.")
+        as_pg = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        if os.getuid() == 0:
+            shutil.chown(pgdir, "postgres", "postgres")
+        port = free_port()
+        subprocess.run(as_pg + [f"{pgbin}/initdb", "-D", f"{pgdir}/data", "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                                "--no-sync"], check=True, capture_output=True)
+        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdir} -c max_connections=200 -c shared_buffers=256MB"
+        subprocess.run(["taskset", "-c", "0"] + as_pg + [f"{pgbin}/pg_ctl", "-D", f"{pgdir}/data", "-l", f"{pgdir}/log",
+                                                           "-w", "-t", "30", "-o", opts, "start"], check=True, capture_output=True)
+
+        def stop_pg():
+            subprocess.run(as_pg + [f"{pgbin}/pg_ctl", "-D", f"{pgdir}/data", "-m", "fast", "-w", "stop"], capture_output=True)
+            shutil.rmtree(pgdir, ignore_errors=True)
+        self.cleanups.append(stop_pg)
+        with open(f"{pgdir}/data/postmaster.pid") as f:
+            postmaster = int(f.readline())
+        self.pg_pids = lambda: [postmaster] + children_of(postmaster)
+        self.pg_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self.pg_settings = "PostgreSQL defaults (fsync on, synchronous_commit on), shared_buffers 256MB, pinned to CPU 0"
+        log(f"PostgreSQL on {port}")
+
+    def lmsvr(self, env, *args):
+        r = subprocess.run([f"{self.bin}/lmsvr", *args, "--json"], env=env, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"lmsvr {' '.join(args)} failed: {r.stderr.strip()}")
+        return json.loads(r.stdout) if r.stdout.strip() else None
+
+    def start_gateway(self, rung, database_url):
+        port = free_port()
+        env = dict(os.environ, DATABASE_URL=database_url, OLLAMA_BASE_URL=f"http://127.0.0.1:{self.mock_port}",
+                   HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="INFO", LOG_FORMAT="text",
+                   # 1,000 concurrent streams need 1,000 upstream connections (default 512).
+                   UPSTREAM_MAX_CONNECTIONS="2048")
+        for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+            env.pop(k, None)
+        if database_url.startswith("postgres"):
+            self.lmsvr(env, "migrate")
+        customer = self.lmsvr(env, "create-customer", "Bench", f"bench-{rung[:2]}@example.com")
+        self.lmsvr(env, "set-budget", str(customer["id"]), "1000000")
+        self.lmsvr(env, "set-pricing", "llama3", "0.0001", "0", "--input-per-1m", "0.5", "--output-per-1m", "1.5")
+        key = self.lmsvr(env, "generate-key", str(customer["id"]))["key"]
+        proc = self.spawn([f"{self.bin}/lmsvr", "serve"], cpu=0, env=env, log_name=f"lmsvr-{rung[:2]}.log")
+        wait_http(f"http://127.0.0.1:{port}/health")
+        time.sleep(0.5)
+        self.rungs[rung] = dict(url=f"http://127.0.0.1:{port}", pids=[proc.pid], env=env, key=key,
+                                customer=customer["id"], rss_start_kib=rss_kib(proc.pid))
+        log(f"{rung} on {port}")
+
+    # --- measurements --------------------------------------------------------------------------
+
+    def headers(self, rung):
+        # Every rung gets the same header; only lmsvr checks it.
+        key = next((r["key"] for r in self.rungs.values() if "key" in r), "none")
+        return self.rungs[rung].get("key", key)
+
+    def wrk(self, rung, body, concurrency, seconds):
+        script = os.path.join(self.work, f"wrk-{body}.lua")
+        if not os.path.exists(script):
+            with open(script, "w") as f:
+                f.write(f"""wrk.method = "POST"
+wrk.body = io.open("{self.work}/{body}.json"):read("*a")
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d,"non2xx":%d,"socket_errors":%d}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
+    latency.max, e.status, e.connect + e.read + e.write + e.timeout))
+end
+""")
+        r = self.rungs[rung]
+        pids = r["pids"] + (self.pg_pids() if rung.startswith("R3") else [])
+        before, db_before = cpu_ticks(r["pids"]), cpu_ticks(pids) - cpu_ticks(r["pids"])
+        env = dict(os.environ, BENCH_KEY=self.headers(rung))
+        out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s",
+                              "-s", script, f"{r['url']}/api/chat"], capture_output=True, text=True, env=env,
+                             timeout=seconds + 30)
+        line = next((l for l in out.stdout.splitlines() if l.startswith("WRKJSON ")), None)
+        if line is None:
+            raise RuntimeError(f"wrk printed no result for {rung}: {out.stdout} {out.stderr}")
+        res = json.loads(line[8:])
+        after, db_after = cpu_ticks(r["pids"]), cpu_ticks(pids) - cpu_ticks(r["pids"])
+        res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+        if r["pids"]:
+            res["cpu_us_per_req"] = (after - before) * 1e6 / TICKS / max(1, res["requests"])
+        if rung.startswith("R3") and self.pg_pids():
+            res["db_cpu_us_per_req"] = (db_after - db_before) * 1e6 / TICKS / max(1, res["requests"])
+        return res
+
+    def closed_loop(self):
+        results = {}
+        plan = [("small", c, self.p["rounds"]) for c in self.p["concurrencies"]] + [("big", 1, self.p["big_rounds"])]
+        for body, c, rounds in plan:
+            label = f"{body}/c{c}"
+            for rung in self.rungs:  # warm-up, not recorded
+                self.wrk(rung, body, c, self.p["warmup"])
+            runs = {rung: [] for rung in self.rungs}
+            for i in range(rounds):
+                for rung in self.rungs:
+                    runs[rung].append(self.wrk(rung, body, c, self.p["seconds"]))
+                log(f"closed loop {label} round {i + 1}/{rounds}: " + ", ".join(
+                    f"{k.split()[0]} p50 {v[-1]['p50_us']}us rps {v[-1]['rps']:.0f}" for k, v in runs.items()))
+            results[label] = {rung: dict(rounds=rs, **median_of(rs)) for rung, rs in runs.items()}
+        for rung in self.rungs:
+            if self.rungs[rung]["pids"]:
+                self.rungs[rung]["rss_warm_kib"] = rss_kib(self.rungs[rung]["pids"][0])
+        return results
+
+    def driver(self, mode, rung, body, *extra, timeout=900):
+        r = self.rungs[rung]
+        cmd = ["taskset", "-c", "1", f"{self.bin}/bench-driver", mode, "--url", f"{r['url']}/api/chat",
+               "--body", os.path.join(self.work, f"{body}.json"), "--header", f"Authorization: Bearer {self.headers(rung)}",
+               *map(str, extra)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"bench-driver {mode} on {rung} failed: {out.stderr.strip()}")
+        return json.loads(out.stdout)
+
+    def open_loop(self, closed):
+        top = f"small/c{max(self.p['concurrencies'])}"
+        results = {}
+        for rung in [r for r in self.rungs if not r.startswith("R0")]:
+            ceiling = closed[top][rung]["rps"]
+            for fraction in self.p["open_fractions"]:
+                rate = max(1.0, round(ceiling * fraction))
+                direct = self.driver("open", "R0 direct", "small", "--rate", rate, "--seconds", self.p["open_seconds"])
+                run = self.driver("open", rung, "small", "--rate", rate, "--seconds", self.p["open_seconds"])
+                results[f"{rung} @{int(fraction * 100)}%"] = dict(rung=rung, fraction=fraction, rate=rate, direct=direct, gateway=run)
+                log(f"open loop {rung} at {rate}/s: p50 {run.get('latency_p50_us')}us p99 {run.get('latency_p99_us')}us "
+                    f"(direct p99 {direct.get('latency_p99_us')}us)")
+        return results
+
+    def streams(self):
+        results = {}
+        for count in self.p["stream_counts"]:
+            results[str(count)] = {}
+            for rung in self.rungs:
+                res = self.driver("streams", rung, "stream", "--count", count, "--pace-ms", MOCK["pace_ms"])
+                results[str(count)][rung] = res
+                log(f"streams x{count} {rung}: ttft p99 {res.get('ttft_p99_us')}us gap max {res.get('gap_max_us')}us "
+                    f"stalls {res['stalls']} failed {res['failed']}")
+        return results
+
+    def memory(self):
+        results = {}
+        for rung in [r for r in self.rungs if r.startswith(("R2", "R3"))]:
+            res = self.driver("memory", rung, "slow", "--pid", self.rungs[rung]["pids"][0], "--steps",
+                              ",".join(map(str, self.p["memory_steps"])), "--settle-seconds", self.p["memory_settle"])
+            res["rss_start_kib"] = self.rungs[rung]["rss_start_kib"]
+            res["rss_warm_kib"] = self.rungs[rung].get("rss_warm_kib")
+            results[rung] = res
+            log(f"memory {rung}: start {res['rss_start_kib']} KiB, per stream {res['kib_per_stream']} KiB")
+        return results
+
+    def store(self):
+        results = {}
+        sqlite_path = os.path.join(self.work, "store-bench.db")
+        for name, url in (("sqlite", f"sqlite:///{sqlite_path}"), ("postgres", self.pg_url)):
+            for customers in (1, 1000):
+                cmd = ["taskset", "-c", "0", f"{self.bin}/store-bench", url, "--tasks", "16", "--pairs",
+                       str(self.p["store_pairs"]), "--customers", str(customers)]
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                if out.returncode != 0:
+                    raise RuntimeError(f"store-bench failed: {out.stderr.strip()}")
+                results[f"{name}/{customers}"] = json.loads(out.stdout.strip().splitlines()[-1])
+                log(f"store {name} customers={customers}: {results[f'{name}/{customers}']['pairs_per_second']} pairs/s")
+        return results
+
+    def ledger_check(self):
+        """Every lmsvr request must have left exactly one ledger row."""
+        out = {}
+        for rung in [r for r in self.rungs if r.startswith(("R2", "R3"))]:
+            r = self.rungs[rung]
+            report = self.lmsvr(r["env"], "usage-report", str(r["customer"]))
+            out[rung] = dict(rows=report.get("total_requests"), cost_usd=report.get("total_cost_usd", report.get("total_cost")))
+        return out
+
+    def meta(self):
+        sha = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True).stdout.strip())
+        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+        return dict(
+            date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), git_sha=sha, git_dirty=dirty,
+            profile=self.args.profile, bin_dir=os.path.relpath(self.bin, ROOT), build="release" if "release" in self.bin else "debug",
+            cpu_model=cpu, cpus=os.cpu_count(), kernel=platform.release(),
+            pinning="system under test (lmsvr, nginx, PostgreSQL) on CPU 0; wrk, bench-driver and the mock on CPU 1",
+            mock=MOCK, postgres=self.pg_settings, lmsvr_settings="defaults (SQLITE_SYNCHRONOUS=FULL, LOG_LEVEL=INFO to a file), UPSTREAM_MAX_CONNECTIONS=2048",
+            payload_bytes=dict(small=len(SMALL_BODY), big=len(BIG_BODY)),
+            tools=dict(wrk=version(["wrk", "-v"]), nginx=version(["nginx", "-v"]),
+                       postgres=version(["psql", "--version"]), swift=version(["swift", "--version"])),
+            profile_settings=self.p)
+
+    def run(self):
+        self.start_mock()
+        self.start_nginx()
+        self.start_postgres()
+        self.start_gateway("R2 sqlite", f"sqlite:///{self.work}/lmsvr.db")
+        self.start_gateway("R3 postgres", self.pg_url)
+        result = dict(meta=self.meta())
+        result["closed_loop"] = closed = self.closed_loop()
+        result["noise"] = noise = noise_check(closed)
+        result["open_loop"] = self.open_loop(closed)
+        result["streams"] = self.streams()
+        result["memory"] = self.memory()
+        result["ledger"] = self.ledger_check()
+        result["store"] = self.store()
+        return result
+
+
+def median_of(rounds):
+    keys = [k for k in rounds[0] if isinstance(rounds[0][k], (int, float))]
+    return {k: statistics.median(r[k] for r in rounds if k in r) for k in keys if all(k in r for r in rounds)}
+
+
+def noise_check(closed):
+    """The direct rung's p99 at concurrency 1 against its own floor (its best round): a median
+    more than twice the floor means the machine was busy, and the run is refused."""
+    rounds = closed["small/c1"]["R0 direct"]["rounds"]
+    floor = min(r["p99_us"] for r in rounds)
+    median = statistics.median(r["p99_us"] for r in rounds)
+    return dict(direct_p99_floor_us=floor, direct_p99_median_us=median, refused=median > 2 * floor,
+                rule="refuse when the median round p99 of R0 at c=1 exceeds twice its best round")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    ap.add_argument("--bin-dir", default=os.path.join(ROOT, ".build/release"))
+    ap.add_argument("--postgres-url", help="use this server (a fresh database in it) instead of starting one")
+    ap.add_argument("--out", help="JSON file to write (default bench/results/<date>-<sha>.json)")
+    ap.add_argument("--no-report", action="store_true", help="print the table instead of regenerating docs/benchmarks.md")
+    args = ap.parse_args()
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing (bench/run.sh installs it)")
+    h = Harness(args)
+    try:
+        result = h.run()
+    finally:
+        h.stop()
+    name = f"{result['meta']['date'].replace(':', '')}-{result['meta']['git_sha'][:8]}.json"
+    # Smoke runs (CI) check that the harness works; their figures mean nothing and are not kept.
+    default_dir = os.path.join(ROOT, "bench", "results") if args.profile == "full" else tempfile.gettempdir()
+    out = args.out or os.path.join(default_dir, name if args.profile == "full" else f"lmsvr-bench-smoke-{name}")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+    log(f"wrote {out}")
+    if result["noise"]["refused"] and args.profile == "full":
+        log(f"refused: the direct rung was noisy ({result['noise']})")
+        sys.exit(3)
+    report = [sys.executable, os.path.join(ROOT, "bench", "report.py"), out]
+    subprocess.run(report + (["--stdout"] if args.no_report else []), check=True)
+
+
+if __name__ == "__main__":
+    main()
