@@ -6,6 +6,11 @@ Starts everything on 127.0.0.1, pins the system under test to CPU 0 and the load
 the mock upstream to CPU 1, runs the rungs interleaved in rounds, and writes one JSON file per run.
 bench/report.py turns that file into the table in docs/benchmarks.md.
 
+Two mocks, both on CPU 1: for requests and answers (closed and open loop), nginx serving the
+fixed Ollama answer (the fastest server on this machine, so the floor is the client and the
+kernel, not the mock); for streams, lmsvr-fake-upstream pacing 64 deltas. The gateways and the
+proxy are restarted between the two phases to point at the other mock.
+
 Rungs (same mock, same payloads, same concurrency):
   R0 direct    client straight to the mock upstream (the floor)
   R1 nginx     nginx proxy_pass, one worker, keepalive upstream, no buffering
@@ -52,8 +57,15 @@ STREAM_BODY = json.dumps({"model": "llama3", "stream": True, "messages": [
 SLOW_BODY = json.dumps({"model": "slowstream", "stream": True, "messages": [
     {"role": "user", "content": "Why is the sky blue? Answer in one short paragraph, please."}]})
 
-# What the mock answers with, so every request's cost is known in advance.
-MOCK = dict(chunks=64, pace_ms=20, slow_pace_ms=1000, prompt_eval_count=26, eval_count=64, fixed_clock=True)
+# What the mocks answer with, so every request's cost is known in advance.
+MOCK = dict(chunks=64, pace_ms=20, slow_pace_ms=1000, prompt_eval_count=26, eval_count=64, fixed_clock=True,
+            answers="nginx, fixed /api/chat answer (Ollama format)", streams="lmsvr-fake-upstream --fixed-clock")
+WORDS = ["The ", "sky ", "is ", "blue ", "because ", "of ", "Rayleigh ", "scattering."]
+# Byte for byte what lmsvr-fake-upstream --fixed-clock --chunks 64 answers to a non-streamed chat.
+FIXED_ANSWER = ('{"model":"llama3","created_at":"2025-05-04T17:37:44.706015396Z","message":{"role":"assistant","content":'
+                + json.dumps("".join(WORDS[i % 8] for i in range(64))) + '},"done_reason":"stop","done":true,'
+                '"total_duration":182242375,"load_duration":41295167,"prompt_eval_count":26,"prompt_eval_duration":24573166,'
+                '"eval_count":64,"eval_duration":115959084}')
 
 
 def log(message):
@@ -127,7 +139,8 @@ class Harness:
         self.bin = os.path.abspath(args.bin_dir)
         self.work = tempfile.mkdtemp(prefix="lmsvr-bench.")
         self.procs = []
-        self.rungs = {}
+        self.rungs = {"R0 direct": dict(pids=[])}
+        self.gateways = []
         self.cleanups = []
         for name, body in (("small", SMALL_BODY), ("big", BIG_BODY), ("stream", STREAM_BODY), ("slow", SLOW_BODY)):
             with open(os.path.join(self.work, f"{name}.json"), "w") as f:
@@ -157,49 +170,77 @@ class Harness:
             cleanup()
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def start_mock(self):
-        port = free_port()
-        self.spawn([f"{self.bin}/lmsvr-fake-upstream", "--port", str(port), "--chunks", str(MOCK["chunks"]),
+    def start_mocks(self):
+        """The paced mock (lmsvr-fake-upstream) and the fast one (nginx with the fixed answer)."""
+        self.stream_mock = free_port()
+        self.spawn([f"{self.bin}/lmsvr-fake-upstream", "--port", str(self.stream_mock), "--chunks", str(MOCK["chunks"]),
                     "--pace-ms", str(MOCK["pace_ms"]), "--drip-ms", str(MOCK["slow_pace_ms"]), "--fixed-clock"],
                    cpu=1, log_name="mock.log")
-        wait_http(f"http://127.0.0.1:{port}/api/version")
-        self.mock_port = port
-        self.rungs["R0 direct"] = dict(url=f"http://127.0.0.1:{port}", pids=[])
-        log(f"mock upstream on {port}")
+        wait_http(f"http://127.0.0.1:{self.stream_mock}/api/version")
+        self.answer_mock = free_port()
+        answer = FIXED_ANSWER.replace("\\", "\\\\").replace("'", "\\'")
+        self.nginx("mock", 1, f"""    server {{
+        listen 127.0.0.1:{self.answer_mock};
+        default_type application/json;
+        location = /api/chat {{ return 200 '{answer}'; }}
+        location = /api/version {{ return 200 '{{"version":"0.5.1"}}'; }}
+        location / {{ return 404 '{{"error":"not found"}}'; }}
+    }}""")
+        wait_http(f"http://127.0.0.1:{self.answer_mock}/api/version")
+        log(f"mocks: answers (nginx) on {self.answer_mock}, streams (lmsvr-fake-upstream) on {self.stream_mock}")
 
-    def start_nginx(self):
-        port = free_port()
-        conf = os.path.join(self.work, "nginx.conf")
-        w = self.work
+    def nginx(self, name, cpu, servers):
+        w = os.path.join(self.work, f"nginx-{name}")
+        os.makedirs(w)
+        conf = os.path.join(w, "nginx.conf")
         with open(conf, "w") as f:
             f.write(f"""worker_processes 1;
-error_log {w}/nginx-error.log warn;
+error_log {w}/error.log warn;
 pid {w}/nginx.pid;
 events {{ worker_connections 8192; }}
 http {{
     access_log off;
-    client_body_temp_path {w}/nginx-body; proxy_temp_path {w}/nginx-proxy;
-    fastcgi_temp_path {w}/nginx-fcgi; uwsgi_temp_path {w}/nginx-uwsgi; scgi_temp_path {w}/nginx-scgi;
+    keepalive_requests 10000000;
+    client_body_temp_path {w}/body; proxy_temp_path {w}/proxy;
+    fastcgi_temp_path {w}/fcgi; uwsgi_temp_path {w}/uwsgi; scgi_temp_path {w}/scgi;
     client_max_body_size 64m;
     client_body_buffer_size 1m;
-    upstream mock {{ server 127.0.0.1:{self.mock_port}; keepalive 256; }}
+{servers}
+}}
+""")
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        return self.spawn([nginx, "-p", w, "-c", conf, "-g", "daemon off;"], cpu=cpu, log_name=f"nginx-{name}.log")
+
+    def start_proxy(self):
+        """R1: nginx proxy_pass, one worker, keepalive to the upstream, no buffering; one port per mock."""
+        self.proxy_ports = dict(answers=free_port(), streams=free_port())
+        servers = []
+        for phase, upstream in (("answers", self.answer_mock), ("streams", self.stream_mock)):
+            servers.append(f"""    upstream {phase} {{ server 127.0.0.1:{upstream}; keepalive 256; keepalive_requests 10000000; }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{self.proxy_ports[phase]};
         location / {{
-            proxy_pass http://mock;
+            proxy_pass http://{phase};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
             proxy_request_buffering off;
         }}
-    }}
-}}
-""")
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        proc = self.spawn([nginx, "-p", w, "-c", conf, "-g", "daemon off;"], cpu=0, log_name="nginx.log")
-        wait_http(f"http://127.0.0.1:{port}/api/version")
-        self.rungs["R1 nginx"] = dict(url=f"http://127.0.0.1:{port}", pids=[proc.pid] + children_of(proc.pid))
-        log(f"nginx on {port}")
+    }}""")
+        proc = self.nginx("proxy", 0, "\n".join(servers))
+        wait_http(f"http://127.0.0.1:{self.proxy_ports['answers']}/api/version")
+        self.rungs["R1 nginx"] = dict(pids=[proc.pid] + children_of(proc.pid))
+        log(f"nginx proxy on {self.proxy_ports}")
+
+    def set_phase(self, phase):
+        """Points every rung at the mock for `phase` (answers or streams); restarts the gateways."""
+        mock = self.answer_mock if phase == "answers" else self.stream_mock
+        self.rungs["R0 direct"]["url"] = f"http://127.0.0.1:{mock}"
+        self.rungs["R1 nginx"]["url"] = f"http://127.0.0.1:{self.proxy_ports[phase]}"
+        for rung in self.gateways:
+            self.start_gateway(rung, mock)
+        self.phase = phase
+        log(f"phase: {phase}")
 
     def start_postgres(self):
         """The PostgreSQL for R3: the one given (CI smoke), else our own, pinned to CPU 0."""
@@ -243,10 +284,9 @@ http {{
             raise RuntimeError(f"lmsvr {' '.join(args)} failed: {r.stderr.strip()}")
         return json.loads(r.stdout) if r.stdout.strip() else None
 
-    def start_gateway(self, rung, database_url):
-        port = free_port()
-        env = dict(os.environ, DATABASE_URL=database_url, OLLAMA_BASE_URL=f"http://127.0.0.1:{self.mock_port}",
-                   HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="INFO", LOG_FORMAT="text",
+    def create_tenant(self, rung, database_url):
+        """A customer with a budget, a price with per-token rates, and a key, as an operator would."""
+        env = dict(os.environ, DATABASE_URL=database_url, HOST="127.0.0.1", LOG_LEVEL="INFO", LOG_FORMAT="text",
                    # 1,000 concurrent streams need 1,000 upstream connections (default 512).
                    UPSTREAM_MAX_CONNECTIONS="2048")
         for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
@@ -257,11 +297,20 @@ http {{
         self.lmsvr(env, "set-budget", str(customer["id"]), "1000000")
         self.lmsvr(env, "set-pricing", "llama3", "0.0001", "0", "--input-per-1m", "0.5", "--output-per-1m", "1.5")
         key = self.lmsvr(env, "generate-key", str(customer["id"]))["key"]
-        proc = self.spawn([f"{self.bin}/lmsvr", "serve"], cpu=0, env=env, log_name=f"lmsvr-{rung[:2]}.log")
+        self.rungs[rung] = dict(env=env, key=key, customer=customer["id"], pids=[])
+        self.gateways.append(rung)
+
+    def start_gateway(self, rung, upstream_port):
+        r = self.rungs[rung]
+        if r.get("proc"):
+            r["proc"].terminate()
+            r["proc"].wait(timeout=40)
+        port = free_port()
+        env = dict(r["env"], PORT=str(port), OLLAMA_BASE_URL=f"http://127.0.0.1:{upstream_port}")
+        proc = self.spawn([f"{self.bin}/lmsvr", "serve"], cpu=0, env=env, log_name=f"lmsvr-{rung[:2]}-{port}.log")
         wait_http(f"http://127.0.0.1:{port}/health")
         time.sleep(0.5)
-        self.rungs[rung] = dict(url=f"http://127.0.0.1:{port}", pids=[proc.pid], env=env, key=key,
-                                customer=customer["id"], rss_start_kib=rss_kib(proc.pid))
+        r.update(url=f"http://127.0.0.1:{port}", pids=[proc.pid], proc=proc, rss_start_kib=rss_kib(proc.pid))
         log(f"{rung} on {port}")
 
     # --- measurements --------------------------------------------------------------------------
@@ -359,12 +408,12 @@ end
                     f"stalls {res['stalls']} failed {res['failed']}")
         return results
 
-    def memory(self):
+    def memory(self, idle):
         results = {}
         for rung in [r for r in self.rungs if r.startswith(("R2", "R3"))]:
             res = self.driver("memory", rung, "slow", "--pid", self.rungs[rung]["pids"][0], "--steps",
                               ",".join(map(str, self.p["memory_steps"])), "--settle-seconds", self.p["memory_settle"])
-            res["rss_start_kib"] = self.rungs[rung]["rss_start_kib"]
+            res["rss_start_kib"] = idle[rung]
             res["rss_warm_kib"] = self.rungs[rung].get("rss_warm_kib")
             results[rung] = res
             log(f"memory {rung}: start {res['rss_start_kib']} KiB, per stream {res['kib_per_stream']} KiB")
@@ -410,17 +459,20 @@ end
             profile_settings=self.p)
 
     def run(self):
-        self.start_mock()
-        self.start_nginx()
+        self.start_mocks()
+        self.start_proxy()
         self.start_postgres()
-        self.start_gateway("R2 sqlite", f"sqlite:///{self.work}/lmsvr.db")
-        self.start_gateway("R3 postgres", self.pg_url)
+        self.create_tenant("R2 sqlite", f"sqlite:///{self.work}/lmsvr.db")
+        self.create_tenant("R3 postgres", self.pg_url)
         result = dict(meta=self.meta())
+        self.set_phase("answers")
+        idle = {rung: self.rungs[rung]["rss_start_kib"] for rung in self.gateways}
         result["closed_loop"] = closed = self.closed_loop()
-        result["noise"] = noise = noise_check(closed)
+        result["noise"] = noise_check(closed)
         result["open_loop"] = self.open_loop(closed)
+        self.set_phase("streams")
         result["streams"] = self.streams()
-        result["memory"] = self.memory()
+        result["memory"] = self.memory(idle)
         result["ledger"] = self.ledger_check()
         result["store"] = self.store()
         return result
