@@ -69,6 +69,9 @@ def render(r):
             "| rung | rate | achieved | p50 µs | p99 µs | p99.9 µs | added p50 | added p99 | added p99.9 | failed |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, x in r["open_loop"].items():
+        if "skipped" in x:
+            out.append(f"| {x['rung']} @{int(x['fraction'] * 100)}% | {x['rate']:,.0f}/s | skipped: {x['skipped']} | | | | | | | |")
+            continue
         g, d = x["gateway"], x["direct"]
         out.append(f"| {x['rung']} @{int(x['fraction'] * 100)}% | {x['rate']:,.0f}/s | {g['achieved_rate']:,.0f}/s | "
                    f"{us(g.get('latency_p50_us'))} | {us(g.get('latency_p99_us'))} | {us(g.get('latency_p999_us'))} | "

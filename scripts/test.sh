@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Swift tests on SQLite and on a throwaway PostgreSQL, then the
-# end-to-end tests with the official Python SDKs. Installs what it needs, starts PostgreSQL as
+# end-to-end tests with the official Python SDKs, then a smoke run of the benchmark harness. Installs what it needs, starts PostgreSQL as
 # the `postgres` user on a free port, and stops it afterwards. Fails (never skips) when
 # PostgreSQL cannot start.
 set -euo pipefail
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 . scripts/lib.sh
 
-ensure_apt_packages libpq-dev libsqlite3-dev pkg-config postgresql python3-venv shellcheck
+ensure_apt_packages libpq-dev libsqlite3-dev pkg-config postgresql python3-venv shellcheck wrk nginx-light
 ensure_swift
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -49,4 +49,7 @@ if [ -d tests/e2e ] && [ $# -eq 0 ]; then
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q -r tests/e2e/requirements.txt
     "$VENV/bin/python" -m pytest -q tests/e2e
+
+    # --- Benchmark harness smoke run (seconds per phase; keeps bench/run.sh working) ------------
+    bench/run.sh --smoke --bin-dir "$ROOT/.build/debug" --postgres-url "$LMSVR_TEST_POSTGRES_URL"
 fi

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Core
 import Foundation
+import NIOCore
+import NIOPosix
 
 /// The `lmsvr` command: the gateway (`serve`) and its administration.
 @main
@@ -19,6 +21,14 @@ struct Lmsvr: AsyncParsableCommand {
     /// Parses and runs, mapping every failure to one line on stderr and the contract's exit
     /// status: 0 success, 1 operational failure, 2 usage error.
     static func main() async {
+        if CommandLine.arguments.dropFirst().first == "serve" {
+            // Run Swift Concurrency's jobs on NIO's event loops instead of Dispatch's pool: a
+            // request then no longer hops between the loop that owns its socket and another
+            // thread at every await (the largest single CPU cost measured, see
+            // docs/benchmarks.md). Blocking work never runs on these threads: SQLite and libpq
+            // have their own. Must happen before any task is created.
+            NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        }
         let command: ParsableCommand
         do {
             command = try parseAsRoot()

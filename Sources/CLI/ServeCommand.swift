@@ -3,6 +3,7 @@ import ArgumentParser
 import Core
 import Logging
 import PGStore
+import SQLiteStore
 
 struct Serve: AsyncParsableCommand, DatabaseCommand {
     static let configuration = CommandConfiguration(
@@ -29,21 +30,27 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
             "address": "\(configuration.host):\(configuration.port)",
         ])
         let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, logger: logger)
-        // On PostgreSQL a dedicated connection LISTENs for changes other processes commit; it
-        // drives the key and price caches (which stay off while it is down).
+        // A change feed drives the key and price caches (which stay off while it is down): on
+        // PostgreSQL a dedicated connection LISTENs for what other processes commit; on SQLite a
+        // watcher polls the file's data version, which only other processes' commits move.
         var listener: PGListener?
+        var watcher: Task<Void, Never>?
         if case .postgres(let conninfo) = configuration.database {
             listener = PGListener(conninfo: conninfo, logger: logger)
             listener?.start { [cache = gateway.cache] in cache.handle($0) }
+        } else if let database = (store as? SQLiteStore)?.database {
+            watcher = Task { [cache = gateway.cache] in await SQLiteChangeWatcher(database: database).run { cache.handle($0) } }
         }
         do {
             try await gateway.run()
         } catch {
+            watcher?.cancel()
             listener?.stop()
             await upstream.shutdown()
             await store.close()
             throw error
         }
+        watcher?.cancel()
         listener?.stop()
         await upstream.shutdown()
         await store.close()

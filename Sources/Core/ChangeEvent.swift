@@ -1,4 +1,5 @@
-/// What a change feed (PostgreSQL LISTEN/NOTIFY) reports to the caches of a running gateway.
+/// What a change feed (PostgreSQL LISTEN/NOTIFY, or SQLite's data version) reports to the caches
+/// of a running gateway.
 public enum ChangeEvent: Sendable, Equatable {
     /// The feed is (again) listening: notices from now on will arrive; anything before may be lost.
     case connected
@@ -6,4 +7,6 @@ public enum ChangeEvent: Sendable, Equatable {
     case disconnected
     /// A change was committed: `key:ID`, `customer:ID` or `price:MODEL`.
     case notice(String)
+    /// Something changed, without saying what (SQLite): drop everything cached.
+    case flush
 }

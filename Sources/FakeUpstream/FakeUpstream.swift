@@ -149,7 +149,7 @@ public struct FakeUpstream: Sendable {
         let doneReason = limit != nil && limit! <= options.chunks && name != "drip" ? "length" : "stop"
         let echo = requested // Ollama echoes the model name as the client wrote it
         let streaming = object["stream"] as? Bool ?? true
-        let stamp = { [fixedClock = options.fixedClock] in fixedClock ? Self.fixedCreatedAt : Self.createdAt() }
+        let stamp: @Sendable () -> String = { [fixedClock = options.fixedClock] in fixedClock ? Self.fixedCreatedAt : Self.createdAt() }
 
         if !streaming {
             let text = pieces.joined()
@@ -255,6 +255,10 @@ public struct FakeUpstream: Sendable {
     }
 
     static func quote(_ s: String) -> String {
+        // Plain printable ASCII needs no escaping: skip the encoder (the benchmark's hot path).
+        if s.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") && $0 != UInt8(ascii: "/") }) {
+            return "\"" + s + "\""
+        }
         let data = try! JSONSerialization.data(withJSONObject: [s], options: [.withoutEscapingSlashes])
         return String(decoding: data.dropFirst().dropLast(), as: UTF8.self)
     }

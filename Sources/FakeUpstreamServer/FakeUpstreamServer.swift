@@ -1,6 +1,8 @@
 import FakeUpstream
 import Foundation
 import Hummingbird
+import NIOCore
+import NIOPosix
 
 /// `lmsvr-fake-upstream [--port N] [--pace-ms N] [--chunks N] [--latency-ms N] [--drip-ms N] [--fixed-clock]`:
 /// the test suite's fake Ollama as a process, for the end-to-end tests and benchmarks. Prints
@@ -8,6 +10,8 @@ import Hummingbird
 @main
 struct FakeUpstreamServer {
     static func main() async throws {
+        // Tasks on NIO's event loops, as `lmsvr serve` does: the fake must outrun what it measures.
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         let args = CommandLine.arguments
         func value(_ flag: String) -> Int? {
             args.firstIndex(of: flag).flatMap { $0 + 1 < args.count ? Int(args[$0 + 1]) : nil }

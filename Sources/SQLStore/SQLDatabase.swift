@@ -10,6 +10,11 @@ public protocol SQLDatabase: Sendable {
     func shutdown() async
     /// The pool's use, where there is a pool.
     var poolStatistics: PoolStatistics? { get }
+    /// Runs `body` in a write transaction, retrying it from the start after a deadlock or
+    /// serialization failure (with jittered back-off); such failures never reach the caller.
+    /// `durable: false` lets SQLite skip the fsync of this commit (see `SQLStore.hold`).
+    func transaction<T: Sendable>(maxAttempts: Int, durable: Bool,
+                                  _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T
 }
 
 extension SQLDatabase {
@@ -17,23 +22,30 @@ extension SQLDatabase {
 }
 
 extension SQLDatabase {
-    /// Runs `body` in a write transaction, retrying it from the start after a deadlock or
-    /// serialization failure (with jittered back-off); such failures never reach the caller.
+    /// One transaction per call, on a connection from `withConnection`.
     public func transaction<T: Sendable>(
-        maxAttempts: Int = 10,
+        maxAttempts: Int = 10, durable: Bool = true,
         _ body: @escaping @Sendable (any SQLConnection) throws -> T
     ) async throws -> T {
-        var attempt = 1
-        while true {
-            do {
-                return try await withConnection { connection in
-                    try connection.inTransaction { try body($0) }
-                }
-            } catch SQLError.retryable(let reason) {
-                guard attempt < maxAttempts else { throw SQLError.retryable(reason) }
-                attempt += 1
-                try await Task.sleep(nanoseconds: UInt64.random(in: 200_000...(2_000_000 * UInt64(attempt))))
+        try await retryingConflicts(maxAttempts: maxAttempts) {
+            try await withConnection { connection in
+                try connection.inTransaction(durable: durable) { try body($0) }
             }
+        }
+    }
+}
+
+/// Runs `attempt` again after a deadlock or serialization failure (with jittered back-off), up
+/// to `maxAttempts` times; other errors pass through at once.
+public func retryingConflicts<T>(maxAttempts: Int, _ attempt: () async throws -> T) async throws -> T {
+    var tries = 1
+    while true {
+        do {
+            return try await attempt()
+        } catch SQLError.retryable(let reason) {
+            guard tries < maxAttempts else { throw SQLError.retryable(reason) }
+            tries += 1
+            try await Task.sleep(nanoseconds: UInt64.random(in: 200_000...(2_000_000 * UInt64(tries))))
         }
     }
 }

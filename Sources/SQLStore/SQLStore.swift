@@ -15,9 +15,9 @@ public struct SQLStore<Database: SQLDatabase>: Store {
     }
 
     /// Runs a transaction and turns driver errors into `StoreError`s.
-    func write<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+    func write<T: Sendable>(durable: Bool = true, _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
         do {
-            return try await database.transaction(body)
+            return try await database.transaction(maxAttempts: 10, durable: durable, body)
         } catch let error as SQLError {
             throw error.storeError
         }

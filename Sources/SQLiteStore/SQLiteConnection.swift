@@ -11,6 +11,10 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
     let dialect = SQLDialect.sqlite
     private let handle: OpaquePointer
     private var statements: [String: OpaquePointer] = [:]
+    /// FULL unless the operator chose NORMAL for every commit.
+    private let fullSync: Bool
+    /// What `PRAGMA synchronous` is set to now.
+    private var syncingEveryCommit: Bool
 
     /// How long a writer waits for another process's lock before giving up.
     static let busyTimeoutMillis: Int32 = 10_000
@@ -33,6 +37,8 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
             throw .connectionFailed("cannot open SQLite database \(path): \(message)")
         }
         self.handle = db
+        self.fullSync = synchronous != "NORMAL"
+        self.syncingEveryCommit = fullSync
         sqlite3_extended_result_codes(db, 1)
         sqlite3_busy_timeout(db, Self.busyTimeoutMillis)
         // WAL lets the CLI read while the server writes; FULL sync (the default) makes every
@@ -94,8 +100,26 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
         }
     }
 
-    /// Nobody listens on SQLite: the server reads keys and prices from the database directly.
+    /// Nobody listens on SQLite: servers notice other processes' commits through
+    /// `PRAGMA data_version` (`SQLiteChangeWatcher`).
     func notifyChange(_ payload: String) throws(SQLError) {}
+
+    /// Switches between FULL (fsync at commit) and NORMAL (the WAL is synced by the next FULL
+    /// commit or checkpoint) around a transaction. In WAL mode a NORMAL commit survives a crash
+    /// of this process, not a power loss.
+    func setCommitDurability(_ durable: Bool) throws(SQLError) {
+        let wanted = durable && fullSync
+        guard wanted != syncingEveryCommit else { return }
+        try executeScript(wanted ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
+        syncingEveryCommit = wanted
+    }
+
+    /// Changes to the file committed by other connections (other processes) since this
+    /// connection last asked; its own commits do not count.
+    func dataVersion() throws(SQLError) -> Int64 {
+        guard let row = try execute("PRAGMA data_version", []).first else { throw .other("PRAGMA data_version returned nothing") }
+        return try row.int(0)
+    }
 
     // MARK: Helpers
 

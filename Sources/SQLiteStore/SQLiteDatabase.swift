@@ -12,11 +12,13 @@ public final class SQLiteDatabase: SQLDatabase {
     public let path: String
     private let threadPool: NIOThreadPool
     private let connection: SQLiteConnection
+    private let groupCommit: SQLiteGroupCommit
 
     private init(path: String, threadPool: NIOThreadPool, connection: SQLiteConnection) {
         self.path = path
         self.threadPool = threadPool
         self.connection = connection
+        self.groupCommit = SQLiteGroupCommit(threadPool: threadPool, connection: connection)
     }
 
     /// Opens (creating the file and its directory if needed) the database at `path`.
@@ -35,6 +37,21 @@ public final class SQLiteDatabase: SQLDatabase {
     public func withConnection<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
         let connection = self.connection
         return try await threadPool.runIfActive { try body(connection) }
+    }
+
+    /// Write transactions go through group commit: those that queue up share one fsync.
+    public func transaction<T: Sendable>(
+        maxAttempts: Int = 10, durable: Bool = true,
+        _ body: @escaping @Sendable (any SQLConnection) throws -> T
+    ) async throws -> T {
+        try await retryingConflicts(maxAttempts: maxAttempts) { try await groupCommit.run(durable: durable, body) }
+    }
+
+    /// `PRAGMA data_version` of this process's connection: it changes when another process
+    /// commits to the file, never for this process's own commits.
+    public func dataVersion() async throws -> Int64 {
+        let connection = self.connection
+        return try await threadPool.runIfActive { try connection.dataVersion() }
     }
 
     public func shutdown() async {

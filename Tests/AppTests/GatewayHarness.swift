@@ -9,6 +9,7 @@ import NIOCore
 import NIOHTTP1
 import PGStore
 import SQLStore
+import SQLiteStore
 import ServiceLifecycle
 import TestSupport
 
@@ -108,9 +109,13 @@ struct GatewayHarness {
             let configuration = try Configuration(environment: env)
             let upstream = UpstreamClient(configuration: configuration)
             let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, logger: logger)
-            let listener = listen ? PGListener(conninfo: url, logger: logger) : nil
+            // The change feed serve runs: LISTEN on PostgreSQL, the data-version watcher on SQLite.
+            let listener = listen && backend == .postgres ? PGListener(conninfo: url, logger: logger) : nil
             listener?.start { [cache = gateway.cache] in cache.handle($0) }
             defer { listener?.stop() }
+            if listen, let sqlite = database as? SQLiteDatabase {
+                group.addTask { [cache = gateway.cache] in await SQLiteChangeWatcher(database: sqlite).run { cache.handle($0) } }
+            }
             let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
             let app = gateway.application(onServerRunning: { portContinuation.yield($0) })
             group.addTask { try await app.run() }

@@ -2,12 +2,27 @@ import Core
 import Foundation
 import PGStore
 import SQLStore
+import SQLiteStore
 import TestSupport
 import Testing
 
 /// Revokes a key behind the gateway's back: no NOTIFY, as if the notice were lost.
 func silentlyRevoke(_ h: GatewayHarness, keyId: Int64) async throws {
     _ = try await h.database.withConnection { try $0.execute("UPDATE api_keys SET revoked_us = 1 WHERE id = $1", .int(keyId)) }
+}
+
+/// A cached key survives a change the feed does not report (the gateway's own connection moves
+/// no data version and sends no NOTIFY), which proves the cache is in use; once `revoke` (a
+/// revocation as the CLI makes it) commits, the key is refused.
+func expectCachedKeyRefused(_ h: GatewayHarness, revoke: () async throws -> Void) async throws {
+    try await waitUntilListening(h)
+    let (_, key) = try await h.customer(budgetNanos: nil)
+    #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
+    try await silentlyRevoke(h, keyId: 1)
+    #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
+    _ = try await h.database.withConnection { try $0.execute("UPDATE api_keys SET revoked_us = NULL WHERE id = 1") }
+    try await revoke()
+    #expect(try await eventually { try await h.send(.GET, "/api/version", key: key).status == 401 })
 }
 
 func waitUntilListening(_ h: GatewayHarness) async throws {
@@ -18,16 +33,8 @@ func waitUntilListening(_ h: GatewayHarness) async throws {
 struct ListenerCacheTests {
     @Test func aCachedKeyIsRefusedTheMomentTheCLIRevokesIt() async throws {
         try await GatewayHarness.with(backend: .postgres, environment: ["CACHE_TTL_SECONDS": "600"], listen: true) { h in
-            try await waitUntilListening(h)
-            let (_, key) = try await h.customer(budgetNanos: nil)
-            #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
-            // A change without a notice is not seen while the entry is cached: the cache is real.
-            try await silentlyRevoke(h, keyId: 1)
-            #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
-            _ = try await h.database.withConnection { try $0.execute("UPDATE api_keys SET revoked_us = NULL WHERE id = 1") }
             // The CLI's revocation notifies in its transaction: refused from the next request on.
-            _ = try await h.store.revokeKey(id: 1, nowMicros: nowMicros())
-            #expect(try await eventually { try await h.send(.GET, "/api/version", key: key).status == 401 })
+            try await expectCachedKeyRefused(h) { _ = try await h.store.revokeKey(id: 1, nowMicros: nowMicros()) }
         }
     }
 
@@ -80,6 +87,36 @@ struct ListenerCacheTests {
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(status == 401)
+        }
+    }
+}
+
+@Suite("Gateway: data-version watcher and caches (SQLite)")
+struct SQLiteWatcherCacheTests {
+    @Test func aCachedKeyIsRefusedOnceAnotherProcessRevokesIt() async throws {
+        try await GatewayHarness.with(backend: .sqlite, environment: ["CACHE_TTL_SECONDS": "600"], listen: true) { h in
+            // Another connection (the CLI's process) revokes: its commit moves the data version.
+            try await expectCachedKeyRefused(h) {
+                let cli = try await SQLiteDatabase.open(path: String(h.databaseURL.dropFirst("sqlite:///".count)))
+                _ = try await SQLiteStore(database: cli).revokeKey(id: 1, nowMicros: nowMicros())
+                await cli.shutdown()
+            }
+        }
+    }
+
+    @Test func aPriceSetByAnotherProcessReplacesTheCachedOne() async throws {
+        try await GatewayHarness.with(backend: .sqlite, environment: ["CACHE_TTL_SECONDS": "600"], listen: true) { h in
+            try await waitUntilListening(h)
+            let (_, key) = try await h.customer(budgetNanos: nil)
+            _ = try await h.send(.POST, "/api/chat", key: key, json: chatBody) // caches the default price
+            let cli = try await SQLiteDatabase.open(path: String(h.databaseURL.dropFirst("sqlite:///".count)))
+            _ = try await SQLiteStore(database: cli).setPrice(model: "llama3", price: ModelPrice(perRequest: Money(nanos: 7)),
+                                                              effectiveFromMicros: nowMicros())
+            await cli.shutdown()
+            #expect(try await eventually {
+                _ = try await h.send(.POST, "/api/chat", key: key, json: chatBody)
+                return try await h.ledger().last?.cost == 7
+            })
         }
     }
 }

@@ -8,7 +8,7 @@ import NIOHTTP1
 /// The benchmark harness's load generator for what wrk cannot measure. Prints one JSON object.
 ///
 ///     bench-driver open    --url U --body FILE [--header 'K: V']... --rate R --seconds S
-///     bench-driver streams --url U --body FILE [--header ...] --count N --pace-ms P
+///     bench-driver streams --url U --body FILE [--header ...] --count N [--repeat R] --pace-ms P
 ///     bench-driver memory  --url U --body FILE [--header ...] --pid P --steps 250,500,1000
 ///
 /// `open`: a constant request rate (open loop). Each request's latency runs from the moment it
@@ -60,6 +60,7 @@ struct DriverOptions: Sendable {
     var rate = 100.0
     var seconds = 5.0
     var count = 1
+    var repeats = 1
     var paceMillis = 20
     var pid: Int32 = 0
     var steps: [Int] = [250, 500, 1000]
@@ -87,6 +88,7 @@ struct DriverOptions: Sendable {
             case "--rate": rate = Double(try next()) ?? rate
             case "--seconds": seconds = Double(try next()) ?? seconds
             case "--count": count = Int(try next()) ?? count
+            case "--repeat": repeats = max(1, Int(try next()) ?? repeats)
             case "--pace-ms": paceMillis = Int(try next()) ?? paceMillis
             case "--pid": pid = Int32(try next()) ?? 0
             case "--steps": steps = try next().split(separator: ",").compactMap { Int($0) }

@@ -23,6 +23,10 @@ struct MemoryProbe {
                     group.addTask {
                         do {
                             let response = try await client.execute(request, timeout: .seconds(600))
+                            guard response.status == .ok else {
+                                failures.withLockedValue { $0 += 1 }
+                                return
+                            }
                             heads.withLockedValue { $0 += 1 }
                             for try await _ in response.body {}
                         } catch {

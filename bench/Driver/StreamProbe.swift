@@ -4,7 +4,7 @@ import Histogram
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// Opens `count` streams at once and times each one: first byte (the response head), first
+/// Opens `count` streams at once (`repeats` times in a row) and times each one: first byte (the response head), first
 /// token, and every gap between chunks that carry tokens. A gap over twice the upstream's pace
 /// is a stall.
 struct StreamProbe {
@@ -26,6 +26,7 @@ struct StreamProbe {
         let tally = NIOLockedValueBox(Tally())
         let stallMicros = UInt64(2 * options.paceMillis * 1000)
         let clock = ContinuousClock()
+        for _ in 0..<options.repeats {
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<options.count {
                 let request = options.request()
@@ -68,8 +69,9 @@ struct StreamProbe {
                 }
             }
         }
+        }
         return tally.withLockedValue { t in
-            var out: [String: Any] = ["mode": "streams", "streams": options.count, "ok": t.ok, "failed": t.failed,
+            var out: [String: Any] = ["mode": "streams", "streams": options.count, "repeats": options.repeats, "ok": t.ok, "failed": t.failed,
                                       "stalls": t.stalls, "token_chunks": t.tokenChunks, "pace_ms": options.paceMillis]
             for (key, value) in summary(t.ttfb, prefix: "ttfb") { out[key] = value }
             for (key, value) in summary(t.ttft, prefix: "ttft") { out[key] = value }

@@ -1,7 +1,8 @@
 import Core
 import NIOConcurrencyHelpers
 
-/// Caches key and price lookups on PostgreSQL, kept honest by the change feed (LISTEN/NOTIFY):
+/// Caches key and price lookups, kept honest by a change feed (PostgreSQL LISTEN/NOTIFY, or
+/// `SQLiteChangeWatcher` on SQLite):
 ///
 /// - used only while the feed is connected; while it is down every lookup reads the database;
 /// - a notice evicts what it names (`key:ID`, `customer:ID`, every price on `price:…`);
@@ -10,8 +11,8 @@ import NIOConcurrencyHelpers
 /// - a lookup that started before a notice is not cached (generation check), so a revocation
 ///   committed during a lookup cannot be undone by it.
 ///
-/// Without a feed (SQLite) the cache stays disabled: every lookup reads the database, so a
-/// change made by the CLI in another process is seen at once.
+/// Without a feed (a gateway built in a test) the cache stays disabled: every lookup reads the
+/// database.
 public final class LookupCache: Sendable {
     struct State {
         var enabled = false
@@ -47,6 +48,9 @@ public final class LookupCache: Sendable {
                 return state.connections > 1
             case .disconnected:
                 state.enabled = false
+                state.principals = [:]
+                state.prices = [:]
+            case .flush:
                 state.principals = [:]
                 state.prices = [:]
             case .notice(let payload):

@@ -1,0 +1,34 @@
+import Core
+
+/// The change feed on SQLite, which has no LISTEN/NOTIFY: polls `PRAGMA data_version`, which
+/// moves only when another process (the CLI: revoke-key, set-pricing, …) commits to the file.
+/// The server's own holds and settles never move it, so its caches are flushed only by real
+/// outside changes, within one poll interval.
+public struct SQLiteChangeWatcher: Sendable {
+    let database: SQLiteDatabase
+    let interval: Duration
+
+    /// 50 ms keeps a revocation well inside the 100 ms the design allows, for a statement that
+    /// costs microseconds.
+    public init(database: SQLiteDatabase, interval: Duration = .milliseconds(50)) {
+        self.database = database
+        self.interval = interval
+    }
+
+    /// Reports `.connected` after the first successful read, `.flush` after every outside
+    /// commit, `.disconnected` while the file cannot be read. Returns when the task is cancelled.
+    public func run(_ handle: @Sendable (ChangeEvent) -> Void) async {
+        var last: Int64?
+        while !Task.isCancelled {
+            do {
+                let version = try await database.dataVersion()
+                if last == nil { handle(.connected) } else if version != last { handle(.flush) }
+                last = version
+            } catch {
+                if last != nil { handle(.disconnected) }
+                last = nil
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import NIOConcurrencyHelpers
+import NIOPosix
+import SQLStore
+
+/// Group commit for SQLite: write transactions that queue up while the database thread is busy
+/// share one `BEGIN IMMEDIATE … COMMIT`, each inside its own savepoint, so N concurrent requests
+/// pay one fsync instead of N. SQLite takes one writer at a time anyway, so grouping costs no
+/// concurrency; a lone transaction (concurrency 1) commits alone, exactly as before.
+///
+/// Isolation is per member: a member that throws is rolled back to its savepoint and gets its
+/// own error; the others commit. A failed COMMIT fails every member that had succeeded (they
+/// retry, like any conflict). Members are answered only after the COMMIT returned, so nobody
+/// sees a write that is not yet durable (non-durable members excepted, by their own choice).
+final class SQLiteGroupCommit: Sendable {
+    /// A queued transaction: runs its body on the database thread, then learns the outcome.
+    struct Member: Sendable {
+        let durable: Bool
+        let run: @Sendable (SQLiteConnection) throws -> Void
+        let complete: @Sendable ((any Error)?) -> Void
+    }
+
+    private struct Queue {
+        var members: [Member] = []
+        var scheduled = false
+    }
+
+    /// Enough to amortise the fsync; small enough that one group's latency stays bounded.
+    static let maxGroup = 64
+
+    private let threadPool: NIOThreadPool
+    private let connection: SQLiteConnection
+    private let queue = NIOLockedValueBox(Queue())
+
+    init(threadPool: NIOThreadPool, connection: SQLiteConnection) {
+        self.threadPool = threadPool
+        self.connection = connection
+    }
+
+    /// Runs `body` as a member of the next group and returns its result once the group committed.
+    func run<T: Sendable>(durable: Bool, _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let result = ResultSlot<T>()
+            enqueue(Member(
+                durable: durable,
+                run: { connection in result.value = try body(connection) },
+                complete: { error in
+                    if let error { continuation.resume(throwing: error) } else { continuation.resume(returning: result.value!) }
+                }))
+        }
+    }
+
+    private func enqueue(_ member: Member) {
+        let schedule = queue.withLockedValue { queue -> Bool in
+            queue.members.append(member)
+            defer { queue.scheduled = true }
+            return !queue.scheduled
+        }
+        if schedule { scheduleDrain() }
+    }
+
+    /// One group per work item, then back of the pool's line, so reads queued meanwhile are not
+    /// starved by a steady stream of writes.
+    private func scheduleDrain() {
+        threadPool.submit { [self] state in
+            let group = queue.withLockedValue { queue -> [Member] in
+                let group = Array(queue.members.prefix(Self.maxGroup))
+                queue.members.removeFirst(group.count)
+                return group
+            }
+            if state == .cancelled {
+                for member in group { member.complete(SQLError.connectionFailed("the database is closed")) }
+            } else {
+                commit(group)
+            }
+            let more = queue.withLockedValue { queue -> Bool in
+                queue.scheduled = !queue.members.isEmpty
+                return queue.scheduled
+            }
+            if more { scheduleDrain() }
+        }
+    }
+
+    /// On the database thread.
+    private func commit(_ group: [Member]) {
+        guard !group.isEmpty else { return }
+        do {
+            try connection.setCommitDurability(group.contains { $0.durable })
+            try connection.execute("BEGIN IMMEDIATE", [])
+        } catch {
+            for member in group { member.complete(error) }
+            return
+        }
+        var outcomes = [(any Error)?](repeating: nil, count: group.count)
+        for (index, member) in group.enumerated() {
+            do {
+                try connection.execute("SAVEPOINT member", [])
+                try member.run(connection)
+                try connection.execute("RELEASE member", [])
+            } catch {
+                try? connection.execute("ROLLBACK TO member", [])
+                try? connection.execute("RELEASE member", [])
+                outcomes[index] = error
+            }
+        }
+        do {
+            try connection.execute("COMMIT", [])
+        } catch {
+            try? connection.executeScript("ROLLBACK")
+            for index in outcomes.indices where outcomes[index] == nil { outcomes[index] = error }
+        }
+        for (member, outcome) in zip(group, outcomes) { member.complete(outcome) }
+    }
+}
+
+/// Where a member's result waits between its body (database thread) and its completion (same
+/// thread, after COMMIT). `@unchecked`: only ever touched by that one thread, in that order.
+private final class ResultSlot<T>: @unchecked Sendable {
+    var value: T?
+}
