@@ -103,10 +103,11 @@ def cpu_ticks(pids):
     return total
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
+    """VmRSS, or RssAnon (private memory: without the mapped binary and shared libraries)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -310,7 +311,8 @@ http {{
         proc = self.spawn([f"{self.bin}/lmsvr", "serve"], cpu=0, env=env, log_name=f"lmsvr-{rung[:2]}-{port}.log")
         wait_http(f"http://127.0.0.1:{port}/health")
         time.sleep(0.5)
-        r.update(url=f"http://127.0.0.1:{port}", pids=[proc.pid], proc=proc, rss_start_kib=rss_kib(proc.pid))
+        r.update(url=f"http://127.0.0.1:{port}", pids=[proc.pid], proc=proc, rss_start_kib=rss_kib(proc.pid),
+                 anon_start_kib=rss_kib(proc.pid, "RssAnon"))
         log(f"{rung} on {port}")
 
     # --- measurements --------------------------------------------------------------------------
@@ -421,7 +423,7 @@ end
         for rung in [r for r in self.rungs if r.startswith(("R2", "R3"))]:
             res = self.driver("memory", rung, "slow", "--pid", self.rungs[rung]["pids"][0], "--steps",
                               ",".join(map(str, self.p["memory_steps"])), "--settle-seconds", self.p["memory_settle"])
-            res["rss_start_kib"] = idle[rung]
+            res["rss_start_kib"], res["anon_start_kib"] = idle[rung]
             res["rss_warm_kib"] = self.rungs[rung].get("rss_warm_kib")
             results[rung] = res
             log(f"memory {rung}: start {res['rss_start_kib']} KiB, per stream {res['kib_per_stream']} KiB")
@@ -474,7 +476,7 @@ end
         self.create_tenant("R3 postgres", self.pg_url)
         result = dict(meta=self.meta())
         self.set_phase("answers")
-        idle = {rung: self.rungs[rung]["rss_start_kib"] for rung in self.gateways}
+        idle = {rung: (self.rungs[rung]["rss_start_kib"], self.rungs[rung]["anon_start_kib"]) for rung in self.gateways}
         result["closed_loop"] = closed = self.closed_loop()
         result["noise"] = noise_check(closed)
         result["open_loop"] = self.open_loop(closed)

@@ -22,11 +22,11 @@ struct Lmsvr: AsyncParsableCommand {
     /// status: 0 success, 1 operational failure, 2 usage error.
     static func main() async {
         if CommandLine.arguments.dropFirst().first == "serve" {
+            EventLoopSizing.matchUsableCPUs()
             // Run Swift Concurrency's jobs on NIO's event loops instead of Dispatch's pool: a
             // request then no longer hops between the loop that owns its socket and another
-            // thread at every await (the largest single CPU cost measured, see
-            // docs/benchmarks.md). Blocking work never runs on these threads: SQLite and libpq
-            // have their own. Must happen before any task is created.
+            // thread at every await (see docs/benchmarks.md). Blocking work never runs on these
+            // threads: SQLite and libpq have their own. Must happen before any task is created.
             NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         }
         let command: ParsableCommand

@@ -9,19 +9,29 @@ extension SQLStore {
         // settle that follows is durable, and its fsync writes this commit out too. That saves
         // one of the two fsyncs a request costs. PostgreSQL commits it durably regardless.
         return try await write(durable: false) { c in
-            try c.execute(
-                "INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT (customer_id, period) DO NOTHING",
-                .int(request.customerId), .text(period.description))
             // The conditional UPDATE takes the period row lock; PostgreSQL re-checks the condition
             // against the latest committed row after waiting for it, so concurrent holds queue here
             // and each sees the others' amounts. On SQLite, BEGIN IMMEDIATE already serialises.
-            let admitted = try c.execute(
-                """
-                UPDATE budget_periods SET held_nanos = held_nanos + $3 WHERE customer_id = $1 AND period = $2 \
-                AND ((SELECT monthly_budget_nanos FROM customers WHERE id = $1) IS NULL \
-                OR spent_nanos + held_nanos + $3 <= (SELECT monthly_budget_nanos FROM customers WHERE id = $1)) \
-                RETURNING spent_nanos
-                """, .int(request.customerId), .text(period.description), .int(request.amount.nanos))
+            func reserve() throws(SQLError) -> [SQLRow] {
+                try c.execute(
+                    """
+                    UPDATE budget_periods SET held_nanos = held_nanos + $3 WHERE customer_id = $1 AND period = $2 \
+                    AND ((SELECT monthly_budget_nanos FROM customers WHERE id = $1) IS NULL \
+                    OR spent_nanos + held_nanos + $3 <= (SELECT monthly_budget_nanos FROM customers WHERE id = $1)) \
+                    RETURNING spent_nanos
+                    """, .int(request.customerId), .text(period.description), .int(request.amount.nanos))
+            }
+            var admitted = try reserve()
+            if admitted.isEmpty {
+                // No row for this month yet (its first hold), or no room. Create the row (a no-op
+                // if it exists; on PostgreSQL it waits for a concurrent creator to commit) and try
+                // once more with a fresh snapshot: a real refusal costs one more round trip, the
+                // common path one fewer.
+                try c.execute(
+                    "INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT (customer_id, period) DO NOTHING",
+                    .int(request.customerId), .text(period.description))
+                admitted = try reserve()
+            }
             guard !admitted.isEmpty else {
                 return .refused(try Self.budgetStatus(c, customerId: request.customerId, period: period)
                     ?? BudgetStatus(customerId: request.customerId, period: period, budget: .zero, spent: .zero, held: .zero))

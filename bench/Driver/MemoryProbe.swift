@@ -13,7 +13,8 @@ struct MemoryProbe {
     func run() async throws -> [String: Any] {
         let heads = NIOLockedValueBox(0)
         let failures = NIOLockedValueBox(0)
-        var samples: [[String: Int]] = [["streams": 0, "rss_kib": try Self.rssKiB(options.pid)]]
+        var samples: [[String: Int]] = [["streams": 0, "rss_kib": try Self.rssKiB(options.pid),
+                                          "anon_kib": (try? Self.rssKiB(options.pid, field: "RssAnon")) ?? 0]]
         var afterClose = 0
         var opened = 0
         await withTaskGroup(of: Void.self) { group in
@@ -41,7 +42,8 @@ struct MemoryProbe {
                     try? await Task.sleep(for: .milliseconds(20))
                 }
                 try? await Task.sleep(for: .seconds(options.settleSeconds))
-                samples.append(["streams": heads.withLockedValue { $0 }, "rss_kib": (try? Self.rssKiB(options.pid)) ?? 0])
+                samples.append(["streams": heads.withLockedValue { $0 }, "rss_kib": (try? Self.rssKiB(options.pid)) ?? 0,
+                                "anon_kib": (try? Self.rssKiB(options.pid, field: "RssAnon")) ?? 0])
             }
             group.cancelAll()
             await group.waitForAll()
@@ -55,10 +57,11 @@ struct MemoryProbe {
                 "kib_per_stream": (slope * 10).rounded() / 10, "failed": failures.withLockedValue { $0 }]
     }
 
-    /// VmRSS of a process, in KiB.
-    static func rssKiB(_ pid: Int32) throws -> Int {
+    /// VmRSS (or another field, such as RssAnon: private memory without the mapped binary and
+    /// libraries) of a process, in KiB.
+    static func rssKiB(_ pid: Int32, field: String = "VmRSS") throws -> Int {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
-        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
               let value = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap({ Int($0) })
         else { throw DriverError.usage("no VmRSS for pid \(pid)") }
         return value

@@ -26,7 +26,10 @@ struct StreamProbe {
         let tally = NIOLockedValueBox(Tally())
         let stallMicros = UInt64(2 * options.paceMillis * 1000)
         let clock = ContinuousClock()
-        for _ in 0..<options.repeats {
+        // With repeats, the first round only warms connections up and is not recorded.
+        let rounds = options.repeats > 1 ? options.repeats + 1 : 1
+        for round in 0..<rounds {
+        let record = rounds == 1 || round > 0
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<options.count {
                 let request = options.request()
@@ -52,6 +55,7 @@ struct StreamProbe {
                             lastToken = now
                         }
                         let total = started.micros(to: clock.now)
+                        guard record else { return }
                         tally.withLockedValue { t in
                             _ = t.ttfb.record(head)
                             if let firstToken { _ = t.ttft.record(firstToken) }
