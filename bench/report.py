@@ -78,6 +78,19 @@ def render(r):
                    f"{us(added(g.get('latency_p50_us'), d.get('latency_p50_us')))} | {us(added(g.get('latency_p99_us'), d.get('latency_p99_us')))} | "
                    f"{us(added(g.get('latency_p999_us'), d.get('latency_p999_us')))} | {g['failed']} |")
 
+    if r.get("peer"):
+        p = r["peer"]
+        out += ["", f"### Peer: {p['litellm']} proxy ({p['what_it_does_not_do']}), OpenAI API translated to the same Ollama mock", "",
+                "| load | rung | p50 µs | p99 µs | added p50 | added p99 | req/s | CPU µs/req |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for load, by in p["loads"].items():
+            d = by["R0 direct"]
+            for name, x in by.items():
+                direct = name == "R0 direct"
+                out.append(f"| {load} | {name} | {us(x['p50_us'])} | {us(x['p99_us'])} | "
+                           f"{'' if direct else us(added(x['p50_us'], d['p50_us']))} | {'' if direct else us(added(x['p99_us'], d['p99_us']))} | "
+                           f"{x['rps']:,.0f} | {us(x.get('cpu_us_per_req'))} |")
+        out += ["", f"Resident memory after the peer runs: LiteLLM {p['litellm_rss_kib'] / 1024:.0f} MiB, lmsvr {p['lmsvr_rss_kib'] / 1024:.0f} MiB."]
+
     out += ["", f"### Streams ({r['meta']['mock']['chunks']} deltas paced {r['meta']['mock']['pace_ms']} ms; a stall is a gap over twice the pace)", "",
             "| streams | rung | TTFB p50 / p99 ms | TTFT p50 / p99 ms | added TTFT p99 ms | gap p99 / max ms | stalls | failed |",
             "|---:|---|---|---|---:|---|---:|---:|"]

@@ -38,11 +38,11 @@ PROFILES = {
     # By hand: a few minutes.
     "full": dict(rounds=5, seconds=3, concurrencies=[1, 16, 64], big_rounds=5, open_seconds=5,
                  open_fractions=[0.5, 0.8], stream_counts=[1, 100, 1000], memory_steps=[250, 500, 1000],
-                 memory_settle=2.0, store_pairs=4000, warmup=2),
+                 memory_settle=2.0, store_pairs=4000, warmup=2, peer_concurrencies=[1, 16]),
     # CI: a few seconds per phase, only to keep the harness working.
     "smoke": dict(rounds=1, seconds=1, concurrencies=[1, 4], big_rounds=1, open_seconds=1,
                   open_fractions=[0.5], stream_counts=[2], memory_steps=[5, 10],
-                  memory_settle=0.3, store_pairs=64, warmup=1),
+                  memory_settle=0.3, store_pairs=64, warmup=1, peer_concurrencies=[1]),
 }
 
 SMALL_BODY = json.dumps({"model": "llama3", "stream": False, "messages": [
@@ -52,6 +52,7 @@ BIG_BODY = json.dumps({"model": "llama3", "stream": False, "messages": [
     {"role": "system", "content": "You are a concise assistant. Summarise the document the user sends."},
     {"role": "user", "content": ("Rayleigh scattering of sunlight by the molecules of the atmosphere makes "
                                  "the sky look blue in daylight. " * 110).strip()}]})
+OPENAI_BODY = json.dumps({"model": "llama3", "messages": json.loads(SMALL_BODY)["messages"]})
 STREAM_BODY = json.dumps({"model": "llama3", "stream": True, "messages": [
     {"role": "user", "content": "Why is the sky blue? Answer in one short paragraph, please."}]})
 SLOW_BODY = json.dumps({"model": "slowstream", "stream": True, "messages": [
@@ -143,7 +144,8 @@ class Harness:
         self.rungs = {"R0 direct": dict(pids=[])}
         self.gateways = []
         self.cleanups = []
-        for name, body in (("small", SMALL_BODY), ("big", BIG_BODY), ("stream", STREAM_BODY), ("slow", SLOW_BODY)):
+        for name, body in (("small", SMALL_BODY), ("big", BIG_BODY), ("stream", STREAM_BODY), ("slow", SLOW_BODY),
+                           ("openai", OPENAI_BODY)):
             with open(os.path.join(self.work, f"{name}.json"), "w") as f:
                 f.write(body)
 
@@ -322,7 +324,8 @@ http {{
         key = next((r["key"] for r in self.rungs.values() if "key" in r), "none")
         return self.rungs[rung].get("key", key)
 
-    def wrk(self, rung, body, concurrency, seconds):
+    def wrk(self, rung, body, concurrency, seconds, target=None):
+        """One wrk run against a rung (or a peer `target`: url, path, key, pids)."""
         script = os.path.join(self.work, f"wrk-{body}.lua")
         if not os.path.exists(script):
             with open(script, "w") as f:
@@ -337,12 +340,12 @@ done = function(summary, latency, requests)
     latency.max, e.status, e.connect + e.read + e.write + e.timeout))
 end
 """)
-        r = self.rungs[rung]
+        r = target or self.rungs[rung]
         pids = r["pids"] + (self.pg_pids() if rung.startswith("R3") else [])
         before, db_before = cpu_ticks(r["pids"]), cpu_ticks(pids) - cpu_ticks(r["pids"])
-        env = dict(os.environ, BENCH_KEY=self.headers(rung))
+        env = dict(os.environ, BENCH_KEY=r.get("key") or self.headers(rung))
         out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s",
-                              "-s", script, f"{r['url']}/api/chat"], capture_output=True, text=True, env=env,
+                              "-s", script, f"{r['url']}{r.get('path', '/api/chat')}"], capture_output=True, text=True, env=env,
                              timeout=seconds + 30)
         line = next((l for l in out.stdout.splitlines() if l.startswith("WRKJSON ")), None)
         if line is None:
@@ -373,6 +376,50 @@ end
         for rung in self.rungs:
             if self.rungs[rung]["pids"]:
                 self.rungs[rung]["rss_warm_kib"] = rss_kib(self.rungs[rung]["pids"][0])
+        return results
+
+    def peer(self):
+        """The LiteLLM proxy (no database, one master key: no budgets, no ledger) against lmsvr's
+        OpenAI-compatible route, both translating to the same Ollama mock; R0 (Ollama format,
+        direct) stays the floor."""
+        port = free_port()
+        config = os.path.join(self.work, "litellm.yaml")
+        with open(config, "w") as f:
+            f.write(f"""model_list:
+  - model_name: llama3
+    litellm_params:
+      model: ollama_chat/llama3
+      api_base: http://127.0.0.1:{self.answer_mock}
+general_settings:
+  master_key: sk-bench-master
+""")
+        proc = self.spawn([self.args.litellm, "--config", config, "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+                          cpu=0, log_name="litellm.log", cwd=self.work)
+        wait_http(f"http://127.0.0.1:{port}/health/liveliness", seconds=120)
+        python = os.path.join(os.path.dirname(self.args.litellm), "python")
+        version_line = "litellm " + version([python, "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
+        sqlite = self.rungs["R2 sqlite"]
+        targets = {
+            "R0 direct": dict(url=self.rungs["R0 direct"]["url"], path="/api/chat", pids=[], body="small"),
+            "R2 sqlite, OpenAI route": dict(url=sqlite["url"], path="/v1/chat/completions", key=sqlite["key"],
+                                            pids=sqlite["pids"], body="openai"),
+            "R4 litellm": dict(url=f"http://127.0.0.1:{port}", path="/chat/completions", key="sk-bench-master",
+                               pids=[proc.pid] + children_of(proc.pid), body="openai"),
+        }
+        results = dict(litellm=version_line, what_it_does_not_do="no budgets, no holds, no ledger, no per-customer keys "
+                       "(database-less mode with one master key)", loads={})
+        for c in self.p["peer_concurrencies"]:
+            runs = {name: [] for name in targets}
+            for name, t in targets.items():
+                self.wrk(name, t["body"], c, self.p["warmup"], target=t)
+            for i in range(self.p["rounds"]):
+                for name, t in targets.items():
+                    runs[name].append(self.wrk(name, t["body"], c, self.p["seconds"], target=t))
+                log(f"peer c{c} round {i + 1}: " + ", ".join(f"{k} p50 {v[-1]['p50_us']}us rps {v[-1]['rps']:.0f}" for k, v in runs.items()))
+            results["loads"][f"c{c}"] = {name: dict(rounds=rs, **median_of(rs)) for name, rs in runs.items()}
+        results["litellm_rss_kib"] = sum(rss_kib(p) for p in [proc.pid] + children_of(proc.pid))
+        results["lmsvr_rss_kib"] = rss_kib(sqlite["pids"][0])
+        proc.terminate()
         return results
 
     def driver(self, mode, rung, body, *extra, timeout=900):
@@ -480,6 +527,8 @@ end
         result["closed_loop"] = closed = self.closed_loop()
         result["noise"] = noise_check(closed)
         result["open_loop"] = self.open_loop(closed)
+        if self.args.litellm:
+            result["peer"] = self.peer()
         self.set_phase("streams")
         result["streams"] = self.streams()
         # Fresh gateways: the stream phase's high-water mark would hide the per-stream cost.
@@ -510,6 +559,7 @@ def main():
     ap.add_argument("--profile", choices=sorted(PROFILES), default="full")
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, ".build/release"))
     ap.add_argument("--postgres-url", help="use this server (a fresh database in it) instead of starting one")
+    ap.add_argument("--litellm", help="the LiteLLM proxy's `litellm` executable: adds it as a peer rung")
     ap.add_argument("--open-max-rate", type=int, default=4000,
                     help="highest open-loop rate the driver is trusted with (it shares CPU 1 with the mock)")
     ap.add_argument("--out", help="JSON file to write (default bench/results/<date>-<sha>.json)")

@@ -24,6 +24,16 @@ done
 
 ensure_apt_packages wrk nginx-light postgresql libpq-dev libsqlite3-dev pkg-config util-linux
 ensure_swift
+# The LiteLLM proxy as a peer rung (full runs only: it is a large install). Pinned for
+# comparable runs; a failed install only drops the peer rung, loudly.
+if [[ " ${ARGS[*]} " != *" smoke "* ]]; then
+    VENV=.build/bench-venv
+    if [ ! -x "$VENV/bin/litellm" ]; then
+        python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'litellm[proxy]==1.108.7' \
+            || echo "warning: could not install the LiteLLM proxy; running without the peer rung" >&2
+    fi
+    [ -x "$VENV/bin/litellm" ] && ARGS+=(--litellm "$VENV/bin/litellm")
+fi
 if [ -z "$BIN_DIR" ]; then
     for product in lmsvr lmsvr-fake-upstream bench-driver store-bench; do
         swift build -c release --product "$product" >/dev/null
