@@ -78,6 +78,8 @@ def render(r):
                    f"{us(added(g.get('latency_p50_us'), d.get('latency_p50_us')))} | {us(added(g.get('latency_p99_us'), d.get('latency_p99_us')))} | "
                    f"{us(added(g.get('latency_p999_us'), d.get('latency_p999_us')))} | {g['failed']} |")
 
+    if r.get("peer_error"):
+        out += ["", f"Peer rung (LiteLLM) failed: {r['peer_error'][:300]}"]
     if r.get("peer"):
         p = r["peer"]
         out += ["", f"### Peer: {p['litellm']} proxy ({p['what_it_does_not_do']}), OpenAI API translated to the same Ollama mock", "",

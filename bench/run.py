@@ -139,6 +139,8 @@ class Harness:
         self.args = args
         self.p = PROFILES[args.profile]
         self.bin = os.path.abspath(args.bin_dir)
+        if args.litellm:
+            args.litellm = os.path.abspath(args.litellm)
         self.work = tempfile.mkdtemp(prefix="lmsvr-bench.")
         self.procs = []
         self.rungs = {"R0 direct": dict(pids=[])}
@@ -393,9 +395,15 @@ end
 general_settings:
   master_key: sk-bench-master
 """)
+        # The shipped cost map, not a download at start-up: only 127.0.0.1 is used.
+        env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True")
         proc = self.spawn([self.args.litellm, "--config", config, "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
-                          cpu=0, log_name="litellm.log", cwd=self.work)
-        wait_http(f"http://127.0.0.1:{port}/health/liveliness", seconds=120)
+                          cpu=0, env=env, log_name="litellm.log", cwd=self.work)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health/liveliness", seconds=180)
+        except RuntimeError:
+            with open(os.path.join(self.work, "litellm.log")) as f:
+                raise RuntimeError("LiteLLM did not start; its log ends: " + f.read()[-2000:])
         python = os.path.join(os.path.dirname(self.args.litellm), "python")
         version_line = "litellm " + version([python, "-c", "import importlib.metadata as m; print(m.version('litellm'))"])
         sqlite = self.rungs["R2 sqlite"]
@@ -528,7 +536,11 @@ general_settings:
         result["noise"] = noise_check(closed)
         result["open_loop"] = self.open_loop(closed)
         if self.args.litellm:
-            result["peer"] = self.peer()
+            try:
+                result["peer"] = self.peer()
+            except Exception as e:  # noqa: BLE001 - a peer that fails to run must not void the run
+                log(f"peer rung failed: {e}")
+                result["peer_error"] = str(e)
         self.set_phase("streams")
         result["streams"] = self.streams()
         # Fresh gateways: the stream phase's high-water mark would hide the per-stream cost.
