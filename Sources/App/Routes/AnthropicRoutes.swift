@@ -62,10 +62,7 @@ struct AnthropicRoutes: Sendable {
                 let encoder = AnthropicStreamEncoder(requestId: context.requestId, model: model, inputEstimate: promptEstimate)
                 return StreamRunner.respond(response, relay: TranslatingRelay(encoder: encoder), ticket: ticket, billing: billing)
             }
-            let (_, answer) = try await call.collectJSON(response, ticket: ticket)
-            let final = OllamaFinal(answer)
-            await billing.settleAnswered(ticket, usage: ReportedUsage(promptTokens: final.promptEvalCount,
-                                                                      completionTokens: final.evalCount))
+            let answer = try await call.collectOllamaAnswer(response, ticket: ticket)
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(
                 string: AnthropicResponseTranslator.message(answer, model: model, requestId: context.requestId))))
         }

@@ -4,6 +4,7 @@ import Core
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Providers
 
 /// Sends an admitted request upstream. Whatever keeps it from a 200 answer (unreachable,
 /// timeout, an error status) settles the ticket uncharged and becomes a `GatewayError`.
@@ -47,6 +48,16 @@ struct UpstreamCall: Sendable {
             await billing.settle(ticket, status: Int(error.status.code), outcome: .upstreamError, charge: false)
             throw error
         }
+    }
+
+    /// A non-streamed Ollama chat answer for a translated request: read it whole and settle it
+    /// with the counts of its final chunk.
+    func collectOllamaAnswer(_ response: HTTPClientResponse, ticket: Billing.Ticket) async throws -> [String: Any] {
+        let (_, answer) = try await collectJSON(response, ticket: ticket)
+        let final = OllamaFinal(answer)
+        await billing.settleAnswered(ticket, usage: ReportedUsage(promptTokens: final.promptEvalCount,
+                                                                  completionTokens: final.evalCount))
+        return answer
     }
 
     /// The message of an error body in any of the three shapes.
