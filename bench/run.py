@@ -580,6 +580,9 @@ def main():
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} is missing (bench/run.sh installs it)")
+    # SIGTERM and SIGINT end the run through `finally`, so nothing it started outlives it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _frame: sys.exit(128 + number))
     h = Harness(args)
     try:
         result = h.run()
