@@ -20,9 +20,6 @@ public protocol SQLConnection: AnyObject {
     /// Tells other processes that something changed (PostgreSQL NOTIFY, inside the current
     /// transaction so it is delivered only on commit). A no-op where nobody can listen.
     func notifyChange(_ payload: String) throws(SQLError)
-    /// Whether the next commit must be on disk before it returns (`true`, the default) or may
-    /// ride on the next durable commit. Only SQLite distinguishes (PostgreSQL always waits).
-    func setCommitDurability(_ durable: Bool) throws(SQLError)
 }
 
 extension SQLConnection {
@@ -31,15 +28,12 @@ extension SQLConnection {
         try execute(sql, binds)
     }
 
-    public func setCommitDurability(_ durable: Bool) throws(SQLError) {}
-
     /// Runs `body` in a write transaction: committed when it returns, rolled back when it throws.
     ///
     /// SQLite starts with `BEGIN IMMEDIATE` so the write lock is taken up front (no lock-upgrade
     /// deadlocks between processes); PostgreSQL uses READ COMMITTED with row locks taken by the
     /// statements themselves.
-    public func inTransaction<T>(durable: Bool = true, _ body: (Self) throws -> T) throws -> T {
-        try setCommitDurability(durable)
+    public func inTransaction<T>(_ body: (Self) throws -> T) throws -> T {
         try executeScript(dialect == .sqlite ? "BEGIN IMMEDIATE" : "BEGIN")
         do {
             let result = try body(self)

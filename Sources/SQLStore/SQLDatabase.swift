@@ -22,14 +22,15 @@ extension SQLDatabase {
 }
 
 extension SQLDatabase {
-    /// One transaction per call, on a connection from `withConnection`.
+    /// One transaction per call, on a connection from `withConnection`. Every commit is durable
+    /// (`durable` only matters to SQLite's group commit).
     public func transaction<T: Sendable>(
         maxAttempts: Int = 10, durable: Bool = true,
         _ body: @escaping @Sendable (any SQLConnection) throws -> T
     ) async throws -> T {
         try await retryingConflicts(maxAttempts: maxAttempts) {
             try await withConnection { connection in
-                try connection.inTransaction(durable: durable) { try body($0) }
+                try connection.inTransaction { try body($0) }
             }
         }
     }

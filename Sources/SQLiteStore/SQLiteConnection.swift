@@ -110,7 +110,7 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
     func setCommitDurability(_ durable: Bool) throws(SQLError) {
         let wanted = durable && fullSync
         guard wanted != syncingEveryCommit else { return }
-        try execute(wanted ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL", [])
+        _ = try execute(wanted ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL", [])
         syncingEveryCommit = wanted
     }
 
