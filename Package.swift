@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // AsyncThrowingChannel: a stream's upstream reader hands chunks to the client writer with
+        // backpressure, so an idle timer can tell upstream silence from a client not reading.
+        .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
         // HdrHistogram: latency percentiles without storing every sample, for the benchmark driver only.
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
@@ -26,6 +29,7 @@ let package = Package(
                        providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "JSONKit"),
         .target(name: "Core", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -42,9 +46,10 @@ let package = Package(
         .target(name: "SQLiteStore", dependencies: ["CSQLite", "Core", "SQLStore", "Migrate",
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
-        .target(name: "Providers", dependencies: ["Core"]),
+        .target(name: "Providers", dependencies: ["Core", "JSONKit"]),
         .target(name: "App", dependencies: [
-            "Core", "SQLStore", "Providers",
+            "Core", "SQLStore", "Providers", "JSONKit",
+            .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
@@ -69,7 +74,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], path: "bench/Driver"),
-        .target(name: "FakeUpstream", dependencies: [.product(name: "Hummingbird", package: "hummingbird"),
+        .target(name: "FakeUpstream", dependencies: ["JSONKit", .product(name: "Hummingbird", package: "hummingbird"),
                                                      .product(name: "HTTPTypes", package: "swift-http-types")]),
         .executableTarget(name: "lmsvr-fake-upstream", dependencies: ["FakeUpstream",
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -77,12 +82,13 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio")], path: "Sources/FakeUpstreamServer"),
         .target(name: "TestSupport", dependencies: ["Core", "SQLStore", "SQLiteStore", "PGStore", "Migrate"]),
         .testTarget(name: "CoreTests", dependencies: ["Core"]),
-        .testTarget(name: "ProvidersTests", dependencies: ["Providers", "Core"]),
+        .testTarget(name: "JSONKitTests", dependencies: ["JSONKit"]),
+        .testTarget(name: "ProvidersTests", dependencies: ["Providers", "Core", "JSONKit"]),
         .testTarget(name: "MigrateTests", dependencies: ["Migrate", "SQLiteStore", "PGStore", "SQLStore", "TestSupport"]),
         .testTarget(name: "StoreContractTests", dependencies: ["Core", "SQLStore", "SQLiteStore", "PGStore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["Core", "TestSupport"]),
         .testTarget(name: "AppTests", dependencies: [
-            "App", "Core", "SQLStore", "SQLiteStore", "PGStore", "TestSupport", "FakeUpstream",
+            "App", "Core", "SQLStore", "SQLiteStore", "PGStore", "TestSupport", "FakeUpstream", "JSONKit",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
