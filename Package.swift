@@ -50,6 +50,7 @@ let package = Package(
         .target(name: "App", dependencies: [
             "Core", "SQLStore", "Providers", "JSONKit",
             .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),

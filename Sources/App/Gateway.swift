@@ -12,6 +12,8 @@ public struct Gateway: Sendable {
     public let metrics: GatewayMetrics
     /// Key and price caches; enabled only while a change feed reports `.connected`.
     public let cache: LookupCache
+    /// The holds of requests this process is serving, kept alive while they run.
+    public let liveHolds = LiveHolds()
 
     public init(configuration: Configuration, store: any Store, upstream: UpstreamClient, logger: Logger,
                 metrics: GatewayMetrics = GatewayMetrics()) {
@@ -28,18 +30,18 @@ public struct Gateway: Sendable {
         let router = Router(context: GatewayContext.self)
         router.add(middleware: GatewayMiddleware(authenticator: Authenticator(store: store, logger: logger, cache: cache),
                                                  logger: logger, metrics: metrics, maxBodyBytes: configuration.maxBodyBytes))
-        let billing = Billing(store: store, configuration: configuration, logger: logger, metrics: metrics, cache: cache)
+        let billing = Billing(store: store, configuration: configuration, logger: logger, metrics: metrics, cache: cache,
+                              liveHolds: liveHolds)
+        let metered = MeteredCall(billing: billing, upstream: upstream)
         router.get("/metrics") { [metrics, store] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(pool: store.poolStatistics))))
         }
         HealthRoutes(store: store, upstream: upstream, configuration: configuration).register(on: router)
-        OllamaRoutes(upstream: upstream, billing: billing, store: store, configuration: configuration, logger: logger)
-            .register(on: router)
-        let modelRouter = ModelRouter(upstream: upstream, configuration: configuration)
-        OpenAIRoutes(upstream: upstream, billing: billing, router: modelRouter, configuration: configuration).register(on: router)
-        AnthropicRoutes(upstream: upstream, billing: billing, router: modelRouter, configuration: configuration)
-            .register(on: router)
+        OllamaRoutes(upstream: upstream, metered: metered, store: store, configuration: configuration).register(on: router)
+        let modelRouter = ModelRouter(upstream: upstream, configuration: configuration, logger: logger)
+        OpenAIRoutes(metered: metered, router: modelRouter, configuration: configuration).register(on: router)
+        AnthropicRoutes(metered: metered, router: modelRouter, configuration: configuration).register(on: router)
         ModelListRoutes(upstream: upstream, store: store, configuration: configuration).register(on: router)
         return router
     }
@@ -52,7 +54,9 @@ public struct Gateway: Sendable {
             router: router(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "lmsvr"),
             services: [HoldReleaser(store: store, logger: logger,
-                                    interval: .seconds(max(1, min(30, configuration.holdExpirySeconds / 4))))],
+                                    interval: .seconds(max(1, min(30, configuration.holdExpirySeconds / 4)))),
+                       HoldKeeper(store: store, holds: liveHolds, expiry: .seconds(configuration.holdExpirySeconds),
+                                  logger: logger)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }
@@ -68,8 +72,9 @@ public struct Gateway: Sendable {
     }
 }
 
-/// Releases holds that outlived their expiry (their replica died mid-request), every quarter of
-/// the expiry (at most 30 s), so a dead replica's holds are back within 1.25 × the expiry.
+/// Releases holds that outlived their expiry (their process died mid-request: live requests'
+/// holds are extended by `HoldKeeper`), every quarter of the expiry (at most 30 s), so a dead
+/// replica's holds are back within 1.25 × the expiry.
 struct HoldReleaser: Service {
     let store: any Store
     let logger: Logger

@@ -6,7 +6,8 @@ struct SetPricing: AsyncParsableCommand, DatabaseCommand {
         commandName: "set-pricing",
         abstract: "Set a model's prices (USD) from now on; earlier requests keep the prices they were charged.")
 
-    @Argument(help: "The model name, e.g. llama3 or llama3:8b.") var model: String
+    @Argument(help: "The model name, e.g. llama3 or llama3:8b (stored as Ollama resolves it: library/llama3:latest is llama3).")
+    var model: String
     @Argument(help: "Flat price per request in USD.") var perRequest: String
     @Argument(help: "Flat per-model surcharge per request in USD.") var perModel: String
     @Option(name: .customLong("input-per-1m"), parsing: .unconditional, help: "USD per 1M prompt tokens.") var inputPer1M: String?
@@ -24,14 +25,19 @@ struct SetPricing: AsyncParsableCommand, DatabaseCommand {
     }
 
     func validate() throws {
-        if model.trimmingWhitespaceAndNewlines().isEmpty || model.count > 200 {
-            throw CLIError.usage("the model name must be 1 to 200 characters")
+        if model.trimmingWhitespaceAndNewlines().isEmpty || model.utf8.count > ModelName.maxBytes {
+            throw CLIError.usage("the model name must be 1 to \(ModelName.maxBytes) bytes")
         }
         _ = try price()
     }
 
+    /// The name requests are priced by: an Ollama reference in the form Ollama resolves it to
+    /// (what the gateway looks up), anything else (a provider's fine-tune id) as written.
+    var normalisedModel: String { (try? ModelName.ollama(model)) ?? model.trimmingWhitespaceAndNewlines() }
+
     func run() async throws {
         let price = try self.price()
+        let model = normalisedModel
         let record = try await StoreOpener.with(try database.configuration()) {
             try await $0.setPrice(model: model, price: price, effectiveFromMicros: nowMicros())
         }

@@ -57,6 +57,17 @@ public enum HoldDecision: Sendable, Hashable {
     case refused(BudgetStatus)
 }
 
+/// What a settle did.
+public enum SettleResult: Sendable, Hashable {
+    /// The hold was dropped, the cost charged and the row written.
+    case settled
+    /// The hold was gone (released as expired, or never written), yet the cost was charged and
+    /// the row written: delivered service is paid for even then.
+    case settledWithoutHold
+    /// This request was settled before; nothing changed.
+    case alreadySettled
+}
+
 /// A budget period: one UTC calendar month, written `YYYY-MM`.
 public struct BudgetPeriod: Sendable, Hashable, Codable, Comparable, CustomStringConvertible {
     public var year: Int

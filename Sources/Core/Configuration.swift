@@ -24,9 +24,22 @@ public struct Configuration: Sendable {
     public var upstreamConnectTimeoutSeconds: Int
     /// How long the upstream may stay silent (before the first byte or between chunks): 504.
     public var upstreamReadTimeoutSeconds: Int
-    /// Output tokens held for a token-priced request that sets no limit of its own.
+    /// Output tokens held (and given to the upstream as its limit) for a request that sets no
+    /// limit of its own.
     public var defaultMaxOutputTokens: Int64
-    /// How long a hold lives before any replica may release it (longer than any request).
+    /// The most output tokens any one request may ask for; larger limits are lowered to it.
+    public var maxOutputTokens: Int64
+    /// Tokens a chat template may add to a prompt around its text (BOS, generation prompt,
+    /// tool instructions), held for every request.
+    public var promptOverheadTokens: Int64
+    /// Tokens a chat template adds per message (role markers), held for every message.
+    public var messageOverheadTokens: Int64
+    /// The most tokens one image can cost: what is held per image, whatever its size.
+    public var imageTokens: Int64
+    /// What clients may ask of Ollama's model loading (see `OllamaOptionPolicy`).
+    public var ollamaOptions: OllamaOptionPolicy
+    /// How long a hold lives unless its process extends it: live requests' holds are extended
+    /// while they run, so this only decides how soon a dead process's holds are released.
     public var holdExpirySeconds: Int
     /// How long cached keys and prices may be used (PostgreSQL, while the change listener is up).
     public var cacheTTLSeconds: Double
@@ -57,6 +70,13 @@ public struct Configuration: Sendable {
         "UPSTREAM_CONNECT_TIMEOUT_SECONDS": "5",
         "UPSTREAM_READ_TIMEOUT_SECONDS": "300",
         "DEFAULT_MAX_OUTPUT_TOKENS": "4096",
+        "MAX_OUTPUT_TOKENS": "32768",
+        "PROMPT_OVERHEAD_TOKENS": "512",
+        "MESSAGE_OVERHEAD_TOKENS": "16",
+        "IMAGE_TOKENS": "4096",
+        "OLLAMA_ALLOWED_OPTIONS": "",
+        "OLLAMA_MAX_NUM_CTX": "",
+        "OLLAMA_KEEP_ALIVE": "",
         "HOLD_EXPIRY_SECONDS": "900",
         "CACHE_TTL_SECONDS": "5",
         "DB_POOL_SIZE": "10",
@@ -119,6 +139,31 @@ public struct Configuration: Sendable {
         self.upstreamConnectTimeoutSeconds = try integer("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 1...600)
         self.upstreamReadTimeoutSeconds = try integer("UPSTREAM_READ_TIMEOUT_SECONDS", 1...86_400)
         self.defaultMaxOutputTokens = Int64(try integer("DEFAULT_MAX_OUTPUT_TOKENS", 1...10_000_000))
+        self.maxOutputTokens = Int64(try integer("MAX_OUTPUT_TOKENS", 1...10_000_000))
+        if defaultMaxOutputTokens > maxOutputTokens {
+            throw ConfigurationError(variable: "DEFAULT_MAX_OUTPUT_TOKENS", message: "must not exceed MAX_OUTPUT_TOKENS (\(maxOutputTokens))")
+        }
+        self.promptOverheadTokens = Int64(try integer("PROMPT_OVERHEAD_TOKENS", 0...1_000_000))
+        self.messageOverheadTokens = Int64(try integer("MESSAGE_OVERHEAD_TOKENS", 0...100_000))
+        self.imageTokens = Int64(try integer("IMAGE_TOKENS", 1...1_000_000))
+        let allowed = Set(value("OLLAMA_ALLOWED_OPTIONS").split(separator: ",").map { $0.trimmingWhitespace().lowercased() }
+            .filter { !$0.isEmpty })
+        if let unknown = allowed.subtracting(OllamaOptionPolicy.governed).sorted().first {
+            throw ConfigurationError(variable: "OLLAMA_ALLOWED_OPTIONS", message:
+                "'\(unknown)' is not one of \(OllamaOptionPolicy.governed.sorted().joined(separator: ", "))")
+        }
+        var maxNumCtx: Int64?
+        if let text = optional("OLLAMA_MAX_NUM_CTX") {
+            guard let n = Int64(text), n >= 1 else {
+                throw ConfigurationError(variable: "OLLAMA_MAX_NUM_CTX", message: "'\(text)' is not a positive whole number")
+            }
+            maxNumCtx = n
+        }
+        let keepAlive = optional("OLLAMA_KEEP_ALIVE")
+        if let keepAlive, Int64(keepAlive) == nil, !Self.isGoDuration(keepAlive) {
+            throw ConfigurationError(variable: "OLLAMA_KEEP_ALIVE", message: "'\(keepAlive)' is not a number of seconds or a duration like 10m or 1h30m")
+        }
+        self.ollamaOptions = OllamaOptionPolicy(allowed: allowed, maxNumCtx: maxNumCtx, keepAlive: keepAlive)
         self.holdExpirySeconds = try integer("HOLD_EXPIRY_SECONDS", 10...604_800)
         let ttlText = value("CACHE_TTL_SECONDS").trimmingWhitespace()
         guard let ttl = Double(ttlText), ttl >= 0, ttl <= 3600 else {
@@ -134,10 +179,22 @@ public struct Configuration: Sendable {
             throw ConfigurationError(variable: "SQLITE_SYNCHRONOUS", message: "'\(synchronous)' is not FULL or NORMAL")
         }
         self.sqliteSynchronous = synchronous
-        if upstreamReadTimeoutSeconds >= holdExpirySeconds {
-            throw ConfigurationError(variable: "HOLD_EXPIRY_SECONDS",
-                message: "must be longer than UPSTREAM_READ_TIMEOUT_SECONDS, or live requests' holds could be released")
+    }
+
+    /// A Go duration as Ollama's `keep_alive` reads it: `-1h`, `10m`, `1h30m`, `2.5s`.
+    static func isGoDuration(_ text: String) -> Bool {
+        var rest = Substring(text)
+        if rest.hasPrefix("-") { rest = rest.dropFirst() }
+        guard !rest.isEmpty else { return false }
+        while !rest.isEmpty {
+            let number = rest.prefix { $0.isASCIIDigit || $0 == "." }
+            guard !number.isEmpty, Double(number) != nil else { return false }
+            rest = rest.dropFirst(number.count)
+            // Two-letter units first, so "ms" is not read as "m".
+            guard let unit = ["ns", "us", "µs", "ms", "s", "m", "h"].first(where: { rest.hasPrefix($0) }) else { return false }
+            rest = rest.dropFirst(unit.count)
         }
+        return true
     }
 }
 

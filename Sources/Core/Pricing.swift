@@ -18,11 +18,6 @@ public struct ModelPrice: Sendable, Hashable, Codable {
         self.cachedInputPer1M = cachedInputPer1M
     }
 
-    /// Whether the price depends on token counts (so a hold has to estimate them).
-    public var isTokenPriced: Bool {
-        inputPer1M.nanos != 0 || outputPer1M.nanos != 0 || (cachedInputPer1M?.nanos ?? 0) != 0
-    }
-
     /// The cost of one request: flat fees plus token charges, rounded half-up once.
     ///
     /// `cachedTokens` is the part of `promptTokens` that was served from a cache.

@@ -35,9 +35,13 @@ public protocol Store: Sendable {
     /// customer's period row lock.
     func hold(_ request: HoldRequest) async throws -> HoldDecision
     /// Drops the hold, adds the actual cost to spent and writes the usage row, in one
-    /// transaction. Returns `false` (and changes nothing) when the hold was already settled or
-    /// released.
-    func settle(holdId: String, usage: UsageRecord) async throws -> Bool
+    /// transaction. Idempotent by request id: a second settle changes nothing. A settle that
+    /// finds its hold gone (released as expired, or never written) still charges and writes
+    /// its row, replacing a `hold_expired` row.
+    func settle(holdId: String, usage: UsageRecord) async throws -> SettleResult
+    /// Moves the expiry of these open holds to `untilMicros` (the holds of requests still
+    /// running, so that no replica releases them). Returns how many were extended.
+    func extendHolds(ids: [String], untilMicros: Int64) async throws -> Int
     /// Writes a usage row for a request that never held anything (e.g. refused with 402).
     func recordUnheld(_ usage: UsageRecord) async throws
     /// Releases holds whose expiry has passed, each once, with a `hold_expired` usage row.

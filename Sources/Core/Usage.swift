@@ -3,6 +3,9 @@ public enum Outcome: String, Sendable, Codable, CaseIterable {
     case ok
     case upstreamError = "upstream_error"
     case clientCancelled = "client_cancelled"
+    /// The gateway ended a stream when the delivered output reached the bound it held (the
+    /// upstream did not stop at the limit it was given).
+    case outputLimit = "output_limit"
     case budgetExceeded = "budget_exceeded"
     case invalidRequest = "invalid_request"
     case holdExpired = "hold_expired"
@@ -69,9 +72,6 @@ public struct UsageRecord: Sendable, Hashable, Codable {
         self.timeToFirstByteMicros = timeToFirstByteMicros
         self.createdAtMicros = createdAtMicros
     }
-
-    /// How far the cost went beyond the hold (only when the upstream ignored its limit).
-    public var overshoot: Money { cost > held ? cost - held : .zero }
 }
 
 /// Totals of a customer's usage over a date range, with a per-model breakdown.

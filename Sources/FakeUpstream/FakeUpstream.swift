@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import JSONKit
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -16,7 +17,13 @@ import NIOCore
 /// - `error500`: HTTP 500 with Ollama's error body;
 /// - `fail-midstream`: two chunks, then an error line;
 /// - `truncated`: two chunks, then the connection ends without the final chunk;
+/// - `runaway`: `runawayChunks` chunks whatever `num_predict` says (an upstream that ignores
+///   its limit);
+/// - `big`: up to `bigChunks` chunks of 1 KiB each, as fast as possible;
 /// - anything else: 404 `model 'x' not found`.
+///
+/// Requests are read as Ollama reads them (`GoStyleRequest`: keys match ignoring case, the last
+/// one wins) and model references resolve as Ollama resolves them (`OllamaReference`).
 public struct FakeUpstream: Sendable {
     public struct Options: Sendable {
         public var dripMillis: Int = 200
@@ -30,6 +37,10 @@ public struct FakeUpstream: Sendable {
         /// Stamp every chunk with one fixed `created_at` instead of the clock: deterministic
         /// bytes, and no date formatting on the benchmark's hot path.
         public var fixedClock = false
+        /// Chunks the `runaway` model sends, ignoring `num_predict`.
+        public var runawayChunks = 500
+        /// The most chunks the `big` model sends.
+        public var bigChunks = 16_000
 
         public init() {}
     }
@@ -49,12 +60,15 @@ public struct FakeUpstream: Sendable {
             var cancelledStreams = 0
             var lastChunkSentAt: [String: ContinuousClock.Instant] = [:]
             var lastAuthorization: String?
+            var lastBody: [String: String] = [:]
         }
 
         public func calls(_ path: String) -> Int { state.withLockedValue { $0.calls[path] ?? 0 } }
         public var totalCalls: Int { state.withLockedValue { $0.calls.values.reduce(0, +) } }
         public var cancelledStreams: Int { state.withLockedValue { $0.cancelledStreams } }
         public var lastAuthorization: String? { state.withLockedValue { $0.lastAuthorization } }
+        /// The body of the last request to `path`, as received.
+        public func lastBody(_ path: String) -> String? { state.withLockedValue { $0.lastBody[path] } }
         /// When the last chunk of the most recent stream for `model` was handed to the socket.
         public func lastChunkSentAt(model: String) -> ContinuousClock.Instant? {
             state.withLockedValue { $0.lastChunkSentAt[model] }
@@ -66,6 +80,9 @@ public struct FakeUpstream: Sendable {
                 $0.lastAuthorization = authorization
             }
         }
+        func recordBody(_ path: String, _ body: [UInt8]) {
+            state.withLockedValue { $0.lastBody[path] = String(decoding: body, as: UTF8.self) }
+        }
         func recordCancel() { state.withLockedValue { $0.cancelledStreams += 1 } }
         func recordLastChunk(model: String) { state.withLockedValue { $0.lastChunkSentAt[model] = .now } }
     }
@@ -73,7 +90,7 @@ public struct FakeUpstream: Sendable {
     static let words = ["The ", "sky ", "is ", "blue ", "because ", "of ", "Rayleigh ", "scattering."]
     static let promptEvalCount = 26
     static let served = ["llama3:latest", "mistral:latest", "all-minilm:latest"]
-    static let magic = ["drip", "slowstream", "slow", "error500", "fail-midstream", "truncated"]
+    static let magic = ["drip", "slowstream", "slow", "error500", "fail-midstream", "truncated", "runaway", "big"]
 
     /// The router with every Ollama route the gateway uses.
     public func router() -> Router<BasicRequestContext> {
@@ -94,30 +111,28 @@ public struct FakeUpstream: Sendable {
         }
         router.post("/api/show") { request, _ in
             recorder.record("/api/show", authorization: request.headers[.authorization])
-            let object = try await Self.object(request)
-            guard let model = Self.resolve((object?["model"] ?? object?["name"]) as? String) else {
-                return Self.error(.notFound, "model '\((object?["model"] as? String) ?? "")' not found")
-            }
-            return Self.json(.ok, Self.showBody(model))
+            let body = try await read(request, "/api/show")
+            let name = body?.field("model")?.string ?? body?.field("name")?.string ?? ""
+            guard let model = Self.resolve(name) else { return Self.error(.notFound, "model '\(name)' not found") }
+            return Self.json(.ok, Self.showBody(model + ":latest"))
         }
         router.post("/api/chat") { request, _ in try await generate(request, chat: true) }
         router.post("/api/generate") { request, _ in try await generate(request, chat: false) }
         router.post("/api/embed") { request, _ in
             recorder.record("/api/embed", authorization: request.headers[.authorization])
-            guard let object = try await Self.object(request) else { return Self.error(.badRequest, "invalid JSON") }
-            guard let model = Self.resolve(object["model"] as? String) else {
-                return Self.error(.notFound, "model '\(object["model"] as? String ?? "")' not found")
-            }
-            let inputs = (object["input"] as? [String]) ?? [(object["input"] as? String) ?? ""]
-            let vectors = inputs.map { _ in "[0.010071029,-0.0017594862,0.05007221]" }.joined(separator: ",")
-            return Self.json(.ok, "{\"model\":\"\(Self.bare(model))\",\"embeddings\":[\(vectors)],\"total_duration\":14143917,\"load_duration\":1019500,\"prompt_eval_count\":\(8 * inputs.count)}")
+            guard let body = try await read(request, "/api/embed") else { return Self.error(.badRequest, "invalid JSON") }
+            let name = body.field("model")?.string ?? ""
+            guard let model = Self.resolve(name) else { return Self.error(.notFound, "model '\(name)' not found") }
+            let input = body.field("input")
+            let count = input?.kind == .array ? input!.count : 1
+            let vectors = Array(repeating: "[0.010071029,-0.0017594862,0.05007221]", count: count).joined(separator: ",")
+            return Self.json(.ok, "{\"model\":\"\(model)\",\"embeddings\":[\(vectors)],\"total_duration\":14143917,\"load_duration\":1019500,\"prompt_eval_count\":\(8 * count)}")
         }
         router.post("/api/embeddings") { request, _ in
             recorder.record("/api/embeddings", authorization: request.headers[.authorization])
-            guard let object = try await Self.object(request) else { return Self.error(.badRequest, "invalid JSON") }
-            guard Self.resolve(object["model"] as? String) != nil else {
-                return Self.error(.notFound, "model '\(object["model"] as? String ?? "")' not found")
-            }
+            guard let body = try await read(request, "/api/embeddings") else { return Self.error(.badRequest, "invalid JSON") }
+            let name = body.field("model")?.string ?? ""
+            guard Self.resolve(name) != nil else { return Self.error(.notFound, "model '\(name)' not found") }
             return Self.json(.ok, #"{"embedding":[0.5670403838157654,0.009260174818336964,0.23178744316101074]}"#)
         }
         registerProviders(on: router)
@@ -131,31 +146,39 @@ public struct FakeUpstream: Sendable {
     func generate(_ request: Request, chat: Bool) async throws -> Response {
         let path = chat ? "/api/chat" : "/api/generate"
         recorder.record(path, authorization: request.headers[.authorization])
-        guard let object = try await Self.object(request) else { return Self.error(.badRequest, "invalid character in request body") }
-        guard let requested = object["model"] as? String, !requested.isEmpty else {
+        guard let body = try await read(request, path) else { return Self.error(.badRequest, "invalid character in request body") }
+        guard let requested = body.field("model")?.string, !requested.isEmpty else {
             return Self.error(.badRequest, "model is required")
         }
-        guard let model = Self.resolve(requested) else { return Self.error(.notFound, "model '\(requested)' not found") }
-        let name = Self.bare(model)
+        guard let name = Self.resolve(requested) else { return Self.error(.notFound, "model '\(requested)' not found") }
         if options.latencyMillis > 0 { try await Task.sleep(for: .milliseconds(options.latencyMillis)) }
         switch name {
         case "slow": try await Task.sleep(for: .seconds(options.slowSeconds))
         case "error500": return Self.error(.internalServerError, "an error was encountered while running the model")
         default: break
         }
-        let limit = ((object["options"] as? [String: Any])?["num_predict"] as? Int).flatMap { $0 > 0 ? $0 : nil }
-        let count = min(limit ?? Int.max, name == "drip" ? Self.words.count : options.chunks)
-        let pieces = (0..<count).map { Self.words[$0 % Self.words.count] }
-        let doneReason = limit != nil && limit! <= options.chunks && name != "drip" ? "length" : "stop"
+        // Ollama's options are a map: exact keys. A number becomes an integer by truncation;
+        // zero or less means no limit.
+        let limit = GoStyleRequest.mapValue(body.field("options"), "num_predict")?.double.map { Int($0) }.flatMap { $0 > 0 ? $0 : nil }
+        let available = switch name {
+        case "drip": Self.words.count
+        case "runaway": options.runawayChunks
+        case "big": options.bigChunks
+        default: options.chunks
+        }
+        let count = name == "runaway" ? available : min(limit ?? Int.max, available)
+        let pieces = (0..<count).map { name == "big" ? Self.kilobyte($0) : Self.words[$0 % Self.words.count] }
+        let doneReason = limit.map { $0 <= available } == true && name != "drip" && name != "runaway" ? "length" : "stop"
         let echo = requested // Ollama echoes the model name as the client wrote it
-        let streaming = object["stream"] as? Bool ?? true
+        let streaming = body.field("stream")?.bool ?? true
         let stamp: @Sendable () -> String = { [fixedClock = options.fixedClock] in fixedClock ? Self.fixedCreatedAt : Self.createdAt() }
 
         if !streaming {
             let text = pieces.joined()
             return Self.json(.ok, Self.final(chat: chat, model: echo, createdAt: stamp(), content: text, doneReason: doneReason, evalCount: count))
         }
-        let pace = name == "drip" || name == "slowstream" ? options.dripMillis : options.paceMillis
+        // The runaway model paces itself a little, so the gateway's cut-off arrives mid-stream.
+        let pace = name == "drip" || name == "slowstream" ? options.dripMillis : name == "runaway" ? max(2, options.paceMillis) : options.paceMillis
         let recorder = self.recorder
         return Response(
             status: .ok, headers: [.contentType: "application/x-ndjson"],
@@ -229,21 +252,22 @@ public struct FakeUpstream: Sendable {
         return "{\"modelfile\":\"FROM \(model)\",\"parameters\":\"num_ctx 4096\",\"template\":\"{{ .Prompt }}\",\"details\":{\"parent_model\":\"\",\"format\":\"gguf\",\"family\":\"\(arch)\",\"families\":[\"\(arch)\"],\"parameter_size\":\"\(embedding ? "23M" : "8.0B")\",\"quantization_level\":\"Q4_0\"},\"model_info\":{\"general.architecture\":\"\(arch)\",\"general.parameter_count\":8030261248,\"\(arch).context_length\":\(context),\"\(arch).embedding_length\":4096,\"tokenizer.ggml.tokens\":[]},\"capabilities\":\(capabilities),\"modified_at\":\"2025-05-04T17:37:44.706015396-07:00\"}"
     }
 
-    /// The canonical `name:tag` of a model this fake knows, or nil.
-    static func resolve(_ name: String?) -> String? {
-        guard let name, !name.isEmpty else { return nil }
-        let full = name.contains(":") ? name : name + ":latest"
-        if served.contains(full) || magic.contains(bare(full)) { return full }
-        return nil
+    /// The short name (`llama3`, `drip`) of a model this fake serves, or nil.
+    static func resolve(_ raw: String?) -> String? {
+        guard let raw, let full = OllamaReference.fullName(raw) else { return nil }
+        return (served.map { String($0.dropLast(7)) } + magic).first { OllamaReference.fullName($0) == full }
     }
 
-    static func bare(_ model: String) -> String {
-        model.hasSuffix(":latest") ? String(model.dropLast(7)) : model
+    /// One kilobyte of text for chunk `i` of the `big` model.
+    static func kilobyte(_ i: Int) -> String {
+        String(repeating: "x", count: 1023 - String(i).count) + String(i) + " "
     }
 
-    static func object(_ request: Request) async throws -> [String: Any]? {
-        let body = try await request.body.collect(upTo: 64 << 20)
-        return (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any]
+    /// Reads and records a request body; nil when it is not a JSON object.
+    func read(_ request: Request, _ path: String) async throws -> GoStyleRequest? {
+        let bytes = Array(buffer: try await request.body.collect(upTo: 64 << 20))
+        recorder.recordBody(path, bytes)
+        return GoStyleRequest(bytes)
     }
 
     static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {

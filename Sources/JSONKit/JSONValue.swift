@@ -162,25 +162,29 @@ public struct JSONValue: Sendable {
     public var rawText: String { String(decoding: rawBytes, as: UTF8.self) }
 }
 
-/// The elements of a JSON array, in order.
+/// The elements of a JSON array, in order (none for anything else, `nil` included).
 public struct JSONElements: Sequence, Sendable {
-    let array: JSONValue
+    let array: JSONValue?
 
     public func makeIterator() -> Iterator {
-        let entry = array.entry
-        let isArray = entry.kind == .arrayStart
-        return Iterator(array: array, position: array.index + 1, end: isArray ? entry.payload : array.index + 1)
+        guard let array, array.entry.kind == .arrayStart else { return Iterator(array: nil, position: 0, end: 0) }
+        return Iterator(array: array, position: array.index + 1, end: array.entry.payload)
     }
 
     public struct Iterator: IteratorProtocol {
-        let array: JSONValue
+        let array: JSONValue?
         var position: Int
         let end: Int
 
         public mutating func next() -> JSONValue? {
-            guard position < end else { return nil }
+            guard let array, position < end else { return nil }
             defer { position = array.next(after: position) }
             return JSONValue(document: array.document, index: position)
         }
     }
+}
+
+extension Optional where Wrapped == JSONValue {
+    /// The elements of an array that may be missing: none when it is.
+    public var elements: JSONElements { JSONElements(array: self) }
 }

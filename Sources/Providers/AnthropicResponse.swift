@@ -1,4 +1,4 @@
-import Foundation
+import JSONKit
 
 /// Ollama `/api/chat` answers → Anthropic Messages answers (wire-formats §6.4, §6.5).
 public enum AnthropicResponseTranslator {
@@ -15,23 +15,29 @@ public enum AnthropicResponseTranslator {
     static func messageId(_ requestId: String) -> String { "msg_" + requestId.dropFirst(4) }
 
     /// A whole non-streaming answer.
-    public static func message(_ ollama: JSONObject, model: String, requestId: String) -> String {
-        let message = ollama["message"] as? JSONObject ?? [:]
-        var blocks: [String] = []
-        if let thinking = message["thinking"] as? String, !thinking.isEmpty {
-            blocks.append("{\"type\":\"thinking\",\"thinking\":\(JSONValue.quote(thinking)),\"signature\":\"\"}")
+    public static func message(_ ollama: JSONValue, model: String, requestId: String) -> [UInt8] {
+        let message = ollama["message"]
+        var blocks: [JSON] = []
+        if let thinking = message?["thinking"]?.string, !thinking.isEmpty {
+            blocks.append(["type": "thinking", "thinking": .string(thinking), "signature": ""])
         }
-        let text = message["content"] as? String ?? ""
-        if !text.isEmpty { blocks.append("{\"type\":\"text\",\"text\":\(JSONValue.quote(text))}") }
-        let calls = message["tool_calls"] as? [JSONObject] ?? []
-        for (i, call) in calls.enumerated() {
-            let function = call["function"] as? JSONObject ?? [:]
-            let id = call["id"] as? String ?? "toolu_\(requestId.suffix(12))_\(i)"
-            blocks.append("{\"type\":\"tool_use\",\"id\":\(JSONValue.quote(id)),\"name\":\(JSONValue.quote(function["name"] as? String ?? "")),\"input\":\(JSONValue.text(function["arguments"] ?? JSONObject()))}")
+        let text = message?["content"]?.string ?? ""
+        if !text.isEmpty { blocks.append(["type": "text", "text": .string(text)]) }
+        let calls = message?["tool_calls"]
+        for (i, call) in calls.elements.enumerated() {
+            let function = call["function"]
+            let id = call["id"]?.string ?? "toolu_\(requestId.suffix(12))_\(i)"
+            blocks.append(["type": "tool_use", "id": .string(id), "name": .string(function?["name"]?.string ?? ""),
+                           "input": function?["arguments"]?.json ?? .object([])])
         }
-        let reason = stopReason(ollama["done_reason"] as? String, sawToolUse: !calls.isEmpty)
-        let input = JSONValue.int64(ollama["prompt_eval_count"]) ?? 0, output = JSONValue.int64(ollama["eval_count"]) ?? 0
-        return "{\"id\":\"\(messageId(requestId))\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\(JSONValue.quote(model)),\"content\":[\(blocks.joined(separator: ","))],\"stop_reason\":\"\(reason)\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":\(input),\"output_tokens\":\(output)}}"
+        let final = OllamaFinal(ollama)
+        let answer: JSON = [
+            "id": .string(messageId(requestId)), "type": "message", "role": "assistant", "model": .string(model),
+            "content": .array(blocks),
+            "stop_reason": .string(stopReason(final.doneReason, sawToolUse: (calls?.count ?? 0) > 0)), "stop_sequence": .null,
+            "usage": ["input_tokens": .int(final.promptEvalCount), "output_tokens": .int(final.evalCount)],
+        ]
+        return answer.bytes
     }
 }
 
@@ -47,7 +53,7 @@ public struct AnthropicStreamEncoder: Sendable {
     private var open = Block.none
     private var index = 0
     private var sawToolUse = false
-    private(set) var finished = false
+    public private(set) var finished = false
 
     public init(requestId: String, model: String, inputEstimate: Int64) {
         self.id = AnthropicResponseTranslator.messageId(requestId)
@@ -61,7 +67,7 @@ public struct AnthropicStreamEncoder: Sendable {
     public mutating func start() -> String {
         guard !started else { return "" }
         started = true
-        return Self.event("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"\(id)\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\(JSONValue.quote(model)),\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":\(inputEstimate),\"output_tokens\":0}}}")
+        return Self.event("message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"\(id)\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\(JSON.quoted(model)),\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":\(inputEstimate),\"output_tokens\":0}}}")
             + Self.event("ping", "{\"type\":\"ping\"}")
     }
 
@@ -82,46 +88,50 @@ public struct AnthropicStreamEncoder: Sendable {
     }
 
     /// The SSE text for one Ollama chunk.
-    public mutating func encode(_ chunk: JSONObject) -> String {
+    public mutating func encode(_ chunk: JSONValue) -> String {
         var out = start()
         if let error = chunk["error"] {
             finished = true
-            return out + Self.errorEvent(error as? String ?? "upstream error")
+            return out + Self.errorEvent(error.string ?? "upstream error")
         }
-        let message = chunk["message"] as? JSONObject ?? [:]
-        if let thinking = message["thinking"] as? String, !thinking.isEmpty {
+        let message = chunk["message"]
+        if let thinking = message?["thinking"]?.string, !thinking.isEmpty {
             out += ensure(.thinking)
-            out += Self.event("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":\(index),\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\(JSONValue.quote(thinking))}}")
+            out += Self.event("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":\(index),\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\(JSON.quoted(thinking))}}")
         }
-        if let text = message["content"] as? String, !text.isEmpty {
+        if let text = message?["content"]?.string, !text.isEmpty {
             out += ensure(.text)
-            out += Self.event("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":\(index),\"delta\":{\"type\":\"text_delta\",\"text\":\(JSONValue.quote(text))}}")
+            out += Self.event("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":\(index),\"delta\":{\"type\":\"text_delta\",\"text\":\(JSON.quoted(text))}}")
         }
-        if let calls = message["tool_calls"] as? [JSONObject] {
-            for call in calls {
-                out += close()
-                sawToolUse = true
-                let function = call["function"] as? JSONObject ?? [:]
-                let toolId = call["id"] as? String ?? "toolu_\(id.suffix(12))_\(index)"
-                out += Self.event("content_block_start", "{\"type\":\"content_block_start\",\"index\":\(index),\"content_block\":{\"type\":\"tool_use\",\"id\":\(JSONValue.quote(toolId)),\"name\":\(JSONValue.quote(function["name"] as? String ?? "")),\"input\":{}}}")
-                out += Self.event("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":\(index),\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\(JSONValue.quote(JSONValue.text(function["arguments"] ?? JSONObject())))}}")
-                out += Self.event("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":\(index)}")
-                index += 1
-            }
-        }
-        if chunk["done"] as? Bool == true {
-            finished = true
+        for call in (message?["tool_calls"]).elements {
             out += close()
-            let reason = AnthropicResponseTranslator.stopReason(chunk["done_reason"] as? String, sawToolUse: sawToolUse)
-            let input = JSONValue.int64(chunk["prompt_eval_count"]) ?? 0, output = JSONValue.int64(chunk["eval_count"]) ?? 0
-            out += Self.event("message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"\(reason)\",\"stop_sequence\":null},\"usage\":{\"input_tokens\":\(input),\"output_tokens\":\(output)}}")
-            out += Self.event("message_stop", "{\"type\":\"message_stop\"}")
+            sawToolUse = true
+            let function = call["function"]
+            let toolId = call["id"]?.string ?? "toolu_\(id.suffix(12))_\(index)"
+            out += Self.event("content_block_start", "{\"type\":\"content_block_start\",\"index\":\(index),\"content_block\":{\"type\":\"tool_use\",\"id\":\(JSON.quoted(toolId)),\"name\":\(JSON.quoted(function?["name"]?.string ?? "")),\"input\":{}}}")
+            out += Self.event("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":\(index),\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\(JSON.quoted(function?["arguments"]?.rawText ?? "{}"))}}")
+            out += Self.event("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":\(index)}")
+            index += 1
         }
+        if chunk["done"]?.bool == true {
+            let final = OllamaFinal(chunk)
+            out += finish(doneReason: final.doneReason, input: final.promptEvalCount, output: final.evalCount)
+        }
+        return out
+    }
+
+    /// Closes the open block and ends the message with its stop reason and usage.
+    public mutating func finish(doneReason: String?, input: Int64, output: Int64) -> String {
+        finished = true
+        var out = start() + close()
+        let reason = AnthropicResponseTranslator.stopReason(doneReason, sawToolUse: sawToolUse)
+        out += Self.event("message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"\(reason)\",\"stop_sequence\":null},\"usage\":{\"input_tokens\":\(input),\"output_tokens\":\(output)}}")
+        out += Self.event("message_stop", "{\"type\":\"message_stop\"}")
         return out
     }
 
     /// The in-stream error event the Anthropic SDK raises on.
     public static func errorEvent(_ message: String, type: String = "api_error") -> String {
-        event("error", "{\"type\":\"error\",\"error\":{\"type\":\"\(type)\",\"message\":\(JSONValue.quote(message))}}")
+        event("error", "{\"type\":\"error\",\"error\":{\"type\":\"\(type)\",\"message\":\(JSON.quoted(message))}}")
     }
 }

@@ -1,32 +1,43 @@
-import Foundation
+import JSONKit
 
-/// Splits an NDJSON byte stream into parsed objects, whatever the chunking. Lines that are not
-/// JSON objects are skipped.
+/// Splits an NDJSON byte stream into whole lines, whatever the chunking.
 public struct NDJSONSplitter: Sendable {
     private var pending: [UInt8] = []
 
     public init() {}
 
-    public mutating func feed(_ bytes: some Sequence<UInt8>) -> [JSONObject] {
+    /// Appends bytes and returns the complete lines, each without its newline.
+    public mutating func lines(_ bytes: some Sequence<UInt8>) -> [ArraySlice<UInt8>] {
         pending.append(contentsOf: bytes)
-        var objects: [JSONObject] = []
+        var lines: [ArraySlice<UInt8>] = []
         var start = 0
         for i in pending.indices where pending[i] == 0x0A {
-            if let object = Self.object(pending[start..<i]) { objects.append(object) }
+            lines.append(pending[start..<i])
             start = i + 1
         }
-        pending.removeFirst(start)
-        return objects
+        // The slices keep the old buffer alive; the remainder starts a new one.
+        if start > 0 { pending = Array(pending[start...]) }
+        return lines
     }
 
-    /// A last line without a newline.
-    public mutating func finish() -> [JSONObject] {
+    /// A last line without a newline, if any.
+    public mutating func rest() -> ArraySlice<UInt8>? {
         defer { pending = [] }
-        return Self.object(pending[...]).map { [$0] } ?? []
+        return pending.isEmpty ? nil : pending[...]
     }
 
-    static func object(_ line: ArraySlice<UInt8>) -> JSONObject? {
+    /// Appends bytes and returns the complete lines that are JSON values (others are skipped).
+    public mutating func feed(_ bytes: some Sequence<UInt8>) -> [JSONValue] {
+        lines(bytes).compactMap(Self.value)
+    }
+
+    /// A last line without a newline, parsed.
+    public mutating func finish() -> [JSONValue] {
+        rest().flatMap(Self.value).map { [$0] } ?? []
+    }
+
+    public static func value(_ line: ArraySlice<UInt8>) -> JSONValue? {
         guard line.count > 1 else { return nil }
-        return (try? JSONSerialization.jsonObject(with: Data(line))) as? JSONObject
+        return (try? JSONDocument.parse(Array(line)))?.root
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import JSONKit
 
 /// Ollama `/api/chat` answers → OpenAI Chat Completions answers (wire-formats §6.2, §6.5).
 public enum OpenAIResponseTranslator {
@@ -9,42 +9,51 @@ public enum OpenAIResponseTranslator {
     }
 
     /// Ollama tool calls → OpenAI's, with arguments as a JSON string.
-    static func toolCalls(_ calls: [JSONObject], startIndex: Int, requestId: String) -> [JSONObject] {
-        calls.enumerated().map { offset, call in
-            let function = call["function"] as? JSONObject ?? [:]
-            let arguments = function["arguments"].map(JSONValue.text) ?? "{}"
-            let id = call["id"] as? String ?? "call_\(requestId.suffix(8))_\(startIndex + offset)"
-            return ["index": startIndex + offset, "id": id, "type": "function",
-                    "function": ["name": function["name"] as? String ?? "", "arguments": arguments] as JSONObject]
-        }
+    static func toolCalls(_ calls: JSONValue, startIndex: Int, requestId: String) -> JSON {
+        .array(calls.elements.enumerated().map { offset, call in
+            let function = call["function"]
+            let id = call["id"]?.string ?? "call_\(requestId.suffix(8))_\(startIndex + offset)"
+            return ["index": .int(Int64(startIndex + offset)), "id": .string(id), "type": "function",
+                    "function": ["name": .string(function?["name"]?.string ?? ""),
+                                 "arguments": .string(function?["arguments"]?.rawText ?? "{}")]]
+        })
     }
 
-    static func usage(prompt: Int64, completion: Int64) -> String {
-        "{\"prompt_tokens\":\(prompt),\"completion_tokens\":\(completion),\"total_tokens\":\(prompt + completion)}"
+    static func usage(prompt: Int64, completion: Int64) -> JSON {
+        ["prompt_tokens": .int(prompt), "completion_tokens": .int(completion), "total_tokens": .int(prompt + completion)]
     }
 
     /// A whole non-streaming answer.
-    public static func completion(_ ollama: JSONObject, model: String, requestId: String, created: Int64) -> String {
-        let message = ollama["message"] as? JSONObject ?? [:]
-        let calls = message["tool_calls"] as? [JSONObject] ?? []
-        let content = message["content"] as? String ?? ""
-        var out = "{\"id\":\(JSONValue.quote("chatcmpl-" + requestId.dropFirst(4))),\"object\":\"chat.completion\",\"created\":\(created),\"model\":\(JSONValue.quote(model)),\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
-        out += calls.isEmpty || !content.isEmpty ? JSONValue.quote(content) : "null"
-        if !calls.isEmpty { out += ",\"tool_calls\":" + JSONValue.text(toolCalls(calls, startIndex: 0, requestId: requestId)) }
-        out += "},\"logprobs\":null,\"finish_reason\":\"\(finishReason(ollama["done_reason"] as? String, sawToolCalls: !calls.isEmpty))\"}],"
-        out += "\"usage\":" + usage(prompt: JSONValue.int64(ollama["prompt_eval_count"]) ?? 0,
-                                    completion: JSONValue.int64(ollama["eval_count"]) ?? 0) + "}"
-        return out
+    public static func completion(_ ollama: JSONValue, model: String, requestId: String, created: Int64) -> [UInt8] {
+        let message = ollama["message"]
+        let calls = message?["tool_calls"]
+        let hasCalls = (calls?.count ?? 0) > 0
+        let content = message?["content"]?.string ?? ""
+        var reply: [JSON.Member] = [JSON.Member("role", "assistant"),
+                                    JSON.Member("content", hasCalls && content.isEmpty ? .null : .string(content))]
+        if let calls, hasCalls { reply.append(JSON.Member("tool_calls", toolCalls(calls, startIndex: 0, requestId: requestId))) }
+        let final = OllamaFinal(ollama)
+        let answer: JSON = [
+            "id": .string("chatcmpl-" + requestId.dropFirst(4)), "object": "chat.completion", "created": .int(created),
+            "model": .string(model),
+            "choices": [["index": 0, "message": .object(reply), "logprobs": .null,
+                         "finish_reason": .string(finishReason(final.doneReason, sawToolCalls: hasCalls))]],
+            "usage": usage(prompt: final.promptEvalCount, completion: final.evalCount),
+        ]
+        return answer.bytes
     }
 
     /// Ollama `/api/embed` answer → OpenAI embeddings list.
-    public static func embeddings(_ ollama: JSONObject, model: String) -> String {
-        let vectors = ollama["embeddings"] as? [Any] ?? []
-        let data = vectors.enumerated().map { i, v in
-            "{\"object\":\"embedding\",\"index\":\(i),\"embedding\":\(JSONValue.text(v))}"
-        }.joined(separator: ",")
-        let tokens = JSONValue.int64(ollama["prompt_eval_count"]) ?? 0
-        return "{\"object\":\"list\",\"data\":[\(data)],\"model\":\(JSONValue.quote(model)),\"usage\":{\"prompt_tokens\":\(tokens),\"total_tokens\":\(tokens)}}"
+    public static func embeddings(_ ollama: JSONValue, model: String) -> [UInt8] {
+        let tokens = ollama["prompt_eval_count"]?.int64 ?? 0
+        let answer: JSON = [
+            "object": "list",
+            "data": .array(ollama["embeddings"].elements.enumerated().map { i, vector in
+                ["object": "embedding", "index": .int(Int64(i)), "embedding": vector.json]
+            }),
+            "model": .string(model), "usage": ["prompt_tokens": .int(tokens), "total_tokens": .int(tokens)],
+        ]
+        return answer.bytes
     }
 }
 
@@ -57,7 +66,7 @@ public struct OpenAIStreamEncoder: Sendable {
     let includeUsage: Bool
     private var sentRole = false
     private var toolCallCount = 0
-    private(set) var finished = false
+    public private(set) var finished = false
 
     public init(requestId: String, model: String, created: Int64, includeUsage: Bool) {
         self.id = "chatcmpl-" + requestId.dropFirst(4)
@@ -67,26 +76,25 @@ public struct OpenAIStreamEncoder: Sendable {
     }
 
     private var prefix: String {
-        "data: {\"id\":\"\(id)\",\"object\":\"chat.completion.chunk\",\"created\":\(created),\"model\":\(JSONValue.quote(model)),\"choices\":"
+        "data: {\"id\":\"\(id)\",\"object\":\"chat.completion.chunk\",\"created\":\(created),\"model\":\(JSON.quoted(model)),\"choices\":"
     }
 
     /// The SSE text for one Ollama chunk (possibly empty).
-    public mutating func encode(_ chunk: JSONObject) -> String {
+    public mutating func encode(_ chunk: JSONValue) -> String {
         if let error = chunk["error"] {
             finished = true
-            return Self.errorEvent(error as? String ?? "upstream error")
+            return Self.errorEvent(error.string ?? "upstream error")
         }
-        let message = chunk["message"] as? JSONObject ?? [:]
+        let message = chunk["message"]
         var out = ""
         var delta: [String] = []
         let isFirst = !sentRole
         if isFirst { delta.append("\"role\":\"assistant\"") }
-        let content = message["content"] as? String ?? ""
-        if !content.isEmpty || isFirst { delta.append("\"content\":" + JSONValue.quote(content)) }
+        let content = message?["content"]?.string ?? ""
+        if !content.isEmpty || isFirst { delta.append("\"content\":" + JSON.quoted(content)) }
         var hadToolCalls = false
-        if let calls = message["tool_calls"] as? [JSONObject], !calls.isEmpty {
-            delta.append("\"tool_calls\":" + JSONValue.text(
-                OpenAIResponseTranslator.toolCalls(calls, startIndex: toolCallCount, requestId: id)))
+        if let calls = message?["tool_calls"], calls.count > 0 {
+            delta.append("\"tool_calls\":" + OpenAIResponseTranslator.toolCalls(calls, startIndex: toolCallCount, requestId: id).text)
             toolCallCount += calls.count
             hadToolCalls = true
         }
@@ -94,22 +102,26 @@ public struct OpenAIStreamEncoder: Sendable {
             out += prefix + "[{\"index\":0,\"delta\":{" + delta.joined(separator: ",") + "},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
             sentRole = true
         }
-        if chunk["done"] as? Bool == true {
-            finished = true
-            let reason = OpenAIResponseTranslator.finishReason(chunk["done_reason"] as? String, sawToolCalls: toolCallCount > 0)
-            out += prefix + "[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"\(reason)\"}]}\n\n"
-            if includeUsage {
-                out += prefix + "[],\"usage\":" + OpenAIResponseTranslator.usage(
-                    prompt: JSONValue.int64(chunk["prompt_eval_count"]) ?? 0,
-                    completion: JSONValue.int64(chunk["eval_count"]) ?? 0) + "}\n\n"
-            }
-            out += "data: [DONE]\n\n"
+        if chunk["done"]?.bool == true {
+            let final = OllamaFinal(chunk)
+            out += finish(doneReason: final.doneReason, prompt: final.promptEvalCount, completion: final.evalCount)
         }
         return out
     }
 
+    /// The finish chunk, the usage chunk when asked for, and `[DONE]`.
+    public mutating func finish(doneReason: String?, prompt: Int64, completion: Int64) -> String {
+        finished = true
+        let reason = OpenAIResponseTranslator.finishReason(doneReason, sawToolCalls: toolCallCount > 0)
+        var out = prefix + "[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"\(reason)\"}]}\n\n"
+        if includeUsage {
+            out += prefix + "[],\"usage\":" + OpenAIResponseTranslator.usage(prompt: prompt, completion: completion).text + "}\n\n"
+        }
+        return out + "data: [DONE]\n\n"
+    }
+
     /// The in-stream error event the OpenAI SDK raises on.
     public static func errorEvent(_ message: String, type: String = "server_error") -> String {
-        "data: {\"error\":{\"message\":\(JSONValue.quote(message)),\"type\":\"\(type)\",\"param\":null,\"code\":null}}\n\n"
+        "data: {\"error\":{\"message\":\(JSON.quoted(message)),\"type\":\"\(type)\",\"param\":null,\"code\":null}}\n\n"
     }
 }

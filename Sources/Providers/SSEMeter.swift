@@ -1,4 +1,4 @@
-import Foundation
+import JSONKit
 
 /// Token counts as an upstream reported them.
 public struct ReportedUsage: Sendable, Equatable {
@@ -15,23 +15,23 @@ public struct ReportedUsage: Sendable, Equatable {
     }
 
     /// OpenAI's `usage` object (cached tokens are inside `prompt_tokens`).
-    public static func openAI(_ usage: JSONObject) -> ReportedUsage {
-        ReportedUsage(promptTokens: JSONValue.int64(usage["prompt_tokens"]) ?? 0,
-                      completionTokens: JSONValue.int64(usage["completion_tokens"]) ?? 0,
-                      cachedTokens: JSONValue.int64((usage["prompt_tokens_details"] as? JSONObject)?["cached_tokens"]) ?? 0)
+    public static func openAI(_ usage: JSONValue) -> ReportedUsage {
+        ReportedUsage(promptTokens: usage["prompt_tokens"]?.int64 ?? 0,
+                      completionTokens: usage["completion_tokens"]?.int64 ?? 0,
+                      cachedTokens: usage["prompt_tokens_details"]?["cached_tokens"]?.int64 ?? 0)
     }
 
     /// Anthropic's `usage` object: `input_tokens` is only the uncached part, so the prompt is
     /// input + cache writes + cache reads, and the cached part is the reads.
-    public static func anthropic(_ usage: JSONObject, over previous: ReportedUsage? = nil) -> ReportedUsage {
+    public static func anthropic(_ usage: JSONValue, over previous: ReportedUsage? = nil) -> ReportedUsage {
         var result = previous ?? ReportedUsage()
-        let input = JSONValue.int64(usage["input_tokens"]), write = JSONValue.int64(usage["cache_creation_input_tokens"])
-        let read = JSONValue.int64(usage["cache_read_input_tokens"])
+        let input = usage["input_tokens"]?.int64, write = usage["cache_creation_input_tokens"]?.int64
+        let read = usage["cache_read_input_tokens"]?.int64
         if input != nil || write != nil || read != nil {
             result.cachedTokens = read ?? result.cachedTokens
             result.promptTokens = (input ?? 0) + (write ?? 0) + (read ?? 0)
         }
-        if let output = JSONValue.int64(usage["output_tokens"]) { result.completionTokens = output }
+        if let output = usage["output_tokens"]?.int64 { result.completionTokens = output }
         return result
     }
 }
@@ -75,7 +75,7 @@ public struct SSESplitter: Sendable {
         var name: String?
         var data: [String] = []
         for line in String(decoding: event, as: UTF8.self).split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
-            if line.hasPrefix("event:") { name = line.dropFirst(6).trimmingCharacters(in: .whitespaces) }
+            if line.hasPrefix("event:") { name = String(line.dropFirst(6).drop { $0 == " " }) }
             else if line.hasPrefix("data:") {
                 var value = line.dropFirst(5)
                 if value.hasPrefix(" ") { value = value.dropFirst() }
@@ -84,18 +84,28 @@ public struct SSESplitter: Sendable {
         }
         return (name, data.joined(separator: "\n"))
     }
+
+    static func object(_ data: String) -> JSONValue? {
+        (try? JSONDocument.parse(data))?.root
+    }
 }
 
-/// Watches an OpenAI chat stream: reads the usage chunk (which the gateway always asks for) and
-/// says which events to drop because the client did not ask for usage.
+/// Watches an OpenAI chat stream: reads the usage chunk (which the gateway always asks for),
+/// counts content deltas, remembers the stream's id for a cut-off, and says which events to
+/// drop because the client did not ask for usage.
 public struct OpenAIStreamMeter: Sendable {
     public private(set) var usage: ReportedUsage?
     public private(set) var errorMessage: String?
     public private(set) var sawDone = false
+    /// Deltas that carried content (text, a refusal, reasoning or tool calls): about one token each.
     public private(set) var contentEvents = 0
+    /// The first chunk's `id`, `created` and `model`, to write a closing chunk in its style.
+    public private(set) var head: (id: String, created: Int64, model: String)?
     let forwardUsageChunk: Bool
 
     public init(clientAskedForUsage: Bool) { self.forwardUsageChunk = clientAskedForUsage }
+
+    public var clientAskedForUsage: Bool { forwardUsageChunk }
 
     /// Meters one event; returns whether it goes to the client.
     public mutating func observe(_ event: [UInt8]) -> Bool {
@@ -104,31 +114,40 @@ public struct OpenAIStreamMeter: Sendable {
             sawDone = true
             return true
         }
-        guard data.contains("\"usage\"") || data.contains("\"error\"") else {
-            contentEvents += 1
+        guard let object = SSESplitter.object(data) else { return true }
+        if let error = object["error"], !error.isNull {
+            errorMessage = error["message"]?.string ?? "upstream error"
             return true
         }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? JSONObject else { return true }
-        if let error = object["error"] as? JSONObject {
-            errorMessage = error["message"] as? String ?? "upstream error"
-            return true
+        if head == nil, let id = object["id"]?.string {
+            head = (id, object["created"]?.int64 ?? 0, object["model"]?.string ?? "")
         }
-        if let usage = object["usage"] as? JSONObject {
+        for choice in object["choices"].elements {
+            guard let delta = choice["delta"] else { continue }
+            if ["content", "refusal", "reasoning", "reasoning_content"].contains(where: { delta[$0]?.string?.isEmpty == false })
+                || (delta["tool_calls"]?.count ?? 0) > 0 {
+                contentEvents += 1
+            }
+        }
+        if let usage = object["usage"], usage.kind == .object {
             self.usage = .openAI(usage)
-            if (object["choices"] as? [Any])?.isEmpty ?? true { return forwardUsageChunk }
+            if object["choices"]?.count ?? 0 == 0 { return forwardUsageChunk }
         }
-        contentEvents += 1
         return true
     }
 }
 
 /// Watches an Anthropic message stream for usage (`message_start`, then cumulative
-/// `message_delta`), the end (`message_stop`) and errors. Every event is forwarded unchanged.
+/// `message_delta`), the end (`message_stop`), errors, content deltas and the open content
+/// block. Every event is forwarded unchanged.
 public struct AnthropicStreamMeter: Sendable {
     public private(set) var usage: ReportedUsage?
     public private(set) var errorMessage: String?
     public private(set) var sawStop = false
     public private(set) var contentEvents = 0
+    /// The index of the content block started and not yet stopped.
+    public private(set) var openBlock: Int64?
+    public private(set) var sawMessageDelta = false
 
     public init() {}
 
@@ -136,19 +155,15 @@ public struct AnthropicStreamMeter: Sendable {
         let (name, data) = SSESplitter.parse(event)
         switch name {
         case "message_start":
-            if let object = (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? JSONObject,
-               let usage = (object["message"] as? JSONObject)?["usage"] as? JSONObject {
-                self.usage = .anthropic(usage)
-            }
+            if let usage = SSESplitter.object(data)?["message"]?["usage"] { self.usage = .anthropic(usage) }
         case "message_delta":
-            if let object = (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? JSONObject,
-               let usage = object["usage"] as? JSONObject {
-                self.usage = .anthropic(usage, over: self.usage)
-            }
+            sawMessageDelta = true
+            if let usage = SSESplitter.object(data)?["usage"] { self.usage = .anthropic(usage, over: self.usage) }
         case "message_stop": sawStop = true
         case "error":
-            let object = (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? JSONObject
-            errorMessage = ((object?["error"] as? JSONObject)?["message"] as? String) ?? "upstream error"
+            errorMessage = SSESplitter.object(data)?["error"]?["message"]?.string ?? "upstream error"
+        case "content_block_start": openBlock = SSESplitter.object(data)?["index"]?.int64
+        case "content_block_stop": openBlock = nil
         case "content_block_delta": contentEvents += 1
         default: break
         }

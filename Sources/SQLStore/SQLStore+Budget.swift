@@ -48,34 +48,81 @@ extension SQLStore {
         }
     }
 
-    public func settle(holdId: String, usage: UsageRecord) async throws -> Bool {
-        try await write { c in
-            guard let hold = try c.execute(
-                "DELETE FROM holds WHERE id = $1 RETURNING customer_id, period, amount_nanos", .text(holdId)).first
-            else { return false }
-            let customerId = try hold.int(0), period = try hold.text(1), amount = try hold.int(2)
-            try c.execute(
-                "UPDATE budget_periods SET held_nanos = held_nanos - $3, spent_nanos = spent_nanos + $4 WHERE customer_id = $1 AND period = $2",
-                .int(customerId), .text(period), .int(amount), .int(usage.cost.nanos))
-            var row = usage
-            row.held = Money(nanos: amount)
-            try Self.insertUsage(c, row, period: period)
-            return true
+    public func settle(holdId: String, usage: UsageRecord) async throws -> SettleResult {
+        do {
+            return try await write { c in
+                // The usual case: the hold is there. Deleting it takes its row lock, so a racing
+                // settle of the same request waits here and then finds it gone.
+                if let hold = try c.execute(
+                    "DELETE FROM holds WHERE id = $1 RETURNING customer_id, period, amount_nanos", .text(holdId)).first {
+                    let period = try hold.text(1), amount = try hold.int(2)
+                    try c.execute(
+                        "UPDATE budget_periods SET held_nanos = held_nanos - $3, spent_nanos = spent_nanos + $4 WHERE customer_id = $1 AND period = $2",
+                        .int(try hold.int(0)), .text(period), .int(amount), .int(usage.cost.nanos))
+                    var row = usage
+                    row.held = Money(nanos: amount)
+                    try Self.insertUsage(c, row, period: period)
+                    return .settled
+                }
+                // Released as expired (its amount is no longer held): charge now, in its period,
+                // replacing the uncharged `hold_expired` row.
+                if let expired = try c.execute(
+                    "DELETE FROM usage WHERE request_id = $1 AND outcome = $2 RETURNING period",
+                    .text(usage.requestId), .text(Outcome.holdExpired.rawValue)).first {
+                    try Self.chargeWithoutHold(c, usage, period: try expired.text(0))
+                    return .settledWithoutHold
+                }
+                if try !c.execute("SELECT 1 FROM usage WHERE request_id = $1", .text(usage.requestId)).isEmpty {
+                    return .alreadySettled
+                }
+                // Never held, or its hold row lost: still charge, in the month the request began.
+                let began = BudgetPeriod(containingMicros: usage.createdAtMicros - usage.latencyMicros).description
+                try Self.chargeWithoutHold(c, usage, period: began)
+                return .settledWithoutHold
+            }
+        } catch StoreError.duplicate {
+            // A concurrent settle of the same request wrote its row first.
+            return .alreadySettled
         }
+    }
+
+    static func chargeWithoutHold(_ c: any SQLConnection, _ usage: UsageRecord, period: String) throws {
+        try c.execute(
+            "INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT (customer_id, period) DO NOTHING",
+            .int(usage.customerId), .text(period))
+        try c.execute(
+            "UPDATE budget_periods SET spent_nanos = spent_nanos + $3 WHERE customer_id = $1 AND period = $2",
+            .int(usage.customerId), .text(period), .int(usage.cost.nanos))
+        var row = usage
+        row.held = .zero
+        try insertUsage(c, row, period: period)
+    }
+
+    public func extendHolds(ids: [String], untilMicros: Int64) async throws -> Int {
+        var extended = 0
+        var start = 0
+        while start < ids.count {
+            let batch = Array(ids[start..<min(ids.count, start + 200)])
+            start += batch.count
+            let placeholders = (0..<batch.count).map { "$\($0 + 2)" }.joined(separator: ", ")
+            // Not durable on SQLite: losing an extension to a power cut only shortens the hold,
+            // and the process that extends it then died with its requests.
+            extended += try await write(durable: false) { c in
+                try c.execute("UPDATE holds SET expires_us = $1 WHERE id IN (\(placeholders)) AND expires_us < $1 RETURNING id",
+                              [.int(untilMicros)] + batch.map { .text($0) }).count
+            }
+        }
+        return extended
     }
 
     public func recordUnheld(_ usage: UsageRecord) async throws {
         let period = BudgetPeriod(containingMicros: usage.createdAtMicros).description
         try await write { c in
             if usage.cost.nanos != 0 {
-                try c.execute(
-                    "INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT (customer_id, period) DO NOTHING",
-                    .int(usage.customerId), .text(period))
-                try c.execute(
-                    "UPDATE budget_periods SET spent_nanos = spent_nanos + $3 WHERE customer_id = $1 AND period = $2",
-                    .int(usage.customerId), .text(period), .int(usage.cost.nanos))
+                try Self.chargeWithoutHold(c, usage, period: period)
+            } else {
+                try Self.insertUsage(c, usage, period: period)
             }
-            try Self.insertUsage(c, usage, period: period)
         }
     }
 

@@ -100,7 +100,11 @@ struct DialectTests {
                 json: #"{"model":"truncated","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"x"}]}"#)
             #expect(anthropic.body.contains("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\""))
             #expect(try await eventually { try await h.ledger().count == 2 })
-            #expect(try await h.ledger().allSatisfy { $0.outcome == "upstream_error" && $0.cost == 0 })
+            // Two chunks were delivered before each failure: the flat default price and those two
+            // tokens are charged, as estimates.
+            #expect(try await h.ledger().allSatisfy {
+                $0.outcome == "upstream_error" && $0.cost == 10_000_000 && $0.completion == 2 && $0.source == "estimated"
+            })
         }
     }
 

@@ -126,7 +126,7 @@ struct StreamingAndFailureTests {
     }
 
     @Test(arguments: ["fail-midstream", "truncated"])
-    func aStreamThatFailsMidwayEndsWithAnErrorLineAndIsNotCharged(model: String) async throws {
+    func aStreamThatFailsMidwayEndsWithAnErrorLineAndIsChargedWhatItDelivered(model: String) async throws {
         try await GatewayHarness.with { h in
             let (customer, key) = try await h.customer(budgetNanos: 100_000_000)
             let r = try await h.send(.POST, "/api/chat", key: key, json: #"{"model":"\#(model)","messages":[]}"#)
@@ -135,8 +135,10 @@ struct StreamingAndFailureTests {
             #expect(lines.count == 3)
             #expect(lines.last?.hasPrefix(#"{"error":"#) == true)
             #expect(try await eventually { try await h.ledger().first?.outcome == "upstream_error" })
-            #expect(try await h.ledger().first?.cost == 0)
-            #expect(try await h.budget(customer).spent == .zero)
+            // Two chunks reached the client before the failure: flat fee plus two tokens, estimated.
+            let row = try #require(try await h.ledger().first)
+            #expect(row.cost == 10_000_000 && row.completion == 2 && row.source == "estimated")
+            #expect(try await h.budget(customer).spent == Money(nanos: 10_000_000))
             #expect(try await h.budget(customer).held == .zero)
         }
     }

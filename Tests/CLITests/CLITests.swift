@@ -73,6 +73,10 @@ struct CLITests {
         let price = try #require(try json(try lmsvr(url, "set-pricing", "llama3", "0.001", "0.002", "--input-per-1m", "0.5",
                                                     "--output-per-1m", "1.5", "--json").stdout) as? [String: Any])
         #expect(price["input_per_1m_usd"] as? String == "0.50")
+        // A reference is stored as Ollama resolves it, which is what requests are priced by.
+        let spelled = try #require(try json(try lmsvr(url, "set-pricing", "registry.ollama.ai/library/Mistral:latest", "0.003",
+                                                      "0", "--json").stdout) as? [String: Any])
+        #expect(spelled["model"] as? String == "mistral")
         let budget = try #require(try json(try lmsvr(url, "check-budget", "1", "--json").stdout) as? [String: Any])
         #expect(budget["budget_usd"] as? String == "5.00")
         #expect(budget["spent_usd"] as? String == "0.00")

@@ -109,7 +109,7 @@ struct JSONDocumentTests {
 @Suite("JSONKit: writing")
 struct JSONWritingTests {
     @Test func builtValuesSerialiseAsJSONSerializationReadsThem() throws {
-        let value: JSON = ["s": .string("a\"b\\c\n\t\u{1}é/"), "i": -5, "d": .double(0.25), "b": true, "z": nil,
+        let value: JSON = ["s": .string("a\"b\\c\n\t\u{1}é/"), "i": -5, "d": .double(0.25), "b": true, "z": .null,
                            "a": [1, "x"], "o": ["k": "v"]]
         let object = try #require(try JSONSerialization.jsonObject(with: Data(value.bytes)) as? [String: Any])
         #expect(object["s"] as? String == "a\"b\\c\n\t\u{1}é/")

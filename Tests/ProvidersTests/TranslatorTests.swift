@@ -1,11 +1,24 @@
 import Core
 import Foundation
+import JSONKit
 import Testing
 @testable import Providers
 
-func object(_ text: String) throws -> JSONObject {
-    try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? JSONObject)
+typealias JSONObject = [String: Any]
+
+/// A request or chunk as the gateway reads it.
+func value(_ text: String) throws -> JSONValue {
+    try JSONDocument.parse(text, limits: .request).root
 }
+
+/// What the gateway wrote, read back with Foundation for checking.
+func object(_ bytes: [UInt8]) throws -> JSONObject {
+    try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? JSONObject)
+}
+
+func object(_ json: JSON) throws -> JSONObject { try object(json.bytes) }
+
+func int(_ any: Any?) -> Int64? { (any as? NSNumber)?.int64Value }
 
 /// Parses the `data:` payloads of an SSE text.
 func dataPayloads(_ sse: String) -> [String] {
@@ -32,7 +45,7 @@ let ollamaToolChunk = #"{"model":"llama3.2","created_at":"2025-07-07T20:22:19.18
 
 struct OpenAITranslationTests {
     @Test func requestFieldsMapToOllama() throws {
-        let request = try object(#"""
+        let request = try value(#"""
         {"model":"llama3","stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":256,"max_tokens":9,
          "temperature":0.2,"top_p":0.9,"seed":1,"stop":"\n\n","response_format":{"type":"json_object"},
          "reasoning_effort":"minimal",
@@ -42,14 +55,15 @@ struct OpenAITranslationTests {
           {"role":"tool","tool_call_id":"call_1","content":"18C"}],
          "tools":[{"type":"function","function":{"name":"get_weather","strict":true,"parameters":{"type":"object"}}}]}
         """#)
-        let t = try OpenAIRequestTranslator.translate(request)
-        #expect(t.stream && t.includeUsage && t.maxOutputTokens == 256)
-        let body = t.ollamaBody
+        let t = try OpenAIRequestTranslator.translate(request, model: "llama3")
+        #expect(t.stream && t.includeUsage && t.requestedOutput == 256)
+        let body = try object(t.body.json(outputBound: 200, policy: OllamaOptionPolicy()))
+        #expect(body["model"] as? String == "llama3")
         #expect(body["stream"] as? Bool == true)
         #expect(body["format"] as? String == "json")
         #expect(body["think"] as? String == "low")
         let options = try #require(body["options"] as? JSONObject)
-        #expect(JSONValue.int64(options["num_predict"]) == 256)
+        #expect(int(options["num_predict"]) == 200) // the bound the gateway held, not the request's
         #expect(options["stop"] as? [String] == ["\n\n"])
         let messages = try #require(body["messages"] as? [JSONObject])
         #expect(messages.map { $0["role"] as? String } == ["system", "user", "assistant", "tool"])
@@ -62,21 +76,21 @@ struct OpenAITranslationTests {
     }
 
     @Test(arguments: [
-        (#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
+        (#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#, "max_tokens"),
         (#"{"model":"m","messages":[]}"#, "messages"),
         (#"{"model":"m","n":2,"messages":[{"role":"user","content":"x"}]}"#, "n"),
         (#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}"#, "messages"),
         (#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"1","function":{"name":"f","arguments":"{not json"}}]}]}"#, "messages"),
     ])
     func invalidRequestsAreRefused(json: String, param: String) throws {
-        #expect(throws: TranslationError.self) { try OpenAIRequestTranslator.translate(try object(json)) }
-        let request = try object(json)
-        do { _ = try OpenAIRequestTranslator.translate(request) } catch { #expect(error.param == param) }
+        let request = try value(json)
+        #expect(throws: TranslationError.self) { try OpenAIRequestTranslator.translate(request, model: "m") }
+        do { _ = try OpenAIRequestTranslator.translate(request, model: "m") } catch { #expect(error.param == param) }
     }
 
     @Test func streamIsOpenAIsSSEWithFinishUsageAndDone() throws {
         var encoder = OpenAIStreamEncoder(requestId: "req_abc", model: "llama3", created: 1733700000, includeUsage: true)
-        let sse = try ollamaChunks.map { encoder.encode(try object($0)) }.joined()
+        let sse = try ollamaChunks.map { encoder.encode(try value($0)) }.joined()
         let payloads = dataPayloads(sse)
         #expect(payloads.count == 5)
         #expect(payloads[0] == #"{"id":"chatcmpl-abc","object":"chat.completion.chunk","created":1733700000,"model":"llama3","choices":[{"index":0,"delta":{"role":"assistant","content":"The"},"logprobs":null,"finish_reason":null}]}"#)
@@ -89,37 +103,47 @@ struct OpenAITranslationTests {
 
     @Test func withoutIncludeUsageThereIsNoUsageChunk() throws {
         var encoder = OpenAIStreamEncoder(requestId: "req_abc", model: "llama3", created: 1, includeUsage: false)
-        let payloads = dataPayloads(try ollamaChunks.map { encoder.encode(try object($0)) }.joined())
+        let payloads = dataPayloads(try ollamaChunks.map { encoder.encode(try value($0)) }.joined())
         #expect(payloads.count == 4)
         #expect(!payloads.contains { $0.contains("usage") })
     }
 
     @Test func toolCallsStreamWholeAndFinishWithToolCalls() throws {
         var encoder = OpenAIStreamEncoder(requestId: "req_abc", model: "llama3", created: 1, includeUsage: false)
-        let sse = encoder.encode(try object(ollamaToolChunk)) + encoder.encode(try object(ollamaChunks[2]))
+        let sse = encoder.encode(try value(ollamaToolChunk)) + encoder.encode(try value(ollamaChunks[2]))
         let payloads = dataPayloads(sse)
-        #expect(payloads[0].contains(#""tool_calls":[{"function":{"arguments":"{\"city\":\"Tokyo\"}","name":"get_weather"},"id":"#))
+        #expect(payloads[0].contains(#""tool_calls":[{"index":0,"id":"#))
+        #expect(payloads[0].contains(#""type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Tokyo\"}"}}]"#))
         #expect(payloads[1].contains(#""finish_reason":"tool_calls""#))
     }
 
     @Test func anErrorLineBecomesTheSDKsErrorEvent() throws {
         var encoder = OpenAIStreamEncoder(requestId: "req_abc", model: "llama3", created: 1, includeUsage: false)
-        let sse = encoder.encode(try object(#"{"error":"an error was encountered while running the model"}"#))
+        let sse = encoder.encode(try value(#"{"error":"an error was encountered while running the model"}"#))
         #expect(sse == "data: {\"error\":{\"message\":\"an error was encountered while running the model\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n")
     }
 
     @Test func nonStreamingCompletionAndEmbeddings() throws {
-        let answer = try object(#"{"model":"llama3","message":{"role":"assistant","content":"Hello!"},"done_reason":"length","done":true,"prompt_eval_count":26,"eval_count":7}"#)
+        let answer = try value(#"{"model":"llama3","message":{"role":"assistant","content":"Hello!"},"done_reason":"length","done":true,"prompt_eval_count":26,"eval_count":7}"#)
         let completion = try object(OpenAIResponseTranslator.completion(answer, model: "llama3", requestId: "req_1", created: 5))
         #expect(completion["object"] as? String == "chat.completion")
         let choice = try #require((completion["choices"] as? [JSONObject])?.first)
         #expect(choice["finish_reason"] as? String == "length")
         #expect((choice["message"] as? JSONObject)?["content"] as? String == "Hello!")
-        #expect(JSONValue.int64((completion["usage"] as? JSONObject)?["total_tokens"]) == 33)
+        #expect(int((completion["usage"] as? JSONObject)?["total_tokens"]) == 33)
         let embedded = try object(OpenAIResponseTranslator.embeddings(
-            try object(#"{"model":"all-minilm","embeddings":[[0.1,0.2],[0.3,0.4]],"prompt_eval_count":8}"#), model: "all-minilm"))
+            try value(#"{"model":"all-minilm","embeddings":[[0.1,0.2],[0.3,0.4]],"prompt_eval_count":8}"#), model: "all-minilm"))
         #expect((embedded["data"] as? [JSONObject])?.count == 2)
-        #expect(JSONValue.int64((embedded["usage"] as? JSONObject)?["prompt_tokens"]) == 8)
+        #expect(int((embedded["usage"] as? JSONObject)?["prompt_tokens"]) == 8)
+    }
+
+    @Test func aStreamCutAtTheLimitEndsWithLengthAndTheUsageBilled() throws {
+        var encoder = OpenAIStreamEncoder(requestId: "req_abc", model: "llama3", created: 1, includeUsage: true)
+        let sse = encoder.encode(try value(ollamaChunks[0])) + encoder.finish(doneReason: "length", prompt: 12, completion: 1)
+        let payloads = dataPayloads(sse)
+        #expect(payloads[1].contains(#""finish_reason":"length""#))
+        #expect(payloads[2].hasSuffix(#""usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}"#))
+        #expect(payloads.last == "[DONE]")
     }
 }
 
@@ -127,7 +151,7 @@ struct OpenAITranslationTests {
 
 struct AnthropicTranslationTests {
     @Test func requestFieldsMapToOllama() throws {
-        let request = try object(#"""
+        let request = try value(#"""
         {"model":"llama3","max_tokens":1024,"system":[{"type":"text","text":"You are terse.","cache_control":{"type":"ephemeral"}}],
          "messages":[{"role":"user","content":"Hello"},
           {"role":"assistant","content":[{"type":"tool_use","id":"toolu_01","name":"get_weather","input":{"location":"Paris"}}]},
@@ -137,19 +161,20 @@ struct AnthropicTranslationTests {
          "tools":[{"name":"get_weather","description":"d","input_schema":{"type":"object"}}],
          "stop_sequences":["END"],"temperature":0.5,"top_k":40,"thinking":{"type":"enabled","budget_tokens":2048},"stream":true}
         """#)
-        let t = try AnthropicRequestTranslator.translate(request)
-        #expect(t.stream && t.maxOutputTokens == 1024)
-        let messages = try #require(t.ollamaBody["messages"] as? [JSONObject])
+        let t = try AnthropicRequestTranslator.translate(request, model: "llama3")
+        #expect(t.stream && t.requestedOutput == 1024)
+        let ollamaBody = try object(t.body.json(outputBound: 1024, policy: OllamaOptionPolicy()))
+        let messages = try #require(ollamaBody["messages"] as? [JSONObject])
         #expect(messages.map { $0["role"] as? String } == ["system", "user", "assistant", "tool", "user"])
         #expect(messages[0]["content"] as? String == "You are terse.")
         #expect(messages[3]["tool_call_id"] as? String == "toolu_01")
         #expect(messages[4]["images"] as? [String] == ["iVBOR"])
         #expect(messages[4]["content"] as? String == "And now?")
-        let options = try #require(t.ollamaBody["options"] as? JSONObject)
+        let options = try #require(ollamaBody["options"] as? JSONObject)
         #expect(options["stop"] as? [String] == ["END"])
-        #expect(JSONValue.int64(options["top_k"]) == 40)
-        #expect(t.ollamaBody["think"] as? Bool == true)
-        let tool = try #require((t.ollamaBody["tools"] as? [JSONObject])?.first?["function"] as? JSONObject)
+        #expect(int(options["top_k"]) == 40 && int(options["num_predict"]) == 1024)
+        #expect(ollamaBody["think"] as? Bool == true)
+        let tool = try #require((ollamaBody["tools"] as? [JSONObject])?.first?["function"] as? JSONObject)
         #expect(tool["parameters"] != nil)
     }
 
@@ -161,12 +186,13 @@ struct AnthropicTranslationTests {
         #"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#,
     ])
     func invalidRequestsAreRefused(json: String) throws {
-        #expect(throws: TranslationError.self) { try AnthropicRequestTranslator.translate(try object(json)) }
+        let request = try value(json)
+        #expect(throws: TranslationError.self) { try AnthropicRequestTranslator.translate(request, model: "m") }
     }
 
     @Test func streamHasAnthropicsEventSequence() throws {
         var encoder = AnthropicStreamEncoder(requestId: "req_abc", model: "llama3", inputEstimate: 12)
-        let sse = try ollamaChunks.map { encoder.encode(try object($0)) }.joined()
+        let sse = try ollamaChunks.map { encoder.encode(try value($0)) }.joined()
         #expect(eventNames(sse) == ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_delta",
                                     "content_block_stop", "message_delta", "message_stop"])
         let payloads = dataPayloads(sse)
@@ -177,8 +203,8 @@ struct AnthropicTranslationTests {
 
     @Test func toolUseGetsItsOwnBlockAndStopReason() throws {
         var encoder = AnthropicStreamEncoder(requestId: "req_abc", model: "llama3", inputEstimate: 1)
-        let sse = encoder.encode(try object(ollamaChunks[0])) + encoder.encode(try object(ollamaToolChunk))
-            + encoder.encode(try object(ollamaChunks[2]))
+        let sse = encoder.encode(try value(ollamaChunks[0])) + encoder.encode(try value(ollamaToolChunk))
+            + encoder.encode(try value(ollamaChunks[2]))
         #expect(eventNames(sse) == ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_stop",
                                     "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"])
         let payloads = dataPayloads(sse)
@@ -189,18 +215,18 @@ struct AnthropicTranslationTests {
 
     @Test func anErrorLineBecomesAnErrorEvent() throws {
         var encoder = AnthropicStreamEncoder(requestId: "req_abc", model: "llama3", inputEstimate: 1)
-        let sse = encoder.encode(try object(#"{"error":"boom"}"#))
+        let sse = encoder.encode(try value(#"{"error":"boom"}"#))
         #expect(sse.hasSuffix("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"boom\"}}\n\n"))
     }
 
     @Test func nonStreamingMessage() throws {
-        let answer = try object(#"{"model":"llama3","message":{"role":"assistant","content":"Hi","tool_calls":[{"id":"call_1","function":{"name":"f","arguments":{"a":1}}}]},"done_reason":"stop","done":true,"prompt_eval_count":26,"eval_count":7}"#)
+        let answer = try value(#"{"model":"llama3","message":{"role":"assistant","content":"Hi","tool_calls":[{"id":"call_1","function":{"name":"f","arguments":{"a":1}}}]},"done_reason":"stop","done":true,"prompt_eval_count":26,"eval_count":7}"#)
         let message = try object(AnthropicResponseTranslator.message(answer, model: "llama3", requestId: "req_1"))
         #expect(message["type"] as? String == "message")
         #expect(message["stop_reason"] as? String == "tool_use")
         let content = try #require(message["content"] as? [JSONObject])
         #expect(content.map { $0["type"] as? String } == ["text", "tool_use"])
-        #expect(JSONValue.int64((message["usage"] as? JSONObject)?["input_tokens"]) == 26)
+        #expect(int((message["usage"] as? JSONObject)?["input_tokens"]) == 26)
     }
 }
 
@@ -270,13 +296,13 @@ struct MeterTests {
     @Test func ndjsonSplitsAcrossChunks() {
         var splitter = NDJSONSplitter()
         let text = ollamaChunks.joined(separator: "\n") + "\n"
-        var objects: [JSONObject] = []
+        var objects: [JSONValue] = []
         let bytes = Array(text.utf8)
         for start in stride(from: 0, to: bytes.count, by: 13) {
             objects += splitter.feed(bytes[start..<min(bytes.count, start + 13)])
         }
         #expect(objects.count == 3)
-        #expect(objects.last?["done"] as? Bool == true)
+        #expect(objects.last?["done"]?.bool == true)
     }
 }
 

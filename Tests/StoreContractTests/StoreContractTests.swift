@@ -147,7 +147,7 @@ struct StoreContractTests {
             }
             try await group.waitForAll()
         }
-        #expect(try await store.settle(holdId: "r0", usage: usage("r0", customer: customer.id, cost: 999)) == false)
+        #expect(try await store.settle(holdId: "r0", usage: usage("r0", customer: customer.id, cost: 999)) == .alreadySettled)
         let status = try #require(try await store.budgetStatus(customerId: customer.id, period: period))
         #expect(status.held == .zero)
         let expected: Int64 = (0..<20).reduce(0) { $0 + [10_000_000, 30_000_000, 31_000_000][$1 % 3] }
@@ -204,8 +204,49 @@ struct StoreContractTests {
             try $0.execute("SELECT outcome, COUNT(*) FROM usage GROUP BY outcome").map { "\(try $0.text(0))=\(try $0.int(1))" }
         }
         #expect(outcomes == ["hold_expired=5"])
-        // A settle arriving after the release changes nothing.
-        #expect(try await store.settle(holdId: "dead0", usage: usage("dead0", customer: customer.id, cost: 50)) == false)
+        // A settle arriving after the release still charges, replacing the hold_expired row;
+        // settling again changes nothing.
+        #expect(try await store.settle(holdId: "dead0", usage: usage("dead0", customer: customer.id, cost: 50)) == .settledWithoutHold)
+        #expect(try await store.settle(holdId: "dead0", usage: usage("dead0", customer: customer.id, cost: 50)) == .alreadySettled)
+        let after = try #require(try await store.budgetStatus(customerId: customer.id, period: BudgetPeriod(containingMicros: now)))
+        #expect(after.spent == Money(nanos: 50) && after.held == Money(nanos: 100))
+        let rows = try await database.withConnection {
+            try $0.execute("SELECT outcome, cost_nanos FROM usage WHERE request_id = 'dead0'").map { "\(try $0.text(0))=\(try $0.int(1))" }
+        }
+        #expect(rows == ["ok=50"])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func aSettleWithoutAnyHoldStillChargesOnce(backend: Backend) async throws {
+        let (store, database, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "Lost", email: "l@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        let results = try await withThrowingTaskGroup(of: SettleResult.self) { group in
+            for _ in 0..<4 { group.addTask { try await store.settle(holdId: "nohold", usage: usage("nohold", customer: customer.id, cost: 70)) } }
+            return try await group.reduce(into: [SettleResult]()) { $0.append($1) }
+        }
+        #expect(results.filter { $0 == .settledWithoutHold }.count == 1)
+        #expect(results.filter { $0 == .alreadySettled }.count == 3)
+        let period = BudgetPeriod(containingMicros: nowMicros())
+        #expect(try await store.budgetStatus(customerId: customer.id, period: period)?.spent == Money(nanos: 70))
+        #expect(try await ledgerSum(database, customer: customer.id, period: period) == 70)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func extendedHoldsOutliveTheirFirstExpiry(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "Live", email: "v@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        let now = nowMicros()
+        for i in 0..<250 {
+            _ = try await store.hold(holdRequest("live\(i)", customer: customer.id, amount: 1, now: now - 2_000_000, expiresIn: 1_000_000))
+        }
+        _ = try await store.hold(holdRequest("dead", customer: customer.id, amount: 1, now: now - 2_000_000, expiresIn: 1_000_000))
+        // 250 ids: more than one batch of the IN list.
+        #expect(try await store.extendHolds(ids: (0..<250).map { "live\($0)" } + ["unknown"], untilMicros: now + 60_000_000) == 250)
+        #expect(try await store.releaseExpiredHolds(nowMicros: now, limit: 1000) == 1)
+        let status = try #require(try await store.budgetStatus(customerId: customer.id, period: BudgetPeriod(containingMicros: now)))
+        #expect(status.held == Money(nanos: 250))
     }
 
     @Test(arguments: Backend.allCases)

@@ -75,4 +75,7 @@ def test_midstream_error_raises_in_the_stream(gateway):
         for _ in c.chat(model="fail-midstream", messages=[], stream=True):
             pass
     rows = gateway.ledger(customer)
-    assert rows[-1]["outcome"] == "upstream_error" and rows[-1]["cost_usd"] == "0.00"
+    # Two chunks were delivered before the error: they are paid for (flat default price, two
+    # estimated tokens); nothing after them is.
+    assert rows[-1]["outcome"] == "upstream_error" and rows[-1]["cost_usd"] == "0.01"
+    assert rows[-1]["completion_tokens"] == 2 and rows[-1]["token_source"] == "estimated"

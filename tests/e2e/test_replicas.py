@@ -107,7 +107,9 @@ def test_a_burst_across_replicas_admits_exactly_what_the_budget_fits(replicas, s
 
 def test_token_priced_requests_with_max_tokens_never_overspend(replicas):
     replicas.cli("set-pricing", "llama3", "0", "0", "--input-per-1m", "1000", "--output-per-1m", "2000")
-    customer, key = replicas.customer(budget="0.50")
+    # Each hold covers the prompt's bound (its bytes plus PROMPT_OVERHEAD_TOKENS and
+    # MESSAGE_OVERHEAD_TOKENS, about 0.64 USD here) and 4 output tokens; each request costs 0.034 USD.
+    customer, key = replicas.customer(budget="5.00")
     body = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}], "stream": False,
             "options": {"num_predict": 4}}
     statuses = asyncio.run(burst(replicas.ports, key, 300, body))

@@ -2,16 +2,18 @@ import Core
 import Logging
 import Providers
 
-/// Prices requests and runs the hold → settle protocol around each upstream call.
+/// Prices requests and runs the hold → settle protocol around each upstream call, for
+/// `MeteredCall`. The rules of what is held and charged are `BillingPolicy`'s.
 ///
 /// Fail closed: if the store cannot be reached for the price or the hold, the request gets 503
 /// and the upstream is never called.
-public struct Billing: Sendable {
+struct Billing: Sendable {
     let store: any Store
     let configuration: Configuration
     let logger: Logger
     let metrics: GatewayMetrics
     let cache: LookupCache
+    let liveHolds: LiveHolds
 
     /// What a request was admitted with; everything settling needs.
     struct Ticket: Sendable {
@@ -20,17 +22,21 @@ public struct Billing: Sendable {
         var keyId: Int64
         var endpoint: String
         var dialect: Dialect
-        var provider: String
+        var provider: Provider
         var model: String
         var price: ModelPrice
         var priceSource: PriceSource
+        /// The amount set aside: the most this request can be charged.
         var held: Money
         var promptEstimate: Int64
+        /// The output limit the upstream is given (nil for calls without output).
+        var outputBound: Int64?
         var startedAt: ContinuousClock.Instant
     }
 
     /// The price in force for a model: its own row, else the same model with or without the
-    /// `:latest` tag Ollama treats as implied, else the default price per request.
+    /// `:latest` tag Ollama treats as implied, else the shipped catalog, else the default
+    /// price per request. `model` is already normalised and length-bounded.
     func price(for model: String) async throws(GatewayError) -> (ModelPrice, PriceSource) {
         if let cached = cache.price(for: model) { return cached }
         let generation = cache.generation()
@@ -41,11 +47,8 @@ public struct Billing: Sendable {
 
     private func lookUpPrice(for model: String) async throws(GatewayError) -> (ModelPrice, PriceSource) {
         let now = nowMicros()
-        var candidates = [model]
-        if model.hasSuffix(":latest") { candidates.append(String(model.dropLast(7))) }
-        else if !model.contains(":") { candidates.append(model + ":latest") }
         do {
-            for name in candidates {
+            for name in [model, model + ":latest"] {
                 if let record = try await store.price(model: name, atMicros: now) { return (record.price, .configured) }
             }
         } catch {
@@ -55,68 +58,92 @@ public struct Billing: Sendable {
         return (ModelPrice(perRequest: configuration.defaultPricePerRequest), .fallback)
     }
 
-    /// Holds an upper bound of the request's cost. Throws `.budgetExceeded` (after writing the
-    /// refusal to the ledger) when it does not fit.
-    func hold(requestId: String, principal: Principal, endpoint: String, dialect: Dialect, provider: String,
-              model: String, promptEstimate: Int64, maxOutputTokens: Int64?, startedAt: ContinuousClock.Instant)
+    /// Holds an upper bound of the call's cost: the prompt's bound plus the output bound, for
+    /// each of its choices. When that does not fit the budget but a smaller output bound does,
+    /// the bound is lowered to what fits (the upstream is told that limit). Throws
+    /// `.budgetExceeded` (after writing the refusal to the ledger) when not even one token fits.
+    func hold(_ plan: CallPlan, principal: Principal, requestId: String, startedAt: ContinuousClock.Instant)
         async throws(GatewayError) -> Ticket
     {
-        let (price, source) = try await self.price(for: model)
-        let outputBound = maxOutputTokens.flatMap { $0 > 0 ? $0 : nil } ?? configuration.defaultMaxOutputTokens
-        let amount = price.cost(promptTokens: promptEstimate, completionTokens: outputBound)
-        let ticket = Ticket(requestId: requestId, customerId: principal.customerId, keyId: principal.keyId,
-                            endpoint: endpoint, dialect: dialect, provider: provider, model: model, price: price,
-                            priceSource: source, held: amount, promptEstimate: promptEstimate, startedAt: startedAt)
-        let now = nowMicros()
-        let request = HoldRequest(holdId: requestId, customerId: principal.customerId, keyId: principal.keyId,
-                                  amount: amount, nowMicros: now,
-                                  expiresAtMicros: now + Int64(configuration.holdExpirySeconds) * 1_000_000,
-                                  endpoint: endpoint, dialect: dialect.rawValue, provider: provider, model: model)
-        let decision: HoldDecision
-        do {
-            decision = try await store.hold(request)
-        } catch {
-            throw Self.storeFailure(error, logger: logger)
-        }
-        if case .refused(let status) = decision {
-            metrics.budgetRefused()
-            var row = usage(ticket, status: 402, outcome: .budgetExceeded)
-            row.held = .zero
+        let (price, source) = try await self.price(for: plan.model)
+        let promptBound = BillingPolicy.promptBound(plan.prompt, configuration)
+        var output: Int64? = plan.producesOutput ? BillingPolicy.outputBound(requested: plan.requestedOutput, configuration) : nil
+        var ticket = Ticket(requestId: requestId, customerId: principal.customerId, keyId: principal.keyId,
+                            endpoint: plan.endpoint, dialect: plan.dialect, provider: plan.provider, model: plan.model,
+                            price: price, priceSource: source, held: .zero,
+                            promptEstimate: min(promptBound, BillingPolicy.promptEstimate(plan.prompt, configuration)),
+                            outputBound: output, startedAt: startedAt)
+        for attempt in 1...4 {
+            let amount = price.cost(promptTokens: promptBound, completionTokens: (output ?? 0) * plan.choices)
+            let now = nowMicros()
+            let request = HoldRequest(holdId: requestId, customerId: principal.customerId, keyId: principal.keyId,
+                                      amount: amount, nowMicros: now,
+                                      expiresAtMicros: now + Int64(configuration.holdExpirySeconds) * 1_000_000,
+                                      endpoint: plan.endpoint, dialect: plan.dialect.rawValue,
+                                      provider: plan.provider.rawValue, model: plan.model)
+            let decision: HoldDecision
             do {
-                try await store.recordUnheld(row)
+                decision = try await store.hold(request)
             } catch {
-                logger.error("could not record a budget refusal", metadata: ["request_id": "\(requestId)", "error": "\(error)"])
+                throw Self.storeFailure(error, logger: logger)
             }
-            throw .budgetExceeded(status)
+            switch decision {
+            case .admitted:
+                liveHolds.add(requestId)
+                ticket.held = amount
+                ticket.outputBound = output
+                return ticket
+            case .refused(let status):
+                // Room for a smaller output bound? Try again with that (others may race for it).
+                if attempt < 4, let current = output, let remaining = status.remaining,
+                   let fitted = BillingPolicy.largestOutput(fitting: remaining, price: price, promptBound: promptBound,
+                                                            choices: plan.choices, upTo: current - 1) {
+                    output = fitted
+                    continue
+                }
+                metrics.budgetRefused()
+                var row = usage(ticket, status: 402, outcome: .budgetExceeded)
+                row.held = .zero
+                do {
+                    try await store.recordUnheld(row)
+                } catch {
+                    metrics.usageWriteFailed()
+                    logger.error("could not record a budget refusal", metadata: ["request_id": "\(requestId)", "error": "\(error)"])
+                }
+                throw .budgetExceeded(status)
+            }
         }
-        return ticket
+        preconditionFailure("the hold loop returns or throws")
     }
 
-    /// Settles a ticket: the real cost (zero for failures) goes to spent with one ledger row.
-    /// Runs outside the caller's task so a client that disconnects cannot cancel the write, and
-    /// retries briefly; a row that still cannot be written is logged with its cost.
-    func settle(_ ticket: Ticket, status: Int, outcome: Outcome, promptTokens: Int64 = 0, completionTokens: Int64 = 0,
-                cachedTokens: Int64 = 0, tokenSource: TokenSource = .none, charge: Bool,
-                timeToFirstByteMicros: Int64? = nil) async {
-        var row = usage(ticket, status: status, outcome: outcome)
-        row.promptTokens = promptTokens
-        row.completionTokens = completionTokens
-        row.cachedTokens = cachedTokens
-        row.tokenSource = tokenSource
-        row.cost = charge ? ticket.price.cost(promptTokens: promptTokens, completionTokens: completionTokens,
-                                              cachedTokens: cachedTokens) : .zero
+    /// Settles a ticket by how its call ended: one ledger row, the charge added to spent, the
+    /// hold dropped. Runs outside the caller's task so a client that disconnects cannot cancel
+    /// the write, and retries briefly; a row that still cannot be written is logged with its cost.
+    func settle(_ ticket: Ticket, _ ending: CallEnding, timeToFirstByteMicros: Int64?) async {
+        let charge = BillingPolicy.charge(ending, ticket: ticket)
+        var row = usage(ticket, status: charge.status, outcome: charge.outcome)
+        row.promptTokens = charge.usage.promptTokens
+        row.completionTokens = charge.usage.completionTokens
+        row.cachedTokens = charge.usage.cachedTokens
+        row.tokenSource = charge.source
+        row.cost = charge.cost
         row.timeToFirstByteMicros = timeToFirstByteMicros
         let store = self.store, logger = self.logger, metrics = self.metrics, finalRow = row
         metrics.settled(finalRow)
         await Task {
             for attempt in 1...3 {
                 do {
-                    _ = try await store.settle(holdId: finalRow.requestId, usage: finalRow)
+                    if try await store.settle(holdId: finalRow.requestId, usage: finalRow) == .settledWithoutHold {
+                        metrics.settledWithoutHold()
+                        logger.warning("settled a request whose hold was gone: charged anyway", metadata: [
+                            "request_id": "\(finalRow.requestId)", "cost_usd": "\(finalRow.cost.decimalString)",
+                        ])
+                    }
                     return
                 } catch {
                     if attempt == 3 {
                         metrics.usageWriteFailed()
-                        logger.error("usage row not written; the hold will expire and be released uncharged", metadata: [
+                        logger.error("usage row not written", metadata: [
                             "request_id": "\(finalRow.requestId)", "customer_id": "\(finalRow.customerId)",
                             "cost_usd": "\(finalRow.cost.decimalString)", "error": "\(error)",
                         ])
@@ -126,21 +153,13 @@ public struct Billing: Sendable {
                 }
             }
         }.value
-    }
-
-    /// Settles a successful, non-streamed answer with the counts the upstream reported (`nil`:
-    /// it reported none, so only the flat fees are charged and the row says so).
-    func settleAnswered(_ ticket: Ticket, usage: ReportedUsage?) async {
-        let u = usage ?? ReportedUsage()
-        await settle(ticket, status: 200, outcome: .ok, promptTokens: u.promptTokens, completionTokens: u.completionTokens,
-                     cachedTokens: u.cachedTokens, tokenSource: usage == nil ? .none : .provider, charge: true,
-                     timeToFirstByteMicros: ticket.startedAt.microsecondsElapsed)
+        liveHolds.remove(ticket.requestId)
     }
 
     func usage(_ t: Ticket, status: Int, outcome: Outcome) -> UsageRecord {
         UsageRecord(requestId: t.requestId, customerId: t.customerId, keyId: t.keyId, endpoint: t.endpoint,
-                    dialect: t.dialect.rawValue, provider: t.provider, model: t.model, httpStatus: status, outcome: outcome,
-                    price: t.price, priceSource: t.priceSource, held: t.held,
+                    dialect: t.dialect.rawValue, provider: t.provider.rawValue, model: t.model, httpStatus: status,
+                    outcome: outcome, price: t.price, priceSource: t.priceSource, held: t.held,
                     latencyMicros: t.startedAt.microsecondsElapsed, createdAtMicros: nowMicros())
     }
 
@@ -148,10 +167,4 @@ public struct Billing: Sendable {
         logger.warning("database failure", metadata: ["error": "\(error)"])
         return .databaseUnavailable
     }
-}
-
-/// A rough upper estimate of prompt tokens from the request size, for holds and for billing
-/// requests whose upstream reports no counts: about four bytes of JSON per token.
-func estimatedTokens(bytes: Int) -> Int64 {
-    Int64(max(1, bytes / 4))
 }

@@ -1,70 +1,67 @@
-import AsyncHTTPClient
 import Core
-import Foundation
 import Hummingbird
-import NIOCore
+import JSONKit
 import Providers
 
 /// The Anthropic-compatible API: `/v1/messages`, translated to Ollama for Ollama's models and
-/// passed through (with the operator's key) for `claude-*` models.
+/// passed through (with the operator's key) for `claude-*` models. The handler describes its
+/// call; `MeteredCall` runs it.
 struct AnthropicRoutes: Sendable {
-    let upstream: UpstreamClient
-    let billing: Billing
+    let metered: MeteredCall
     let router: ModelRouter
     let configuration: Configuration
 
     func register(on router: Router<GatewayContext>) {
-        router.post("/v1/messages") { request, context in try await messages(request, context) }
+        router.post("/v1/messages") { request, context in
+            let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
+            let version = request.headers[.anthropicVersion] ?? "2023-06-01", beta = request.headers[.anthropicBeta]
+            return try await metered.run(try await messages(read, version: version, beta: beta), principal: read.principal,
+                                         context: context)
+        }
     }
 
-    var call: UpstreamCall { UpstreamCall(upstream: upstream, billing: billing) }
-
-    func messages(_ request: Request, _ context: GatewayContext) async throws -> Response {
-        let metered = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes,
-                                                    missingModel: "model: Field required")
-        let (principal, body, object, model) = (metered.principal, metered.body, metered.object, metered.model)
-        let promptEstimate = metered.promptEstimate
-        switch await router.provider(for: model) {
-        case .openai:
-            throw GatewayError.invalidRequest("model '\(model)' is served through the OpenAI API: POST /v1/chat/completions")
-        case .anthropic:
-            let stream = object["stream"] as? Bool ?? false
-            let ticket = try await billing.hold(
-                requestId: context.requestId, principal: principal, endpoint: "/v1/messages", dialect: .anthropic,
-                provider: "anthropic", model: model, promptEstimate: promptEstimate,
-                maxOutputTokens: JSONValue.int64(object["max_tokens"]), startedAt: context.startedAt)
-            var headers = [("x-api-key", configuration.anthropicAPIKey ?? ""),
-                           ("anthropic-version", request.headers[.anthropicVersion] ?? "2023-06-01")]
-            if let beta = request.headers[.anthropicBeta] { headers.append(("anthropic-beta", beta)) }
-            // The body goes upstream byte for byte: nothing in it needs changing.
-            let response = try await call.send(configuration.anthropicBaseURL + "/v1/messages", headers: headers,
-                                               body: body, ticket: ticket, bodyDialect: .anthropic)
-            if stream {
-                return StreamRunner.respond(response, relay: AnthropicPassRelay(), ticket: ticket, billing: billing)
+    func messages(_ read: MeteredRequest, version: String, beta: String?) async throws(GatewayError) -> CallPlan {
+        let request = read.root
+        let (provider, model) = try await router.resolve(try read.model(missing: "model: Field required"))
+        do {
+            switch provider {
+            case .openai:
+                throw GatewayError.invalidRequest("model '\(model)' is served through the OpenAI API: POST /v1/chat/completions")
+            case .anthropic:
+                let pass = try AnthropicPassThrough.read(request, model: model, bodyBytes: read.bodyBytes)
+                var headers = [("x-api-key", configuration.anthropicAPIKey ?? ""), ("anthropic-version", version)]
+                if let beta { headers.append(("anthropic-beta", beta)) }
+                let answer: CallPlan.Answer = pass.stream
+                    ? .stream { setup in AnthropicPassRelay(setup: setup) }
+                    : .whole { object, _ in
+                        WholeAnswer(body: object.document.bytes, contentType: "application/json",
+                                    usage: object["usage"].map { ReportedUsage.anthropic($0) })
+                    }
+                return CallPlan(endpoint: "/v1/messages", dialect: .anthropic, provider: .anthropic, model: model,
+                                prompt: pass.prompt, requestedOutput: pass.requestedOutput, producesOutput: true,
+                                url: configuration.anthropicBaseURL + "/v1/messages", headers: headers,
+                                body: { pass.body(outputBound: $0 ?? 1) }, answer: answer)
+            case .ollama:
+                let translated = try AnthropicRequestTranslator.translate(request, model: model)
+                let answer: CallPlan.Answer = translated.stream
+                    ? .stream { setup in
+                        TranslatingRelay(encoder: AnthropicStreamEncoder(requestId: setup.requestId, model: model,
+                                                                         inputEstimate: setup.promptEstimate), setup: setup)
+                    }
+                    : .whole { object, setup in
+                        WholeAnswer(body: AnthropicResponseTranslator.message(object, model: model, requestId: setup.requestId),
+                                    contentType: "application/json", usage: OllamaFinal(object).usage)
+                    }
+                let policy = configuration.ollamaOptions, body = translated.body
+                return CallPlan(endpoint: "/v1/messages", dialect: .anthropic, provider: .ollama, model: model,
+                                prompt: .anthropic(request, bodyBytes: read.bodyBytes), requestedOutput: translated.requestedOutput,
+                                producesOutput: true, url: configuration.ollamaBaseURL + "/api/chat",
+                                body: { body.json(outputBound: $0, policy: policy) }, answer: answer)
             }
-            let (bytes, answer) = try await call.collectJSON(response, ticket: ticket)
-            await billing.settleAnswered(ticket, usage: (answer["usage"] as? [String: Any]).map { ReportedUsage.anthropic($0) })
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
-        case .ollama:
-            let translated: AnthropicRequestTranslator.Translated
-            do {
-                translated = try AnthropicRequestTranslator.translate(object)
-            } catch {
-                throw GatewayError.invalidRequest(error.message)
-            }
-            let ticket = try await billing.hold(
-                requestId: context.requestId, principal: principal, endpoint: "/v1/messages", dialect: .anthropic,
-                provider: "ollama", model: model, promptEstimate: promptEstimate,
-                maxOutputTokens: translated.maxOutputTokens, startedAt: context.startedAt)
-            let response = try await call.send(configuration.ollamaBaseURL + "/api/chat", body: jsonBody(translated.ollamaBody),
-                                               ticket: ticket, bodyDialect: .ollama)
-            if translated.stream {
-                let encoder = AnthropicStreamEncoder(requestId: context.requestId, model: model, inputEstimate: promptEstimate)
-                return StreamRunner.respond(response, relay: TranslatingRelay(encoder: encoder), ticket: ticket, billing: billing)
-            }
-            let answer = try await call.collectOllamaAnswer(response, ticket: ticket)
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(
-                string: AnthropicResponseTranslator.message(answer, model: model, requestId: context.requestId))))
+        } catch let error as TranslationError {
+            throw .invalidRequest(error.message)
+        } catch {
+            throw error as? GatewayError ?? .internalError("\(error)")
         }
     }
 }

@@ -30,7 +30,7 @@ struct HealthRoutes: Sendable {
         let started = ContinuousClock.now
         do {
             let response = try await upstream.send(method: .GET, url: configuration.ollamaBaseURL + "/api/version")
-            let body = try await UpstreamClient.collect(response, limit: 1 << 16)
+            let body = try await upstream.collect(response, limit: 1 << 16)
             let latency = Double(started.microsecondsElapsed) / 1000
             guard response.status.code == 200,
                   let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any]

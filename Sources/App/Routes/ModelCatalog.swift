@@ -54,7 +54,7 @@ public struct ModelCatalog: Sendable {
     /// Ollama's `/api/tags` models, as parsed JSON objects.
     public func servedModels() async throws(GatewayError) -> [[String: Any]] {
         let response = try await upstream.send(method: .GET, url: configuration.ollamaBaseURL + "/api/tags")
-        let body = try await UpstreamClient.collect(response)
+        let body = try await upstream.collect(response)
         guard response.status.code == 200,
               let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any],
               let models = object["models"] as? [[String: Any]]
@@ -100,7 +100,7 @@ public struct ModelCatalog: Sendable {
             guard let name = (tag["name"] as? String) ?? (tag["model"] as? String) else { continue }
             let response = try await upstream.send(method: .POST, url: configuration.ollamaBaseURL + "/api/show",
                                                    body: JSONText.encode(["model": name]))
-            let body = try await UpstreamClient.collect(response)
+            let body = try await upstream.collect(response)
             guard response.status.code == 200,
                   let show = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any]
             else { throw GatewayError.upstreamInvalid("/api/show for \(name) answered \(response.status.code)") }

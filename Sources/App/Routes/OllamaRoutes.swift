@@ -1,35 +1,25 @@
 import AsyncHTTPClient
 import Core
-import Foundation
 import Hummingbird
+import JSONKit
 import Logging
 import NIOCore
 import NIOHTTP1
 import Providers
 
-/// Ollama's native API, metered: auth has run; these handlers price, hold, forward and settle.
+/// Ollama's native API. Auth has run; the metered endpoints describe their call and leave it
+/// to `MeteredCall`; the read-only ones pass through.
 struct OllamaRoutes: Sendable {
     let upstream: UpstreamClient
-    let billing: Billing
+    let metered: MeteredCall
     let store: any Store
     let configuration: Configuration
-    let logger: Logger
-
-    /// The metered endpoints and what each needs.
-    enum Call: String, Sendable {
-        case chat = "/api/chat"
-        case generate = "/api/generate"
-        case embed = "/api/embed"
-        case embeddings = "/api/embeddings"
-
-        /// Chat and generate stream and produce output tokens; the embedding calls do neither.
-        var canStream: Bool { self == .chat || self == .generate }
-    }
 
     func register(on router: Router<GatewayContext>) {
-        for call in [Call.chat, .generate, .embed, .embeddings] {
-            router.post(RouterPath(stringLiteral: call.rawValue)) { request, context in
-                try await metered(call, request: request, context: context)
+        for endpoint in OllamaRequest.Endpoint.allCases {
+            router.post(RouterPath(stringLiteral: endpoint.rawValue)) { request, context in
+                let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
+                return try await metered.run(try plan(endpoint, read), principal: read.principal, context: context)
             }
         }
         router.get("/api/tags") { _, _ in try await passThrough(.GET, "/api/tags") }
@@ -51,53 +41,43 @@ struct OllamaRoutes: Sendable {
 
     // MARK: Metered calls
 
-    func metered(_ call: Call, request: Request, context: GatewayContext) async throws -> Response {
-        let metered = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes,
-                                                    modelKeys: ["model", "name"], missingModel: "model is required")
-        let (body, object, model) = (metered.body, metered.object, metered.model)
-        let streaming = call.canStream && (object["stream"] as? Bool ?? true)
-        let options = object["options"] as? [String: Any]
-        let maxOutput = call.canStream ? JSONValue.int64(options?["num_predict"]) : 0
-        let ticket = try await billing.hold(
-            requestId: context.requestId, principal: metered.principal, endpoint: call.rawValue, dialect: .ollama,
-            provider: "ollama", model: model, promptEstimate: metered.promptEstimate,
-            maxOutputTokens: maxOutput, startedAt: context.startedAt)
-
-        let response = try await UpstreamCall(upstream: upstream, billing: billing)
-            .send(configuration.ollamaBaseURL + call.rawValue, body: body, ticket: ticket, bodyDialect: .ollama)
-        if streaming {
-            return StreamRunner.respond(response, relay: OllamaNativeRelay(contentType: response.contentType),
-                                        ticket: ticket, billing: billing)
+    /// A native call: the request as Ollama reads it, rebuilt with the priced model, the held
+    /// output bound and the operator's option policy; the answer passes through, metered.
+    func plan(_ endpoint: OllamaRequest.Endpoint, _ read: MeteredRequest) throws(GatewayError) -> CallPlan {
+        let request: OllamaRequest
+        do {
+            request = try OllamaRequest.read(read.root, endpoint: endpoint, bodyBytes: read.bodyBytes,
+                                             policy: configuration.ollamaOptions)
+        } catch {
+            throw .invalidRequest(error.message)
         }
-        return try await collected(call, response, ticket: ticket)
-    }
-
-    /// A non-streaming answer: read it whole, meter it, return the bytes unchanged.
-    func collected(_ call: Call, _ response: HTTPClientResponse, ticket: Billing.Ticket) async throws -> Response {
-        let (body, object) = try await UpstreamCall(upstream: upstream, billing: billing).collectJSON(response, ticket: ticket)
-        let ttfb = ticket.startedAt.microsecondsElapsed
-        if call == .embeddings {
-            // The legacy endpoint reports no token count: bill the estimate, and say so.
-            await billing.settle(ticket, status: 200, outcome: .ok, promptTokens: ticket.promptEstimate,
-                                 tokenSource: .estimated, charge: true, timeToFirstByteMicros: ttfb)
+        let policy = configuration.ollamaOptions, body = request.body
+        let answer: CallPlan.Answer
+        if request.stream {
+            answer = .stream { setup in
+                OllamaNativeRelay(contentType: "application/x-ndjson", chat: endpoint == .chat, setup: setup)
+            }
         } else {
-            let final = OllamaFinal(object)
-            await billing.settleAnswered(ticket, usage: ReportedUsage(promptTokens: final.promptEvalCount,
-                                                                      completionTokens: final.evalCount))
+            answer = .whole { object, _ in
+                // The legacy embeddings endpoint reports no token count: billed on the estimate.
+                WholeAnswer(body: Array(object.document.bytes), contentType: "application/json; charset=utf-8",
+                            usage: endpoint == .embeddings ? nil : OllamaFinal(object).usage)
+            }
         }
-        return Response(status: .ok, headers: [.contentType: response.contentType], body: .init(byteBuffer: body))
+        return CallPlan(endpoint: endpoint.rawValue, dialect: .ollama, provider: .ollama, model: request.model,
+                        prompt: request.prompt, requestedOutput: request.requestedOutput,
+                        producesOutput: endpoint.generatesText, url: configuration.ollamaBaseURL + endpoint.rawValue,
+                        body: { body.json(outputBound: $0, policy: policy) }, answer: answer)
     }
 
     // MARK: Pass-through and listings
 
     /// Forwards an unmetered read-only call (tags, ps, version, show) and returns its answer as is.
     func passThrough(_ method: NIOHTTP1.HTTPMethod, _ path: String, body: ByteBuffer? = nil) async throws -> Response {
-        let response = try await upstream.send(method: method,
-                                               url: configuration.ollamaBaseURL + path, body: body)
-        let bytes = try await UpstreamClient.collect(response)
+        let response = try await upstream.send(method: method, url: configuration.ollamaBaseURL + path, body: body)
+        let bytes = try await upstream.collect(response)
         if response.status.code != 200 {
-            throw GatewayError.upstreamStatus(status: Int(response.status.code),
-                                              message: UpstreamCall.errorMessage(bytes) ?? "upstream error", body: bytes)
+            throw MeteredCall.upstreamError(status: Int(response.status.code), body: bytes, provider: .ollama)
         }
         return Response(status: .ok, headers: [.contentType: response.contentType], body: .init(byteBuffer: bytes))
     }

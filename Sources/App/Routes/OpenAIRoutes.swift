@@ -1,110 +1,109 @@
-import AsyncHTTPClient
 import Core
-import Foundation
 import Hummingbird
-import Logging
-import NIOCore
+import JSONKit
 import Providers
 
 /// The OpenAI-compatible API: `/v1/chat/completions` and `/v1/embeddings`, translated to Ollama
-/// for Ollama's models and passed through (with the operator's key) for OpenAI's.
+/// for Ollama's models and passed through (with the operator's key) for OpenAI's. Each handler
+/// describes its call; `MeteredCall` runs it.
 struct OpenAIRoutes: Sendable {
-    let upstream: UpstreamClient
-    let billing: Billing
+    let metered: MeteredCall
     let router: ModelRouter
     let configuration: Configuration
 
     func register(on router: Router<GatewayContext>) {
-        router.post("/v1/chat/completions") { request, context in try await chat(request, context) }
-        router.post("/v1/embeddings") { request, context in try await embeddings(request, context) }
-    }
-
-    var call: UpstreamCall { UpstreamCall(upstream: upstream, billing: billing) }
-
-    func chat(_ request: Request, _ context: GatewayContext) async throws -> Response {
-        let metered = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes,
-                                                    missingModel: "you must provide a model parameter")
-        let (principal, model, promptEstimate) = (metered.principal, metered.model, metered.promptEstimate)
-        var object = metered.object
-        switch await router.provider(for: model) {
-        case .anthropic:
-            throw GatewayError.invalidRequest("model '\(model)' is served through the Anthropic API: POST /v1/messages")
-        case .openai:
-            let stream = object["stream"] as? Bool ?? false
-            var streamOptions = object["stream_options"] as? [String: Any] ?? [:]
-            let clientAskedForUsage = streamOptions["include_usage"] as? Bool ?? false
-            if stream {
-                // Always ask for the usage chunk; the relay drops it again if the client did not.
-                streamOptions["include_usage"] = true
-                object["stream_options"] = streamOptions
-            }
-            let maxOutput = JSONValue.int64(object["max_completion_tokens"]) ?? JSONValue.int64(object["max_tokens"])
-            let ticket = try await billing.hold(
-                requestId: context.requestId, principal: principal, endpoint: "/v1/chat/completions", dialect: .openai,
-                provider: "openai", model: model, promptEstimate: promptEstimate, maxOutputTokens: maxOutput,
-                startedAt: context.startedAt)
-            let response = try await call.send(configuration.openAIBaseURL + "/chat/completions",
-                                               headers: [("authorization", "Bearer \(configuration.openAIAPIKey ?? "")")],
-                                               body: jsonBody(object), ticket: ticket, bodyDialect: .openai)
-            if stream {
-                return StreamRunner.respond(response, relay: OpenAIPassRelay(clientAskedForUsage: clientAskedForUsage),
-                                            ticket: ticket, billing: billing)
-            }
-            let (bytes, answer) = try await call.collectJSON(response, ticket: ticket)
-            await billing.settleAnswered(ticket, usage: (answer["usage"] as? [String: Any]).map(ReportedUsage.openAI))
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
-        case .ollama:
-            let translated: OpenAIRequestTranslator.Translated
-            do {
-                translated = try OpenAIRequestTranslator.translate(object)
-            } catch {
-                throw GatewayError.invalidRequest(error.message)
-            }
-            let ticket = try await billing.hold(
-                requestId: context.requestId, principal: principal, endpoint: "/v1/chat/completions", dialect: .openai,
-                provider: "ollama", model: model, promptEstimate: promptEstimate,
-                maxOutputTokens: translated.maxOutputTokens, startedAt: context.startedAt)
-            let response = try await call.send(configuration.ollamaBaseURL + "/api/chat", body: jsonBody(translated.ollamaBody),
-                                               ticket: ticket, bodyDialect: .ollama)
-            let created = nowMicros() / 1_000_000
-            if translated.stream {
-                let encoder = OpenAIStreamEncoder(requestId: context.requestId, model: model, created: created,
-                                                  includeUsage: translated.includeUsage)
-                return StreamRunner.respond(response, relay: TranslatingRelay(encoder: encoder), ticket: ticket, billing: billing)
-            }
-            let answer = try await call.collectOllamaAnswer(response, ticket: ticket)
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(
-                string: OpenAIResponseTranslator.completion(answer, model: model, requestId: context.requestId, created: created))))
+        router.post("/v1/chat/completions") { request, context in
+            let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
+            return try await metered.run(try await chat(read, context), principal: read.principal, context: context)
+        }
+        router.post("/v1/embeddings") { request, context in
+            let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
+            return try await metered.run(try await embeddings(read), principal: read.principal, context: context)
         }
     }
 
-    func embeddings(_ request: Request, _ context: GatewayContext) async throws -> Response {
-        let metered = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes,
-                                                    missingModel: "you must provide a model parameter")
-        let (body, object, model) = (metered.body, metered.object, metered.model)
-        guard let input = object["input"], input is String || input is [String] else {
-            throw GatewayError.invalidRequest("input must be a string or an array of strings")
+    var openAIHeaders: [(String, String)] { [("authorization", "Bearer \(configuration.openAIAPIKey ?? "")")] }
+
+    func chat(_ read: MeteredRequest, _ context: GatewayContext) async throws(GatewayError) -> CallPlan {
+        let request = read.root
+        let (provider, model) = try await router.resolve(try read.model(missing: "you must provide a model parameter"))
+        do {
+            switch provider {
+            case .anthropic:
+                throw GatewayError.invalidRequest("model '\(model)' is served through the Anthropic API: POST /v1/messages")
+            case .openai:
+                let pass = try OpenAIPassThrough.read(request, model: model, bodyBytes: read.bodyBytes)
+                let answer: CallPlan.Answer = pass.fields.stream
+                    ? .stream { [choices = pass.fields.choices, asked = pass.fields.includeUsage] setup in
+                        OpenAIPassRelay(clientAskedForUsage: asked, choices: choices, setup: setup)
+                    }
+                    : .whole { object, _ in
+                        WholeAnswer(body: object.document.bytes, contentType: "application/json",
+                                    usage: object["usage"].map(ReportedUsage.openAI))
+                    }
+                return CallPlan(endpoint: "/v1/chat/completions", dialect: .openai, provider: .openai, model: model,
+                                prompt: pass.prompt, requestedOutput: pass.fields.requestedOutput, producesOutput: true,
+                                choices: pass.fields.choices, url: configuration.openAIBaseURL + "/chat/completions",
+                                headers: openAIHeaders, body: { pass.body(outputBound: $0 ?? 1) }, answer: answer)
+            case .ollama:
+                let translated = try OpenAIRequestTranslator.translate(request, model: model)
+                let created = nowMicros() / 1_000_000, includeUsage = translated.includeUsage
+                let answer: CallPlan.Answer = translated.stream
+                    ? .stream { setup in
+                        TranslatingRelay(encoder: OpenAIStreamEncoder(requestId: setup.requestId, model: model, created: created,
+                                                                      includeUsage: includeUsage), setup: setup)
+                    }
+                    : .whole { object, setup in
+                        WholeAnswer(body: OpenAIResponseTranslator.completion(object, model: model, requestId: setup.requestId,
+                                                                             created: created),
+                                    contentType: "application/json", usage: OllamaFinal(object).usage)
+                    }
+                return ollamaChatPlan(translated.body, model: model, prompt: .openAI(request, bodyBytes: read.bodyBytes),
+                                      requestedOutput: translated.requestedOutput, answer: answer)
+            }
+        } catch let error as TranslationError {
+            throw .invalidRequest(error.message)
+        } catch {
+            throw error as? GatewayError ?? .internalError("\(error)")
         }
-        let provider = await router.provider(for: model)
-        let ticket = try await billing.hold(
-            requestId: context.requestId, principal: metered.principal, endpoint: "/v1/embeddings", dialect: .openai,
-            provider: provider.rawValue, model: model, promptEstimate: metered.promptEstimate,
-            maxOutputTokens: 0, startedAt: context.startedAt)
+    }
+
+    func ollamaChatPlan(_ body: OllamaBody, model: String, prompt: PromptSize, requestedOutput: Int64?,
+                        answer: CallPlan.Answer) -> CallPlan {
+        let policy = configuration.ollamaOptions
+        return CallPlan(endpoint: "/v1/chat/completions", dialect: .openai, provider: .ollama, model: model, prompt: prompt,
+                        requestedOutput: requestedOutput, producesOutput: true, url: configuration.ollamaBaseURL + "/api/chat",
+                        body: { body.json(outputBound: $0, policy: policy) }, answer: answer)
+    }
+
+    func embeddings(_ read: MeteredRequest) async throws(GatewayError) -> CallPlan {
+        let request = read.root
+        let (provider, model) = try await router.resolve(try read.model(missing: "you must provide a model parameter"))
+        let input: JSONValue
+        do {
+            input = try OpenAIEmbeddingsRequest.check(request)
+        } catch {
+            throw .invalidRequest(error.message)
+        }
+        let prompt = PromptSize(textBytes: Int64(read.bodyBytes))
+        if provider == .anthropic { throw .invalidRequest("model '\(model)' has no embeddings") }
         if provider == .openai {
-            let response = try await call.send(configuration.openAIBaseURL + "/embeddings",
-                                               headers: [("authorization", "Bearer \(configuration.openAIAPIKey ?? "")")],
-                                               body: body, ticket: ticket, bodyDialect: .openai)
-            let (bytes, answer) = try await call.collectJSON(response, ticket: ticket)
-            await billing.settleAnswered(ticket, usage: (answer["usage"] as? [String: Any]).map(ReportedUsage.openAI))
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: bytes))
+            return CallPlan(endpoint: "/v1/embeddings", dialect: .openai, provider: .openai, model: model, prompt: prompt,
+                            producesOutput: false, url: configuration.openAIBaseURL + "/embeddings", headers: openAIHeaders,
+                            body: { _ in OpenAIEmbeddingsRequest.passThroughBody(request, model: model) },
+                            answer: .whole { object, _ in
+                                WholeAnswer(body: object.document.bytes, contentType: "application/json",
+                                            usage: object["usage"].map(ReportedUsage.openAI))
+                            })
         }
-        var ollamaBody: [String: Any] = ["model": model, "input": input]
-        if let dimensions = object["dimensions"] { ollamaBody["dimensions"] = dimensions }
-        let response = try await call.send(configuration.ollamaBaseURL + "/api/embed", body: jsonBody(ollamaBody),
-                                           ticket: ticket, bodyDialect: .ollama)
-        let (_, answer) = try await call.collectJSON(response, ticket: ticket)
-        await billing.settleAnswered(ticket, usage: ReportedUsage(promptTokens: JSONValue.int64(answer["prompt_eval_count"]) ?? 0))
-        return Response(status: .ok, headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(string: OpenAIResponseTranslator.embeddings(answer, model: model))))
+        let body = OpenAIEmbeddingsRequest.ollamaBody(request, input: input, model: model), policy = configuration.ollamaOptions
+        return CallPlan(endpoint: "/v1/embeddings", dialect: .openai, provider: .ollama, model: model, prompt: prompt,
+                        producesOutput: false, url: configuration.ollamaBaseURL + "/api/embed",
+                        body: { body.json(outputBound: $0, policy: policy) },
+                        answer: .whole { object, _ in
+                            WholeAnswer(body: OpenAIResponseTranslator.embeddings(object, model: model),
+                                        contentType: "application/json",
+                                        usage: ReportedUsage(promptTokens: object["prompt_eval_count"]?.int64 ?? 0))
+                        })
     }
 }

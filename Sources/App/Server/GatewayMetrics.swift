@@ -18,6 +18,7 @@ public final class GatewayMetrics: Sendable {
     private let openStreamsCount = NIOLockedValueBox(0)
     private let budgetRefusals: Metrics.Counter
     private let usageWriteFailures: Metrics.Counter
+    private let settlesWithoutHold: Metrics.Counter
     private let listenerReconnects: Metrics.Counter
     private let poolOpen: Metrics.Gauge
     private let poolIdle: Metrics.Gauge
@@ -35,6 +36,7 @@ public final class GatewayMetrics: Sendable {
         openStreamsGauge = Gauge(label: "lmsvr_open_streams", factory: factory)
         budgetRefusals = Counter(label: "lmsvr_budget_refusals_total", factory: factory)
         usageWriteFailures = Counter(label: "lmsvr_usage_write_failures_total", factory: factory)
+        settlesWithoutHold = Counter(label: "lmsvr_settles_without_hold_total", factory: factory)
         listenerReconnects = Counter(label: "lmsvr_listener_reconnects_total", factory: factory)
         poolOpen = Gauge(label: "lmsvr_db_pool_connections", dimensions: [("state", "open")], factory: factory)
         poolIdle = Gauge(label: "lmsvr_db_pool_connections", dimensions: [("state", "idle")], factory: factory)
@@ -54,7 +56,8 @@ public final class GatewayMetrics: Sendable {
     /// One settled (ledger) request: by dialect, model, provider and outcome, with its tokens,
     /// cost and time to first byte.
     func settled(_ usage: UsageRecord) {
-        let model = usage.outcome == .ok || usage.outcome == .clientCancelled ? usage.model : "-"
+        // Only names an upstream answered to label series: a made-up name never gets that far.
+        let model = [.ok, .clientCancelled, .outputLimit].contains(usage.outcome) ? usage.model : "-"
         Counter(label: "lmsvr_metered_requests_total",
                 dimensions: [("dialect", usage.dialect), ("provider", usage.provider), ("model", model),
                              ("outcome", usage.outcome.rawValue), ("status", String(usage.httpStatus))],
@@ -89,6 +92,7 @@ public final class GatewayMetrics: Sendable {
 
     func budgetRefused() { budgetRefusals.increment() }
     func usageWriteFailed() { usageWriteFailures.increment() }
+    func settledWithoutHold() { settlesWithoutHold.increment() }
     func listenerReconnected() { listenerReconnects.increment() }
 
     func streamOpened() { openStreamsGauge.record(openStreamsCount.withLockedValue { $0 += 1; return $0 }) }

@@ -80,10 +80,16 @@ public final class LookupCache: Sendable {
         state.withLockedValue { $0.enabled ? $0.generation : nil }
     }
 
+    /// At most this many entries of each kind: prices are keyed by a name the client chose
+    /// (valid and normalised, but still the client's choice), so the cache must not grow with
+    /// the names a client can invent. When full, it starts over.
+    static let maxEntries = 10_000
+
     func remember(_ principal: Principal, forHash hash: String, generation: UInt64?) {
         guard let generation else { return }
         state.withLockedValue { state in
             guard state.enabled, state.generation == generation else { return }
+            if state.principals.count >= Self.maxEntries { state.principals = [:] }
             state.principals[hash] = (principal, .now + ttl)
         }
     }
@@ -99,6 +105,7 @@ public final class LookupCache: Sendable {
         guard let generation else { return }
         state.withLockedValue { state in
             guard state.enabled, state.generation == generation else { return }
+            if state.prices.count >= Self.maxEntries { state.prices = [:] }
             state.prices[model] = (price, source, .now + ttl)
         }
     }

@@ -1,26 +1,35 @@
 import Core
-import Foundation
+import JSONKit
+import Logging
 import Providers
 
-/// Which upstream serves a model: Ollama if it serves it; otherwise OpenAI's model names go to
-/// OpenAI when `OPENAI_API_KEY` is set and `claude-*` to Anthropic when `ANTHROPIC_API_KEY` is
-/// set; anything else goes to Ollama, whose 404 then passes through.
+/// Where a metered call goes.
+enum Provider: String, Sendable {
+    case ollama, openai, anthropic
+}
+
+/// Which upstream serves a model, and the model's name as priced and sent: Ollama if it serves
+/// it; otherwise OpenAI's model names go to OpenAI when `OPENAI_API_KEY` is set and `claude-*` to
+/// Anthropic when `ANTHROPIC_API_KEY` is set; anything else goes to Ollama, whose 404 then
+/// passes through. Ollama names are normalised as Ollama resolves them (`ModelName.ollama`);
+/// provider names are checked and kept as written.
 ///
 /// Ollama's model list is cached for `ttl` and only fetched when a pass-through provider is
 /// configured and the name could belong to it, so the Ollama-only path never pays for it.
 actor ModelRouter {
-    enum Provider: String, Sendable { case ollama, openai, anthropic }
-
     let upstream: UpstreamClient
     let configuration: Configuration
     let catalog: PriceCatalog
     let ttl: Duration
+    let logger: Logger
     private var served: Set<String> = []
     private var fetchedAt: ContinuousClock.Instant?
 
-    init(upstream: UpstreamClient, configuration: Configuration, catalog: PriceCatalog = .shipped, ttl: Duration = .seconds(15)) {
+    init(upstream: UpstreamClient, configuration: Configuration, logger: Logger, catalog: PriceCatalog = .shipped,
+         ttl: Duration = .seconds(15)) {
         self.upstream = upstream
         self.configuration = configuration
+        self.logger = logger
         self.catalog = catalog
         self.ttl = ttl
     }
@@ -31,37 +40,59 @@ actor ModelRouter {
         catalog.entry(for: model)?.provider == "openai" || openAIPrefixes.contains { model.hasPrefix($0) }
     }
 
-    func provider(for model: String) async -> Provider {
-        let openAI = configuration.openAIAPIKey != nil && Self.looksLikeOpenAI(model, catalog: catalog)
-        let anthropic = configuration.anthropicAPIKey != nil && model.hasPrefix("claude-")
-        guard openAI || anthropic else { return .ollama }
-        if await ollamaServes(model) { return .ollama }
-        return openAI ? .openai : .anthropic
+    /// The provider and the normalised name for a model a client named. Throws a 400 for a name
+    /// that is too long or that no upstream could accept.
+    func resolve(_ raw: String) async throws(GatewayError) -> (provider: Provider, model: String) {
+        guard raw.utf8.count <= ModelName.maxBytes else { throw .invalidRequest(ModelName.Problem.tooLong.description) }
+        let openAI = configuration.openAIAPIKey != nil && Self.looksLikeOpenAI(raw, catalog: catalog)
+        let anthropic = configuration.anthropicAPIKey != nil && raw.hasPrefix("claude-")
+        if openAI || anthropic {
+            if let name = try? ModelName.ollama(raw), await ollamaServes(name) { return (.ollama, name) }
+            do {
+                return (openAI ? .openai : .anthropic, try ModelName.checkedProviderName(raw))
+            } catch {
+                throw .invalidRequest(error.description)
+            }
+        }
+        do {
+            return (.ollama, try ModelName.ollama(raw))
+        } catch {
+            throw .invalidRequest(error.description)
+        }
     }
 
     private func ollamaServes(_ model: String) async -> Bool {
         if fetchedAt == nil || ContinuousClock.now - fetchedAt! > ttl {
-            let catalog = ModelCatalogReader(upstream: upstream, baseURL: configuration.ollamaBaseURL)
-            if let names = try? await catalog.servedNames() {
-                served = names
+            do {
+                served = try await ModelCatalogReader(upstream: upstream, baseURL: configuration.ollamaBaseURL).servedNames()
                 fetchedAt = .now
+            } catch {
+                // Without Ollama's list, a name that could be either goes to the provider: say so.
+                logger.warning("could not read Ollama's model list", metadata: ["error": "\(error)"])
             }
         }
-        return served.contains(model) || served.contains(model + ":latest")
+        return served.contains(model)
     }
 }
 
-/// Reads the names Ollama serves.
+/// Reads the names Ollama serves, normalised.
 struct ModelCatalogReader: Sendable {
     let upstream: UpstreamClient
     let baseURL: String
 
-    func servedNames() async throws -> Set<String> {
+    func servedNames() async throws(GatewayError) -> Set<String> {
+        Set(try await models().compactMap { model in
+            (model["name"]?.string ?? model["model"]?.string).flatMap { try? ModelName.ollama($0) }
+        })
+    }
+
+    /// Ollama's `/api/tags` entries.
+    func models() async throws(GatewayError) -> [JSONValue] {
         let response = try await upstream.send(method: .GET, url: baseURL + "/api/tags")
-        let body = try await UpstreamClient.collect(response)
-        guard response.status.code == 200,
-              let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any],
-              let models = object["models"] as? [[String: Any]] else { return [] }
-        return Set(models.compactMap { ($0["name"] as? String) ?? ($0["model"] as? String) })
+        let body = try await upstream.collect(response)
+        guard response.status.code == 200, let root = try? JSONDocument.parse(Array(buffer: body)).root,
+              let models = root["models"], models.kind == .array
+        else { throw .upstreamInvalid("Ollama's /api/tags answered \(response.status.code) without a model list") }
+        return Array(models.elements)
     }
 }

@@ -1,0 +1,26 @@
+import JSONKit
+
+/// Token counts and the end state of an Ollama response, read from its final `done` object.
+///
+/// Ollama leaves zero counts out of the JSON (`omitempty`), so a missing count reads as 0.
+public struct OllamaFinal: Sendable, Equatable {
+    public var promptEvalCount: Int64
+    public var evalCount: Int64
+    public var doneReason: String?
+
+    public init(promptEvalCount: Int64 = 0, evalCount: Int64 = 0, doneReason: String? = nil) {
+        self.promptEvalCount = promptEvalCount
+        self.evalCount = evalCount
+        self.doneReason = doneReason
+    }
+
+    /// Reads the counts from a final object.
+    public init(_ object: JSONValue) {
+        self.promptEvalCount = object["prompt_eval_count"]?.int64 ?? 0
+        self.evalCount = object["eval_count"]?.int64 ?? 0
+        self.doneReason = object["done_reason"]?.string
+    }
+
+    /// The counts as usage.
+    public var usage: ReportedUsage { ReportedUsage(promptTokens: promptEvalCount, completionTokens: evalCount) }
+}
