@@ -14,12 +14,15 @@ public struct Gateway: Sendable {
     public let cache: LookupCache
     /// The holds of requests this process is serving, kept alive while they run.
     public let liveHolds = LiveHolds()
+    /// Settles the database could not take yet.
+    public let journal: SettleJournal
 
-    public init(configuration: Configuration, store: any Store, upstream: UpstreamClient, logger: Logger,
-                metrics: GatewayMetrics = GatewayMetrics()) {
+    public init(configuration: Configuration, store: any Store, upstream: UpstreamClient, journal: SettleJournal,
+                logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) {
         self.configuration = configuration
         self.store = store
         self.upstream = upstream
+        self.journal = journal
         self.logger = logger
         self.metrics = metrics
         self.cache = LookupCache(ttlSeconds: configuration.cacheTTLSeconds, onReconnect: { metrics.listenerReconnected() })
@@ -29,15 +32,16 @@ public struct Gateway: Sendable {
     public func router() -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
         router.add(middleware: GatewayMiddleware(authenticator: Authenticator(store: store, logger: logger, cache: cache),
-                                                 logger: logger, metrics: metrics, maxBodyBytes: configuration.maxBodyBytes))
+                                                 journal: journal, logger: logger, metrics: metrics,
+                                                 maxBodyBytes: configuration.maxBodyBytes))
         let billing = Billing(store: store, configuration: configuration, logger: logger, metrics: metrics, cache: cache,
-                              liveHolds: liveHolds)
+                              liveHolds: liveHolds, journal: journal)
         let metered = MeteredCall(billing: billing, upstream: upstream)
-        router.get("/metrics") { [metrics, store] _, _ in
+        router.get("/metrics") { [metrics, store, journal] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(pool: store.poolStatistics))))
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(pool: store.poolStatistics, journal: journal))))
         }
-        HealthRoutes(store: store, upstream: upstream, configuration: configuration).register(on: router)
+        HealthRoutes(store: store, upstream: upstream, journal: journal, configuration: configuration).register(on: router)
         OllamaRoutes(upstream: upstream, metered: metered, store: store, configuration: configuration).register(on: router)
         let modelRouter = ModelRouter(upstream: upstream, configuration: configuration, logger: logger)
         OpenAIRoutes(metered: metered, router: modelRouter, configuration: configuration).register(on: router)
@@ -53,12 +57,36 @@ public struct Gateway: Sendable {
         Application(
             router: router(),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "lmsvr"),
-            services: [HoldReleaser(store: store, logger: logger,
+            // Started before the server and stopped after it (in reverse), so requests still
+            // draining keep their holds alive and get their settles written.
+            services: [JournalDrainer(journal: journal, store: store, liveHolds: liveHolds, metrics: metrics, logger: logger),
+                       HoldReleaser(store: store, logger: logger,
                                     interval: .seconds(max(1, min(30, configuration.holdExpirySeconds / 4)))),
                        HoldKeeper(store: store, holds: liveHolds, expiry: .seconds(configuration.holdExpirySeconds),
                                   logger: logger)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
+    }
+
+    /// Writes what the journal holds (adopted from a previous run included) to the database
+    /// before serving, for as long as the database takes it. Returns how many were written;
+    /// anything left is drained while serving.
+    public func replayJournal() async -> Int {
+        var written = 0
+        while let usage = journal.first {
+            do {
+                _ = try await store.settle(holdId: usage.requestId, usage: usage)
+            } catch {
+                logger.warning("could not replay the settle journal yet; it drains while serving", metadata: [
+                    "left": "\(journal.depth)", "error": "\(error)",
+                ])
+                break
+            }
+            journal.removeFirst()
+            metrics.journalReplayed()
+            written += 1
+        }
+        return written
     }
 
     /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests (streams

@@ -18,7 +18,8 @@ struct Migrate: AsyncParsableCommand, DatabaseCommand {
         let configuration = try database.configuration()
         switch configuration.database {
         case .sqlite(let path):
-            try await run(on: try await SQLiteDatabase.open(path: path, synchronous: configuration.sqliteSynchronous))
+            try await run(on: try await SQLiteDatabase.open(path: path, fullSync: configuration.sqliteSynchronous == .full,
+                                                 busyTimeoutMillis: configuration.sqliteBusyTimeoutMillis))
         case .postgres(let conninfo):
             try await run(on: try await PGDatabase.connect(conninfo: conninfo, size: 1, waitMillis: 60_000))
         }

@@ -24,12 +24,27 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
         LogOutput.bootstrap(configuration)
         let logger = Logger(label: "lmsvr")
         let store = try await StoreOpener.open(configuration)
+        let journal: SettleJournal
+        do {
+            journal = try SettleJournal(directory: configuration.journalDirectory, maxBytes: configuration.journalMaxBytes,
+                                        logger: logger)
+        } catch {
+            await store.close()
+            throw CLIError.operational(error.description)
+        }
         let upstream = UpstreamClient(configuration: configuration)
         logger.notice("starting", metadata: [
             "database": "\(configuration.database.redacted)", "ollama": "\(configuration.ollamaBaseURL)",
-            "address": "\(configuration.host):\(configuration.port)",
+            "address": "\(configuration.host):\(configuration.port)", "journal": "\(journal.path)",
         ])
-        let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, logger: logger)
+        let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, journal: journal, logger: logger)
+        // Charges a previous run could not write (it crashed, or stopped during an outage) go to
+        // the database before this one serves.
+        let adopted = try await journal.adoptOrphans()
+        if adopted > 0 {
+            let written = await gateway.replayJournal()
+            logger.notice("replayed the settle journal", metadata: ["adopted": "\(adopted)", "written": "\(written)"])
+        }
         // A change feed drives the key and price caches (which stay off while it is down): on
         // PostgreSQL a dedicated connection LISTENs for what other processes commit; on SQLite a
         // watcher polls the file's data version, which only other processes' commits move.
@@ -47,12 +62,14 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
             watcher?.cancel()
             listener?.stop()
             await upstream.shutdown()
+            await journal.shutdown()
             await store.close()
             throw error
         }
         watcher?.cancel()
         listener?.stop()
         await upstream.shutdown()
+        await journal.shutdown()
         await store.close()
         logger.notice("stopped")
     }

@@ -10,7 +10,8 @@ enum StoreOpener {
     static func open(_ configuration: Configuration, migrateSQLite: Bool = true) async throws -> any Store {
         switch configuration.database {
         case .sqlite(let path):
-            let database = try await SQLiteDatabase.open(path: path, synchronous: configuration.sqliteSynchronous)
+            let database = try await SQLiteDatabase.open(path: path, fullSync: configuration.sqliteSynchronous == .full,
+                                                 busyTimeoutMillis: configuration.sqliteBusyTimeoutMillis)
             do {
                 if migrateSQLite { try await Migrator(database: database).migrate() }
                 else { try await Migrator(database: database).requireCurrent() }

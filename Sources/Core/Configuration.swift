@@ -47,11 +47,20 @@ public struct Configuration: Sendable {
     public var databasePoolWaitMillis: Int
     /// How long SIGTERM waits for in-flight requests and streams.
     public var shutdownGraceSeconds: Int
+    /// Where settles the database cannot take yet are kept (see `SettleJournal`).
+    public var journalDirectory: String
+    /// How many bytes of settles may wait in the journal before new requests are refused.
+    public var journalMaxBytes: Int
     public var upstreamMaxConnections: Int
     /// SQLite durability: `FULL` (every commit fsynced: no settled charge is lost even on power
     /// loss) or `NORMAL` (WAL commits fsynced at checkpoints: much faster, may lose the last
     /// commits on power loss, never on a process crash).
-    public var sqliteSynchronous: String
+    public var sqliteSynchronous: SQLiteSynchronous
+    /// How long a SQLite write waits for another process's lock before it fails (a settle then
+    /// goes to the journal).
+    public var sqliteBusyTimeoutMillis: Int
+
+    public enum SQLiteSynchronous: String, Sendable { case full = "FULL", normal = "NORMAL" }
 
     /// Every variable with its default, in the order `.env.example` and the README list them.
     public static let defaults: KeyValuePairs<String, String> = [
@@ -82,8 +91,11 @@ public struct Configuration: Sendable {
         "DB_POOL_SIZE": "10",
         "DB_POOL_WAIT_MS": "2000",
         "SHUTDOWN_GRACE_SECONDS": "30",
+        "JOURNAL_DIR": "",
+        "JOURNAL_MAX_BYTES": "268435456",
         "UPSTREAM_MAX_CONNECTIONS": "512",
         "SQLITE_SYNCHRONOUS": "FULL",
+        "SQLITE_BUSY_TIMEOUT_MS": "10000",
     ]
 
     /// Parses settings from an environment (the process environment merged over `.env`).
@@ -173,12 +185,15 @@ public struct Configuration: Sendable {
         self.databasePoolSize = try integer("DB_POOL_SIZE", 1...1000)
         self.databasePoolWaitMillis = try integer("DB_POOL_WAIT_MS", 1...600_000)
         self.shutdownGraceSeconds = try integer("SHUTDOWN_GRACE_SECONDS", 0...3600)
+        self.journalDirectory = optional("JOURNAL_DIR") ?? database.defaultJournalDirectory
+        self.journalMaxBytes = try integer("JOURNAL_MAX_BYTES", 1024...(1 << 40))
         self.upstreamMaxConnections = try integer("UPSTREAM_MAX_CONNECTIONS", 1...100_000)
         let synchronous = value("SQLITE_SYNCHRONOUS").trimmingWhitespace().uppercased()
-        guard synchronous == "FULL" || synchronous == "NORMAL" else {
+        guard let level = SQLiteSynchronous(rawValue: synchronous) else {
             throw ConfigurationError(variable: "SQLITE_SYNCHRONOUS", message: "'\(synchronous)' is not FULL or NORMAL")
         }
-        self.sqliteSynchronous = synchronous
+        self.sqliteSynchronous = level
+        self.sqliteBusyTimeoutMillis = try integer("SQLITE_BUSY_TIMEOUT_MS", 1...600_000)
     }
 
     /// A Go duration as Ollama's `keep_alive` reads it: `-1h`, `10m`, `1h30m`, `2.5s`.

@@ -31,6 +31,17 @@ public enum DatabaseLocation: Sendable, Hashable {
         }
     }
 
+    /// Where the settle journal lives unless `JOURNAL_DIR` says otherwise: next to a SQLite
+    /// file, or `./data/journal` (the container image's working directory is `/var/lib/lmsvr`).
+    public var defaultJournalDirectory: String {
+        switch self {
+        case .sqlite(let path):
+            let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+            return (directory.isEmpty ? "." : directory) + "/journal"
+        case .postgres: return "./data/journal"
+        }
+    }
+
     /// The location with any password replaced by `***`, safe to print.
     public var redacted: String {
         switch self {

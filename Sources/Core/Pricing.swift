@@ -20,18 +20,37 @@ public struct ModelPrice: Sendable, Hashable, Codable {
 
     /// The cost of one request: flat fees plus token charges, rounded half-up once.
     ///
-    /// `cachedTokens` is the part of `promptTokens` that was served from a cache.
-    public func cost(promptTokens: Int64, completionTokens: Int64, cachedTokens: Int64 = 0) -> Money {
+    /// `cachedTokens` is the part of `promptTokens` that was served from a cache. `cacheWrites`
+    /// is the part written to a prompt cache, which Anthropic bills above the input price:
+    /// 1.25× for a 5-minute entry, 2× for a 1-hour one.
+    public func cost(promptTokens: Int64, completionTokens: Int64, cachedTokens: Int64 = 0,
+                     cacheWrites: CacheWrites = .none) -> Money {
         let cached = Int128(max(0, min(cachedTokens, promptTokens)))
         let uncached = Int128(max(0, promptTokens)) - cached
         let cachedPrice = Int128((cachedInputPer1M ?? inputPer1M).nanos)
-        // Sum in nano-dollars × 10⁶ (Int128 cannot overflow here), then divide once.
-        let tokenMicroNanos = uncached * Int128(inputPer1M.nanos) + cached * cachedPrice
-            + Int128(max(0, completionTokens)) * Int128(outputPer1M.nanos)
-        let tokenNanos = (tokenMicroNanos + 500_000) / 1_000_000
+        let input = Int128(inputPer1M.nanos)
+        // Sum in quarter nano-dollars × 10⁶ (Int128 cannot overflow here), then divide once:
+        // written tokens are already in the prompt at 1×; a 5-minute write adds ¼, an hour 1×.
+        let tokenQuarterMicroNanos = 4 * (uncached * input + cached * cachedPrice
+            + Int128(max(0, completionTokens)) * Int128(outputPer1M.nanos))
+            + Int128(max(0, cacheWrites.fiveMinute)) * input + 4 * Int128(max(0, cacheWrites.oneHour)) * input
+        let tokenNanos = (tokenQuarterMicroNanos + 2_000_000) / 4_000_000
         let total = Int128(perRequest.nanos) + Int128(perModel.nanos) + tokenNanos
         return Money(nanos: Int64(clamping: total))
     }
+}
+
+/// Prompt tokens written to a provider's prompt cache, by how long the entry lives.
+public struct CacheWrites: Sendable, Hashable {
+    public var fiveMinute: Int64
+    public var oneHour: Int64
+
+    public init(fiveMinute: Int64 = 0, oneHour: Int64 = 0) {
+        self.fiveMinute = fiveMinute
+        self.oneHour = oneHour
+    }
+
+    public static let none = CacheWrites()
 }
 
 /// A price row as stored: a model's prices from a moment on, until a newer row replaces it.

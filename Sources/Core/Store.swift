@@ -76,6 +76,8 @@ public enum StoreError: Error, CustomStringConvertible, Equatable {
     case failed(String)
     /// The pool had no free connection within its wait limit.
     case poolExhausted
+    /// Locks or serialization conflicts outlasted every retry (SQLite's busy timeout, say).
+    case busy(String)
 
     public var description: String {
         switch self {
@@ -84,6 +86,7 @@ public enum StoreError: Error, CustomStringConvertible, Equatable {
         case .schemaBehind(let s): s
         case .failed(let s): "database error: \(s)"
         case .poolExhausted: "database busy: no connection free in time"
+        case .busy(let s): "database busy: \(s)"
         }
     }
 }

@@ -6,7 +6,7 @@ struct JSONParser {
     /// Open containers: the index of each one's start entry and its element count so far.
     private var stack: [(start: Int, count: Int)] = []
     /// Reused for the duplicate-key check: one (folded-key hash, key entry index) per member.
-    private var keys: [(hash: UInt64, index: Int)] = []
+    private var keys: [(hash: Int, index: Int)] = []
 
     init(limits: JSONLimits, byteCount: Int) {
         self.limits = limits
@@ -227,7 +227,8 @@ struct JSONParser {
     // MARK: Duplicate keys
 
     /// Refuses an object whose keys collide ignoring case (Go's `encoding/json` would let the
-    /// later one win, silently). Hashes the folded keys; only equal hashes are compared in full.
+    /// later one win, silently). Hashes the folded keys (seeded); only equal hashes are compared
+    /// in full.
     private mutating func checkDuplicateKeys(start: Int, end: Int, _ p: UnsafeBufferPointer<UInt8>) throws(JSONError) {
         keys.removeAll(keepingCapacity: true)
         var j = start + 1

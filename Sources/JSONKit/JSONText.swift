@@ -79,16 +79,18 @@ enum JSONText {
         return Array(decodeString(entry, p).uppercased().lowercased().utf8)
     }
 
-    /// FNV-1a of the folded key, without allocating for plain ASCII keys.
-    static func foldedKeyHash(_ entry: Entry, _ p: UnsafeBufferPointer<UInt8>) -> UInt64 {
+    /// A hash of the folded key with Swift's per-process random seed (SipHash), so nobody can
+    /// prepare keys that all collide and turn the duplicate check quadratic. Plain ASCII keys
+    /// are hashed without allocating.
+    static func foldedKeyHash(_ entry: Entry, _ p: UnsafeBufferPointer<UInt8>) -> Int {
         let start = entry.offset + 1, end = start + entry.payload
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var hasher = Hasher()
         if entry.kind == .string && p[start..<end].allSatisfy({ $0 < 0x80 }) {
-            for b in p[start..<end] { hash = (hash ^ UInt64(lowerASCII(b))) &* 0x100_0000_01b3 }
-            return hash
+            for b in p[start..<end] { hasher.combine(lowerASCII(b)) }
+        } else {
+            for b in foldedKey(entry, p) { hasher.combine(b) }
         }
-        for b in foldedKey(entry, p) { hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return hash
+        return hasher.finalize()
     }
 
     @inline(__always) static func lowerASCII(_ b: UInt8) -> UInt8 {

@@ -114,6 +114,20 @@ public struct JSONValue: Sendable {
         return found
     }
 
+    /// The value of the member whose key equals `name` ignoring case, as Go's `encoding/json`
+    /// fills a struct field (the last one, should there be several).
+    public func field(_ name: String) -> JSONValue? {
+        guard entry.kind == .objectStart else { return nil }
+        let folded = Array(name.uppercased().lowercased().utf8)
+        var found: JSONValue?
+        document.bytes.withUnsafeBufferPointer { p in
+            forEachMember { key, value in
+                if JSONText.foldedKey(key.entry, p) == folded { found = value }
+            }
+        }
+        return found
+    }
+
     /// The members of an object, in order (empty for anything else).
     public var members: [(key: String, value: JSONValue)] {
         var out: [(key: String, value: JSONValue)] = []

@@ -7,8 +7,9 @@ import SQLStore
 ///
 /// Each lent connection runs its closure on one of the pool's own threads (as many threads as
 /// connections), so blocking libpq calls never touch an event loop. When every connection is
-/// busy, callers queue for up to `waitMillis` and then fail with `StoreError.poolExhausted`
-/// rather than hang. Broken connections are dropped and replaced on the next request.
+/// busy, callers queue for up to `waitMillis` (settles, `.urgent`, ahead of the rest) and then
+/// fail with `SQLError.poolExhausted` rather than hang. Broken connections are dropped and
+/// replaced on the next request.
 public final class PGDatabase: SQLDatabase {
     public let dialect = SQLDialect.postgres
     public let conninfo: String
@@ -20,11 +21,36 @@ public final class PGDatabase: SQLDatabase {
     struct PoolState {
         var idle: [PGConnection] = []
         var open = 0
-        var waiters: [(id: Int, continuation: CheckedContinuation<PGConnection?, Error>)] = []
+        /// Callers waiting for a connection: settles (urgent) are served before anything else.
+        var urgent: [Waiter] = []
+        var normal: [Waiter] = []
         var nextWaiterId = 0
         var isShutDown = false
         /// How many callers are waiting, for metrics.
-        var waiting: Int { waiters.count }
+        var waiting: Int { urgent.count + normal.count }
+
+        mutating func nextWaiter() -> Waiter? {
+            if !urgent.isEmpty { return urgent.removeFirst() }
+            if !normal.isEmpty { return normal.removeFirst() }
+            return nil
+        }
+
+        mutating func removeWaiter(id: Int) -> Waiter? {
+            if let index = urgent.firstIndex(where: { $0.id == id }) { return urgent.remove(at: index) }
+            if let index = normal.firstIndex(where: { $0.id == id }) { return normal.remove(at: index) }
+            return nil
+        }
+    }
+
+    /// A parked caller: resumed with a connection, with `.create` (a slot freed up), or an error.
+    struct Waiter {
+        let id: Int
+        let continuation: CheckedContinuation<Lend, Error>
+    }
+
+    enum Lend {
+        case ready(PGConnection)
+        case create
     }
 
     /// Creates the pool and checks that the database answers, so a bad URL fails at once.
@@ -53,8 +79,9 @@ public final class PGDatabase: SQLDatabase {
         state.withLockedValue { PoolStatistics(open: $0.open, idle: $0.idle.count, waiting: $0.waiting) }
     }
 
-    public func withConnection<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
-        let connection = try await acquire()
+    public func withConnection<T: Sendable>(priority: SQLPriority,
+                                           _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+        let connection = try await acquire(priority: priority)
         do {
             let result = try await threadPool.runIfActive { try body(connection) }
             release(connection)
@@ -71,8 +98,7 @@ public final class PGDatabase: SQLDatabase {
             let idle = state.idle
             state.open -= idle.count
             state.idle = []
-            for waiter in state.waiters { waiter.continuation.resume(throwing: SQLError.connectionFailed("pool shut down")) }
-            state.waiters = []
+            while let waiter = state.nextWaiter() { waiter.continuation.resume(throwing: SQLError.connectionFailed("pool shut down")) }
             return idle
         }
         _ = idle // closed by deinit when released here
@@ -81,25 +107,9 @@ public final class PGDatabase: SQLDatabase {
 
     // MARK: Lending
 
-    private enum Acquisition {
-        case ready(PGConnection)
-        case create
-        case wait(Int)
-    }
-
-    private func acquire() async throws -> PGConnection {
+    private func acquire(priority: SQLPriority) async throws -> PGConnection {
         while true {
-            let step = try state.withLockedValue { state throws -> Acquisition in
-                if state.isShutDown { throw SQLError.connectionFailed("pool shut down") }
-                if let connection = state.idle.popLast() { return .ready(connection) }
-                if state.open < size {
-                    state.open += 1
-                    return .create
-                }
-                state.nextWaiterId += 1
-                return .wait(state.nextWaiterId)
-            }
-            switch step {
+            switch try await lend(priority: priority) {
             case .ready(let connection):
                 if connection.isHealthy { return connection }
                 state.withLockedValue { $0.open -= 1 } // dropped; try again
@@ -109,45 +119,69 @@ public final class PGDatabase: SQLDatabase {
                     return try await threadPool.runIfActive { try PGConnection(conninfo: conninfo) }
                 } catch {
                     state.withLockedValue { $0.open -= 1 }
+                    // A slot is free again: a parked caller may open one.
+                    wakeOneForSlot()
                     throw error
                 }
-            case .wait(let id):
-                if let connection = try await waitForConnection(id: id) { return connection }
             }
         }
     }
 
-    /// Parks until a connection is released (or a slot frees: `nil`, try again) or time runs out.
-    private func waitForConnection(id: Int) async throws -> PGConnection? {
-        let timeout = Task { [waitMillis, state] in
-            try await Task.sleep(nanoseconds: UInt64(waitMillis) * 1_000_000)
-            let waiter = state.withLockedValue { state -> CheckedContinuation<PGConnection?, Error>? in
-                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                return state.waiters.remove(at: index).continuation
+    /// An idle connection, a free slot to open one in, or a place in line (urgent callers ahead
+    /// of normal ones) until one of those comes up or the wait runs out. The decision and the
+    /// parking happen under one lock, so a release cannot slip in between and leave the caller
+    /// waiting beside an idle connection.
+    private func lend(priority: SQLPriority) async throws -> Lend {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lend, Error>) in
+            let parked = state.withLockedValue { state -> Int? in
+                if state.isShutDown {
+                    continuation.resume(throwing: SQLError.connectionFailed("pool shut down"))
+                } else if let connection = state.idle.popLast() {
+                    continuation.resume(returning: .ready(connection))
+                } else if state.open < size {
+                    state.open += 1
+                    continuation.resume(returning: .create)
+                } else {
+                    state.nextWaiterId += 1
+                    let waiter = Waiter(id: state.nextWaiterId, continuation: continuation)
+                    if priority == .urgent { state.urgent.append(waiter) } else { state.normal.append(waiter) }
+                    return waiter.id
+                }
+                return nil
             }
-            waiter?.resume(throwing: SQLError.connectionFailed(
-                "no database connection free within \(waitMillis) ms (pool of \(self.size))"))
-        }
-        defer { timeout.cancel() }
-        return try await withCheckedThrowingContinuation { continuation in
-            state.withLockedValue { $0.waiters.append((id, continuation)) }
+            guard let id = parked else { return }
+            Task { [waitMillis, state, size] in
+                try? await Task.sleep(nanoseconds: UInt64(waitMillis) * 1_000_000)
+                state.withLockedValue { $0.removeWaiter(id: id) }?.continuation.resume(throwing: SQLError.poolExhausted(
+                    "no database connection free within \(waitMillis) ms (pool of \(size))"))
+            }
         }
     }
 
     private func release(_ connection: PGConnection) {
         let healthy = connection.isHealthy && connection.isIdle
-        let waiter = state.withLockedValue { state -> (CheckedContinuation<PGConnection?, Error>, PGConnection?)? in
+        let handOff = state.withLockedValue { state -> (Waiter, Lend)? in
             if !healthy || state.isShutDown {
                 state.open -= 1
                 // A slot is free: let the first waiter open a fresh connection.
-                guard !state.waiters.isEmpty else { return nil }
-                return (state.waiters.removeFirst().continuation, nil)
+                guard !state.isShutDown, let waiter = state.nextWaiter() else { return nil }
+                state.open += 1
+                return (waiter, .create)
             }
-            if !state.waiters.isEmpty { return (state.waiters.removeFirst().continuation, connection) }
+            if let waiter = state.nextWaiter() { return (waiter, .ready(connection)) }
             state.idle.append(connection)
             return nil
         }
-        if let (continuation, handed) = waiter { continuation.resume(returning: handed) }
+        if let (waiter, lend) = handOff { waiter.continuation.resume(returning: lend) }
+    }
+
+    private func wakeOneForSlot() {
+        let waiter = state.withLockedValue { state -> Waiter? in
+            guard !state.isShutDown, state.open < size, let waiter = state.nextWaiter() else { return nil }
+            state.open += 1
+            return waiter
+        }
+        waiter?.continuation.resume(returning: .create)
     }
 }
 

@@ -122,8 +122,21 @@ public enum AnthropicRequestFields {
 /// client sent it, with the model priced and the output bound held (`max_tokens`), standard
 /// processing only (`service_tier: standard_only`, since priority capacity is billed at other
 /// rates), and no server tools (web search, web fetch, code execution, MCP servers), which
-/// Anthropic bills per use in ways the gateway cannot hold for.
+/// Anthropic bills per use in ways the gateway cannot hold for, nor PDF or fetched documents.
 public struct AnthropicPassThrough: Sendable {
+    /// `anthropic-beta` features that change what a request costs (long-context pricing) or add
+    /// server-side work billed apart from tokens.
+    public static let refusedBetas = ["context-1m", "mcp-client", "code-execution", "files-api", "web-fetch",
+                                      "web-search", "skills", "container"]
+
+    /// Refuses an `anthropic-beta` header naming any of `refusedBetas`.
+    public static func checkBetas(_ header: String?) throws(TranslationError) {
+        for beta in (header ?? "").split(separator: ",").map({ String($0.filter { !$0.isWhitespace }) })
+            where refusedBetas.contains(where: { beta.hasPrefix($0) }) {
+            throw TranslationError("the anthropic-beta feature '\(beta)' is not available through this gateway")
+        }
+    }
+
     public let stream: Bool
     public let requestedOutput: Int64
     public let prompt: PromptSize
@@ -138,6 +151,15 @@ public struct AnthropicPassThrough: Sendable {
         for tool in request["tools"].elements {
             if let type = tool["type"]?.string, ["web_search", "web_fetch", "code_execution"].contains(where: { type.hasPrefix($0) }) {
                 throw TranslationError("the server tool '\(type)' is not available through this gateway")
+            }
+        }
+        // A PDF or a fetched document costs tokens per page that its bytes do not bound.
+        for message in request["messages"].elements {
+            for block in message["content"].elements where block["type"]?.isString("document") == true {
+                let source = block["source"]
+                guard source?["type"]?.isString("text") == true || source?["type"]?.isString("content") == true else {
+                    throw TranslationError("documents other than text are not available through this gateway")
+                }
             }
         }
         return AnthropicPassThrough(stream: request["stream"]?.bool ?? false, requestedOutput: maxTokens,

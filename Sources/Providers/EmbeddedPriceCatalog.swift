@@ -3,7 +3,7 @@
 extension PriceCatalog {
     static let embeddedJSON = #"""
 {
-  "_comment": "USD per 1M tokens for OpenAI and Anthropic models, as published by the providers (standard tier). Model names match by longest prefix, so dated snapshots (gpt-4o-2024-08-06, claude-sonnet-4-5-20250929) use their family's row. `lmsvr set-pricing` overrides any row. After editing, run scripts/embed-data.py.",
+  "_comment": "USD per 1M tokens for OpenAI and Anthropic models, as published by the providers (standard tier). Model names match by longest prefix, so dated snapshots (gpt-4o-2024-08-06, claude-sonnet-4-5-20250929) use their family's row. image_tokens: the most one image can cost on that model, where it exceeds IMAGE_TOKENS (gpt-4o-mini: 2,833 + 8 tiles x 5,667). `lmsvr set-pricing` overrides any row. After editing, run scripts/embed-data.py.",
   "updated": "2026-11-01",
   "models": [
     {"provider": "openai", "model": "gpt-5", "input": "1.25", "output": "10.00", "cached_input": "0.125"},
@@ -13,7 +13,12 @@ extension PriceCatalog {
     {"provider": "openai", "model": "gpt-4.1-mini", "input": "0.40", "output": "1.60", "cached_input": "0.10"},
     {"provider": "openai", "model": "gpt-4.1-nano", "input": "0.10", "output": "0.40", "cached_input": "0.025"},
     {"provider": "openai", "model": "gpt-4o", "input": "2.50", "output": "10.00", "cached_input": "1.25"},
-    {"provider": "openai", "model": "gpt-4o-mini", "input": "0.15", "output": "0.60", "cached_input": "0.075"},
+    {"provider": "openai", "model": "gpt-4o-mini", "input": "0.15", "output": "0.60", "cached_input": "0.075", "image_tokens": 48169},
+    {"provider": "openai", "model": "gpt-4o-2024-05-13", "input": "5.00", "output": "15.00", "cached_input": null},
+    {"provider": "openai", "model": "chatgpt-4o-latest", "input": "5.00", "output": "15.00", "cached_input": null},
+    {"provider": "openai", "model": "gpt-4-turbo", "input": "10.00", "output": "30.00", "cached_input": null},
+    {"provider": "openai", "model": "gpt-4", "input": "30.00", "output": "60.00", "cached_input": null},
+    {"provider": "openai", "model": "gpt-3.5-turbo", "input": "0.50", "output": "1.50", "cached_input": null},
     {"provider": "openai", "model": "o1", "input": "15.00", "output": "60.00", "cached_input": "7.50"},
     {"provider": "openai", "model": "o3", "input": "2.00", "output": "8.00", "cached_input": "0.50"},
     {"provider": "openai", "model": "o3-mini", "input": "1.10", "output": "4.40", "cached_input": "0.55"},

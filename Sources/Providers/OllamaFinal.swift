@@ -24,3 +24,18 @@ public struct OllamaFinal: Sendable, Equatable {
     /// The counts as usage.
     public var usage: ReportedUsage { ReportedUsage(promptTokens: promptEvalCount, completionTokens: evalCount) }
 }
+
+/// What a streamed Ollama chunk delivers.
+public enum OllamaChunk {
+    /// The bytes of text in a chunk: its content or response, its thinking, and its tool calls
+    /// (as JSON), for estimating the tokens of a stream that ended early.
+    public static func textBytes(_ chunk: JSONValue) -> Int64 {
+        let message = chunk["message"]
+        var bytes = 0
+        for part in [message?["content"], message?["thinking"], chunk["response"], chunk["thinking"]] {
+            if let part, part.kind == .string { bytes += part.rawBytes.count - 2 }
+        }
+        if let calls = message?["tool_calls"] { bytes += calls.rawBytes.count }
+        return Int64(bytes)
+    }
+}

@@ -6,8 +6,8 @@ import JSONKit
 /// The gateway always asks for the usage chunk, sets the output limit it held, and refuses what
 /// would be charged in ways it cannot meter: priority processing (`service_tier` other than
 /// `auto`, `default` or `flex`), web search (`web_search_options`), audio output (`audio`,
-/// `modalities` with audio), audio input parts (priced per audio token) and predicted outputs
-/// (`prediction`).
+/// `modalities` with audio), audio input parts (priced per audio token), file inputs (PDFs:
+/// tokens per page) and predicted outputs (`prediction`).
 public struct OpenAIPassThrough: Sendable {
     public let fields: OpenAIChatFields
     public let prompt: PromptSize
@@ -28,8 +28,14 @@ public struct OpenAIPassThrough: Sendable {
             throw TranslationError("audio output is not available through this gateway", param: "modalities")
         }
         for message in request["messages"].elements {
-            for part in message["content"].elements where part["type"]?.isString("input_audio") == true {
-                throw TranslationError("audio input is not available through this gateway", param: "messages")
+            for part in message["content"].elements {
+                if part["type"]?.isString("input_audio") == true {
+                    throw TranslationError("audio input is not available through this gateway", param: "messages")
+                }
+                // A PDF costs tokens per page that its (compressed) bytes do not bound.
+                if part["type"]?.isString("file") == true {
+                    throw TranslationError("file inputs are not available through this gateway", param: "messages")
+                }
             }
         }
         return OpenAIPassThrough(fields: fields, prompt: .openAI(request, bodyBytes: bodyBytes), request: request, model: model)

@@ -8,6 +8,8 @@ public struct PriceCatalog: Sendable {
         public var provider: String
         public var model: String
         public var price: ModelPrice
+        /// The most one image can cost on this model, when it is more than the usual bound.
+        public var imageTokens: Int64?
     }
 
     public let entries: [Entry]
@@ -30,7 +32,8 @@ public struct PriceCatalog: Sendable {
             else { throw TranslationError("incomplete row \(row)") }
             return Entry(provider: provider, model: model, price: ModelPrice(
                 perRequest: .zero, inputPer1M: try Money(parsing: input), outputPer1M: try Money(parsing: output),
-                cachedInputPer1M: try (row["cached_input"] as? String).map { try Money(parsing: $0) }))
+                cachedInputPer1M: try (row["cached_input"] as? String).map { try Money(parsing: $0) }),
+                imageTokens: (row["image_tokens"] as? NSNumber)?.int64Value)
         }
     }
 

@@ -27,14 +27,14 @@ public struct PromptSize: Sendable, Equatable {
     }
 
     /// Ollama's native requests: `images` (bare base64 strings) on chat messages or on a
-    /// generate request.
+    /// generate request. Fields are found as Ollama finds them, ignoring case.
     static func ollama(_ root: JSONValue, bodyBytes: Int) -> PromptSize {
         var size = PromptSize(bodyBytes: bodyBytes)
-        for image in root["images"].elements { size.addImage(image) }
-        if let messages = root["messages"] {
+        for image in root.field("images").elements { size.addImage(image) }
+        if let messages = root.field("messages") {
             size.messages = Int64(messages.count)
             for message in messages.elements {
-                for image in message["images"].elements { size.addImage(image) }
+                for image in message.field("images").elements { size.addImage(image) }
             }
         }
         return size

@@ -1,3 +1,4 @@
+import Core
 import JSONKit
 
 /// Token counts as an upstream reported them.
@@ -7,11 +8,15 @@ public struct ReportedUsage: Sendable, Equatable {
     public var completionTokens: Int64 = 0
     /// The part of `promptTokens` read from a cache.
     public var cachedTokens: Int64 = 0
+    /// The part of `promptTokens` written to a cache (Anthropic bills it above the input price).
+    public var cacheWrites: CacheWrites = .none
 
-    public init(promptTokens: Int64 = 0, completionTokens: Int64 = 0, cachedTokens: Int64 = 0) {
+    public init(promptTokens: Int64 = 0, completionTokens: Int64 = 0, cachedTokens: Int64 = 0,
+                cacheWrites: CacheWrites = .none) {
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
         self.cachedTokens = cachedTokens
+        self.cacheWrites = cacheWrites
     }
 
     /// OpenAI's `usage` object (cached tokens are inside `prompt_tokens`).
@@ -30,6 +35,9 @@ public struct ReportedUsage: Sendable, Equatable {
         if input != nil || write != nil || read != nil {
             result.cachedTokens = read ?? result.cachedTokens
             result.promptTokens = (input ?? 0) + (write ?? 0) + (read ?? 0)
+            // Writes by lifetime when Anthropic says; otherwise all at the 5-minute rate.
+            let oneHour = min(write ?? 0, usage["cache_creation"]?["ephemeral_1h_input_tokens"]?.int64 ?? 0)
+            result.cacheWrites = CacheWrites(fiveMinute: (write ?? 0) - oneHour, oneHour: oneHour)
         }
         if let output = usage["output_tokens"]?.int64 { result.completionTokens = output }
         return result
@@ -97,8 +105,10 @@ public struct OpenAIStreamMeter: Sendable {
     public private(set) var usage: ReportedUsage?
     public private(set) var errorMessage: String?
     public private(set) var sawDone = false
-    /// Deltas that carried content (text, a refusal, reasoning or tool calls): about one token each.
+    /// Deltas that carried content (text, a refusal, reasoning or tool calls): at least a token each.
     public private(set) var contentEvents = 0
+    /// The bytes of that content.
+    public private(set) var contentBytes: Int64 = 0
     /// The first chunk's `id`, `created` and `model`, to write a closing chunk in its style.
     public private(set) var head: (id: String, created: Int64, model: String)?
     let forwardUsageChunk: Bool
@@ -124,9 +134,14 @@ public struct OpenAIStreamMeter: Sendable {
         }
         for choice in object["choices"].elements {
             guard let delta = choice["delta"] else { continue }
-            if ["content", "refusal", "reasoning", "reasoning_content"].contains(where: { delta[$0]?.string?.isEmpty == false })
-                || (delta["tool_calls"]?.count ?? 0) > 0 {
+            var bytes = 0
+            for name in ["content", "refusal", "reasoning", "reasoning_content"] {
+                if let text = delta[name], text.kind == .string { bytes += text.rawBytes.count - 2 }
+            }
+            if let calls = delta["tool_calls"], calls.count > 0 { bytes += calls.rawBytes.count }
+            if bytes > 0 {
                 contentEvents += 1
+                contentBytes += Int64(bytes)
             }
         }
         if let usage = object["usage"], usage.kind == .object {
@@ -145,6 +160,8 @@ public struct AnthropicStreamMeter: Sendable {
     public private(set) var errorMessage: String?
     public private(set) var sawStop = false
     public private(set) var contentEvents = 0
+    /// The bytes of text, thinking and tool input the deltas carried.
+    public private(set) var contentBytes: Int64 = 0
     /// The index of the content block started and not yet stopped.
     public private(set) var openBlock: Int64?
     public private(set) var sawMessageDelta = false
@@ -164,7 +181,12 @@ public struct AnthropicStreamMeter: Sendable {
             errorMessage = SSESplitter.object(data)?["error"]?["message"]?.string ?? "upstream error"
         case "content_block_start": openBlock = SSESplitter.object(data)?["index"]?.int64
         case "content_block_stop": openBlock = nil
-        case "content_block_delta": contentEvents += 1
+        case "content_block_delta":
+            contentEvents += 1
+            let delta = SSESplitter.object(data)?["delta"]
+            for name in ["text", "thinking", "partial_json"] {
+                if let text = delta?[name], text.kind == .string { contentBytes += Int64(text.rawBytes.count - 2) }
+            }
         default: break
         }
     }

@@ -8,6 +8,8 @@ public enum SQLError: Error, CustomStringConvertible {
     case retryable(String)
     /// The connection is gone or could not be made. Redacted: no password in the text.
     case connectionFailed(String)
+    /// Every pooled connection stayed busy for the whole wait.
+    case poolExhausted(String)
     /// A result column did not hold what the code expected.
     case decoding(String)
     /// Anything else the database reported.
@@ -18,6 +20,7 @@ public enum SQLError: Error, CustomStringConvertible {
         case .uniqueViolation(let s): "unique violation: \(s)"
         case .retryable(let s): "transient: \(s)"
         case .connectionFailed(let s): "connection failed: \(s)"
+        case .poolExhausted(let s): "database busy: \(s)"
         case .decoding(let s): "unexpected result: \(s)"
         case .other(let s): s
         }
@@ -27,8 +30,9 @@ public enum SQLError: Error, CustomStringConvertible {
     public var storeError: StoreError {
         switch self {
         case .uniqueViolation(let s): .duplicate(s)
-        case .retryable(let s): .failed("gave up after repeated transient failures: \(s)")
+        case .retryable(let s): .busy("gave up after repeated conflicts: \(s)")
         case .connectionFailed(let s): .unavailable(s)
+        case .poolExhausted: .poolExhausted
         case .decoding(let s): .failed(s)
         case .other(let s): .failed(s)
         }

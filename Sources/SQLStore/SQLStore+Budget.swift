@@ -50,7 +50,10 @@ extension SQLStore {
 
     public func settle(holdId: String, usage: UsageRecord) async throws -> SettleResult {
         do {
-            return try await write { c in
+            // Urgent: a settle frees budget, so it never queues behind holds for a connection.
+            // Two attempts: if the database stays locked (SQLite's busy timeout, twice), the
+            // gateway journals the settle rather than keep its client waiting.
+            return try await write(priority: .urgent, attempts: 2) { c in
                 // The usual case: the hold is there. Deleting it takes its row lock, so a racing
                 // settle of the same request waits here and then finds it gone.
                 if let hold = try c.execute(

@@ -15,9 +15,10 @@ public struct SQLStore<Database: SQLDatabase>: Store {
     }
 
     /// Runs a transaction and turns driver errors into `StoreError`s.
-    func write<T: Sendable>(durable: Bool = true, _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+    func write<T: Sendable>(durable: Bool = true, priority: SQLPriority = .normal, attempts: Int = 10,
+                            _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
         do {
-            return try await database.transaction(maxAttempts: 10, durable: durable, body)
+            return try await database.transaction(maxAttempts: attempts, durable: durable, priority: priority, body)
         } catch let error as SQLError {
             throw error.storeError
         }
@@ -150,17 +151,6 @@ public enum ChangeNotice: Sendable, Hashable {
         case .key(let id): "key:\(id)"
         case .customer(let id): "customer:\(id)"
         case .price(let model): "price:\(model)"
-        }
-    }
-
-    public init?(payload: String) {
-        guard let colon = payload.firstIndex(of: ":") else { return nil }
-        let kind = payload[..<colon], rest = String(payload[payload.index(after: colon)...])
-        switch kind {
-        case "key": guard let id = Int64(rest) else { return nil }; self = .key(id)
-        case "customer": guard let id = Int64(rest) else { return nil }; self = .customer(id)
-        case "price": self = .price(rest)
-        default: return nil
         }
     }
 }

@@ -16,10 +16,9 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
     /// What `PRAGMA synchronous` is set to now.
     private var syncingEveryCommit: Bool
 
-    /// How long a writer waits for another process's lock before giving up.
-    static let busyTimeoutMillis: Int32 = 10_000
-
-    init(path: String, synchronous: String = "FULL") throws(SQLError) {
+    /// `synchronous`: `FULL` fsyncs every commit, `NORMAL` only WAL checkpoints.
+    /// `busyTimeoutMillis`: how long a writer waits for another process's lock before giving up.
+    init(path: String, fullSync: Bool = true, busyTimeoutMillis: Int = 10_000) throws(SQLError) {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         if !FileManager.default.fileExists(atPath: directory) {
             do {
@@ -37,13 +36,13 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
             throw .connectionFailed("cannot open SQLite database \(path): \(message)")
         }
         self.handle = db
-        self.fullSync = synchronous != "NORMAL"
+        self.fullSync = fullSync
         self.syncingEveryCommit = fullSync
         sqlite3_extended_result_codes(db, 1)
-        sqlite3_busy_timeout(db, Self.busyTimeoutMillis)
+        sqlite3_busy_timeout(db, Int32(clamping: busyTimeoutMillis))
         // WAL lets the CLI read while the server writes; FULL sync (the default) makes every
         // settled charge durable before the response is sent.
-        let level = synchronous == "NORMAL" ? "NORMAL" : "FULL"
+        let level = fullSync ? "FULL" : "NORMAL"
         try executeScript("PRAGMA journal_mode = WAL; PRAGMA synchronous = \(level); PRAGMA foreign_keys = ON;")
     }
 

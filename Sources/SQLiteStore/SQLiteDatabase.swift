@@ -21,12 +21,16 @@ public final class SQLiteDatabase: SQLDatabase {
         self.groupCommit = SQLiteGroupCommit(threadPool: threadPool, connection: connection)
     }
 
-    /// Opens (creating the file and its directory if needed) the database at `path`.
-    public static func open(path: String, synchronous: String = "FULL") async throws -> SQLiteDatabase {
+    /// Opens (creating the file and its directory if needed) the database at `path`. `fullSync`:
+    /// fsync every commit (`SQLITE_SYNCHRONOUS=FULL`); `busyTimeoutMillis`: how long a write
+    /// waits for another process's lock.
+    public static func open(path: String, fullSync: Bool = true, busyTimeoutMillis: Int = 10_000) async throws -> SQLiteDatabase {
         let pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
         do {
-            let connection = try await pool.runIfActive { try SQLiteConnection(path: path, synchronous: synchronous) }
+            let connection = try await pool.runIfActive {
+                try SQLiteConnection(path: path, fullSync: fullSync, busyTimeoutMillis: busyTimeoutMillis)
+            }
             return SQLiteDatabase(path: path, threadPool: pool, connection: connection)
         } catch let error as SQLError {
             try? await pool.shutdownGracefully()
@@ -34,17 +38,21 @@ public final class SQLiteDatabase: SQLDatabase {
         }
     }
 
-    public func withConnection<T: Sendable>(_ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+    public func withConnection<T: Sendable>(priority: SQLPriority,
+                                           _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
         let connection = self.connection
         return try await threadPool.runIfActive { try body(connection) }
     }
 
-    /// Write transactions go through group commit: those that queue up share one fsync.
+    /// Write transactions go through group commit: those that queue up share one fsync, and
+    /// urgent ones (settles) join the next group ahead of the others.
     public func transaction<T: Sendable>(
-        maxAttempts: Int = 10, durable: Bool = true,
+        maxAttempts: Int = 10, durable: Bool = true, priority: SQLPriority = .normal,
         _ body: @escaping @Sendable (any SQLConnection) throws -> T
     ) async throws -> T {
-        try await retryingConflicts(maxAttempts: maxAttempts) { try await groupCommit.run(durable: durable, body) }
+        try await retryingConflicts(maxAttempts: maxAttempts) {
+            try await groupCommit.run(durable: durable, urgent: priority == .urgent, body)
+        }
     }
 
     /// `PRAGMA data_version` of this process's connection: it changes when another process

@@ -21,6 +21,8 @@ final class SQLiteGroupCommit: Sendable {
 
     private struct Queue {
         var members: [Member] = []
+        /// How many of the first `members` are urgent (they are kept at the front).
+        var urgent = 0
         var scheduled = false
     }
 
@@ -37,7 +39,8 @@ final class SQLiteGroupCommit: Sendable {
     }
 
     /// Runs `body` as a member of the next group and returns its result once the group committed.
-    func run<T: Sendable>(durable: Bool, _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+    func run<T: Sendable>(durable: Bool, urgent: Bool = false,
+                          _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             let result = ResultSlot<T>()
             enqueue(Member(
@@ -45,13 +48,18 @@ final class SQLiteGroupCommit: Sendable {
                 run: { connection in result.value = try body(connection) },
                 complete: { error in
                     if let error { continuation.resume(throwing: error) } else { continuation.resume(returning: result.value!) }
-                }))
+                }), urgent: urgent)
         }
     }
 
-    private func enqueue(_ member: Member) {
+    private func enqueue(_ member: Member, urgent: Bool) {
         let schedule = queue.withLockedValue { queue -> Bool in
-            queue.members.append(member)
+            if urgent {
+                queue.members.insert(member, at: queue.urgent)
+                queue.urgent += 1
+            } else {
+                queue.members.append(member)
+            }
             defer { queue.scheduled = true }
             return !queue.scheduled
         }
@@ -65,6 +73,7 @@ final class SQLiteGroupCommit: Sendable {
             let group = queue.withLockedValue { queue -> [Member] in
                 let group = Array(queue.members.prefix(Self.maxGroup))
                 queue.members.removeFirst(group.count)
+                queue.urgent = max(0, queue.urgent - group.count)
                 return group
             }
             if state == .cancelled {

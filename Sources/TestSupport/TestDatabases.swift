@@ -50,11 +50,13 @@ public enum Backend: String, CaseIterable, Sendable, CustomStringConvertible {
     public var description: String { rawValue }
 
     /// A migrated, empty store and the raw database under it.
-    public func makeStore(poolSize: Int = 20) async throws -> (store: any Store, database: any SQLDatabase, url: String) {
+    public func makeStore(poolSize: Int = 20, sqliteBusyTimeoutMillis: Int = 10_000) async throws
+        -> (store: any Store, database: any SQLDatabase, url: String)
+    {
         switch self {
         case .sqlite:
             let path = TestDatabases.freshSQLitePath()
-            let database = try await SQLiteDatabase.open(path: path)
+            let database = try await SQLiteDatabase.open(path: path, busyTimeoutMillis: sqliteBusyTimeoutMillis)
             try await Migrator(database: database).migrate()
             return (SQLiteStore(database: database), database, "sqlite:///" + path)
         case .postgres:

@@ -24,6 +24,7 @@ struct GatewayHarness {
     let fake: FakeUpstream
     let configuration: Configuration
     let cache: LookupCache
+    let journal: SettleJournal
     var base: String { "http://127.0.0.1:\(gatewayPort)" }
 
     /// Creates a customer (budget in nano-dollars; nil = unlimited) and a key; returns both.
@@ -82,10 +83,11 @@ struct GatewayHarness {
         upstreamOptions: FakeUpstream.Options = .init(),
         upstreamDown: Bool = false,
         listen: Bool = false,
+        sqliteBusyTimeoutMillis: Int = 10_000,
         _ body: (GatewayHarness) async throws -> Void
     ) async throws {
         let fake = FakeUpstream(options: upstreamOptions)
-        let (store, database, url) = try await backend.makeStore()
+        let (store, database, url) = try await backend.makeStore(sqliteBusyTimeoutMillis: sqliteBusyTimeoutMillis)
         let logger = Logger(label: "test")
         try await withThrowingTaskGroup(of: Void.self) { group in
             let upstreamPort: Int
@@ -101,14 +103,18 @@ struct GatewayHarness {
                 var iterator = stream.makeAsyncIterator()
                 upstreamPort = await iterator.next()!
             }
+            let journalDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("lmsvr-journal-\(UUID().uuidString)").path
             var env = ["OLLAMA_BASE_URL": "http://127.0.0.1:\(upstreamPort)", "HOST": "127.0.0.1", "PORT": "0",
+                       "JOURNAL_DIR": journalDirectory,
                        "OPENAI_BASE_URL": "http://127.0.0.1:\(upstreamPort)/v1",
                        "ANTHROPIC_BASE_URL": "http://127.0.0.1:\(upstreamPort)",
                        "LOG_LEVEL": "WARNING", "DATABASE_URL": url]
             for (k, v) in environment { env[k] = v }
             let configuration = try Configuration(environment: env)
             let upstream = UpstreamClient(configuration: configuration)
-            let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, logger: logger)
+            let journal = try SettleJournal(directory: configuration.journalDirectory, maxBytes: configuration.journalMaxBytes,
+                                            logger: logger)
+            let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, journal: journal, logger: logger)
             // The change feed serve runs: LISTEN on PostgreSQL, the data-version watcher on SQLite.
             let listener = listen && backend == .postgres ? PGListener(conninfo: url, logger: logger) : nil
             listener?.start { [cache = gateway.cache] in cache.handle($0) }
@@ -123,17 +129,19 @@ struct GatewayHarness {
             let gatewayPort = await portIterator.next()!
             let harness = GatewayHarness(gatewayPort: gatewayPort, upstreamPort: upstreamPort, store: store,
                                          database: database, databaseURL: url, fake: fake, configuration: configuration,
-                                         cache: gateway.cache)
+                                         cache: gateway.cache, journal: journal)
             do {
                 try await body(harness)
             } catch {
                 group.cancelAll()
                 await upstream.shutdown()
+                await journal.shutdown()
                 await store.close()
                 throw error
             }
             group.cancelAll()
             await upstream.shutdown()
+            await journal.shutdown()
             await store.close()
         }
     }

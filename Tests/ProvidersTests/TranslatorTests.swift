@@ -289,7 +289,9 @@ struct MeterTests {
         var splitter = SSESplitter()
         var meter = AnthropicStreamMeter()
         for event in splitter.feed(Array(stream.utf8)) { meter.observe(event) }
-        #expect(meter.usage == ReportedUsage(promptTokens: 487, completionTokens: 6, cachedTokens: 100))
+        // 10 tokens written to the cache (at the 5-minute rate, with no breakdown given).
+        #expect(meter.usage == ReportedUsage(promptTokens: 487, completionTokens: 6, cachedTokens: 100,
+                                             cacheWrites: CacheWrites(fiveMinute: 10)))
         #expect(meter.sawStop)
     }
 

@@ -42,8 +42,10 @@ class Gateway:
                         OLLAMA_BASE_URL=f"http://127.0.0.1:{self.upstream_port}", LOG_LEVEL="WARNING",
                         OPENAI_API_KEY="sk-operator-openai", OPENAI_BASE_URL=f"http://127.0.0.1:{self.upstream_port}/v1",
                         ANTHROPIC_API_KEY="sk-ant-operator", ANTHROPIC_BASE_URL=f"http://127.0.0.1:{self.upstream_port}")
+        # Logs go to a file: a pipe nobody reads would fill and block the server.
+        self.log_path = os.path.join(workdir, "serve.log")
         self.server = subprocess.Popen([LMSVR, "serve"], env=self.env, cwd=workdir,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                       stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"), text=True)
         deadline = time.time() + 30
         while True:
             try:
@@ -52,7 +54,7 @@ class Gateway:
                         break
             except OSError:
                 if self.server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("lmsvr serve did not start: " + self.server.stderr.read())
+                    raise RuntimeError("lmsvr serve did not start: " + open(self.log_path).read())
                 time.sleep(0.1)
 
     def cli(self, *args: str) -> dict:

@@ -30,12 +30,11 @@ class Replicas:
         self.fake = subprocess.Popen([FAKE, "--port", "0"], stdout=subprocess.PIPE, text=True)
         self.upstream = int(self.fake.stdout.readline().split()[-1])
         self.env = dict(os.environ, DATABASE_URL=self.db, OLLAMA_BASE_URL=f"http://127.0.0.1:{self.upstream}",
-                        HOST="127.0.0.1", LOG_LEVEL="WARNING", DB_POOL_SIZE="16", DB_POOL_WAIT_MS="10000",
-                        **(extra_env or {}))
+                        HOST="127.0.0.1", LOG_LEVEL="WARNING", DB_POOL_SIZE="16", DB_POOL_WAIT_MS="10000")
+        self.env.update(extra_env or {})
         subprocess.run([LMSVR, "migrate"], env=self.env, check=True, capture_output=True)
         self.ports = [free_port() for _ in range(count)]
-        self.servers = [subprocess.Popen([LMSVR, "serve", "--port", str(p)], env=self.env, cwd=self.workdir,
-                                         stderr=subprocess.PIPE, text=True) for p in self.ports]
+        self.servers = [self.start(i) for i in range(count)]
         for port in self.ports:
             deadline = time.time() + 30
             while True:
@@ -46,6 +45,17 @@ class Replicas:
                     pass
                 assert time.time() < deadline, "a replica did not start"
                 time.sleep(0.1)
+
+    def start(self, i: int) -> subprocess.Popen:
+        """Starts replica i (again), logging to a file: a pipe nobody reads would fill and
+        block the server."""
+        log = open(os.path.join(self.workdir, f"replica-{i}.log"), "a")
+        return subprocess.Popen([LMSVR, "serve", "--port", str(self.ports[i])], env=self.env, cwd=self.workdir,
+                                stderr=log, text=True)
+
+    def log(self, i: int) -> str:
+        with open(os.path.join(self.workdir, f"replica-{i}.log")) as f:
+            return f.read()
 
     def cli(self, *args: str):
         out = subprocess.run([LMSVR, *args, "--json"], env=self.env, capture_output=True, text=True, check=True)

@@ -1,5 +1,6 @@
 import Core
 import Logging
+import NIOConcurrencyHelpers
 import Providers
 
 /// Prices requests and runs the hold → settle protocol around each upstream call, for
@@ -14,6 +15,7 @@ struct Billing: Sendable {
     let metrics: GatewayMetrics
     let cache: LookupCache
     let liveHolds: LiveHolds
+    let journal: SettleJournal
 
     /// What a request was admitted with; everything settling needs.
     struct Ticket: Sendable {
@@ -31,6 +33,8 @@ struct Billing: Sendable {
         var promptEstimate: Int64
         /// The output limit the upstream is given (nil for calls without output).
         var outputBound: Int64?
+        /// Completions asked for: the output bound holds for each.
+        var choices: Int64 = 1
         var startedAt: ContinuousClock.Instant
     }
 
@@ -66,15 +70,17 @@ struct Billing: Sendable {
         async throws(GatewayError) -> Ticket
     {
         let (price, source) = try await self.price(for: plan.model)
-        let promptBound = BillingPolicy.promptBound(plan.prompt, configuration)
+        let imageTokens = BillingPolicy.imageTokens(plan.model, configuration)
+        let promptBound = BillingPolicy.promptBound(plan.prompt, imageTokens: imageTokens, configuration)
         var output: Int64? = plan.producesOutput ? BillingPolicy.outputBound(requested: plan.requestedOutput, configuration) : nil
         var ticket = Ticket(requestId: requestId, customerId: principal.customerId, keyId: principal.keyId,
                             endpoint: plan.endpoint, dialect: plan.dialect, provider: plan.provider, model: plan.model,
                             price: price, priceSource: source, held: .zero,
-                            promptEstimate: min(promptBound, BillingPolicy.promptEstimate(plan.prompt, configuration)),
-                            outputBound: output, startedAt: startedAt)
+                            promptEstimate: min(promptBound, BillingPolicy.promptEstimate(plan.prompt, imageTokens: imageTokens)),
+                            outputBound: output, choices: plan.choices, startedAt: startedAt)
         for attempt in 1...4 {
-            let amount = price.cost(promptTokens: promptBound, completionTokens: (output ?? 0) * plan.choices)
+            let amount = price.cost(promptTokens: promptBound, completionTokens: (output ?? 0) * plan.choices,
+                                    cacheWrites: BillingPolicy.holdCacheWrites(plan.provider, promptBound: promptBound))
             let now = nowMicros()
             let request = HoldRequest(holdId: requestId, customerId: principal.customerId, keyId: principal.keyId,
                                       amount: amount, nowMicros: now,
@@ -97,7 +103,8 @@ struct Billing: Sendable {
                 // Room for a smaller output bound? Try again with that (others may race for it).
                 if attempt < 4, let current = output, let remaining = status.remaining,
                    let fitted = BillingPolicy.largestOutput(fitting: remaining, price: price, promptBound: promptBound,
-                                                            choices: plan.choices, upTo: current - 1) {
+                                                            choices: plan.choices, upTo: current - 1,
+                                                            cacheWrites: BillingPolicy.holdCacheWrites(plan.provider, promptBound: promptBound)) {
                     output = fitted
                     continue
                 }
@@ -117,8 +124,12 @@ struct Billing: Sendable {
     }
 
     /// Settles a ticket by how its call ended: one ledger row, the charge added to spent, the
-    /// hold dropped. Runs outside the caller's task so a client that disconnects cannot cancel
-    /// the write, and retries briefly; a row that still cannot be written is logged with its cost.
+    /// hold dropped. Returns once the charge is durable: in the database, or, when the database
+    /// cannot take it now (down, no connection free, locked), in the settle journal, which
+    /// `JournalDrainer` writes to the database as soon as it can. While the journal holds
+    /// anything, new settles join it, so they reach the database in order.
+    ///
+    /// Runs outside the caller's task, so a client that disconnects cannot cancel the write.
     func settle(_ ticket: Ticket, _ ending: CallEnding, timeToFirstByteMicros: Int64?) async {
         let charge = BillingPolicy.charge(ending, ticket: ticket)
         var row = usage(ticket, status: charge.status, outcome: charge.outcome)
@@ -128,10 +139,11 @@ struct Billing: Sendable {
         row.tokenSource = charge.source
         row.cost = charge.cost
         row.timeToFirstByteMicros = timeToFirstByteMicros
-        let store = self.store, logger = self.logger, metrics = self.metrics, finalRow = row
+        let store = self.store, logger = self.logger, metrics = self.metrics, journal = self.journal
+        let liveHolds = self.liveHolds, finalRow = row
         metrics.settled(finalRow)
         await Task {
-            for attempt in 1...3 {
+            if journal.isEmpty {
                 do {
                     if try await store.settle(holdId: finalRow.requestId, usage: finalRow) == .settledWithoutHold {
                         metrics.settledWithoutHold()
@@ -139,21 +151,25 @@ struct Billing: Sendable {
                             "request_id": "\(finalRow.requestId)", "cost_usd": "\(finalRow.cost.decimalString)",
                         ])
                     }
+                    liveHolds.remove(finalRow.requestId)
                     return
                 } catch {
-                    if attempt == 3 {
-                        metrics.usageWriteFailed()
-                        logger.error("usage row not written", metadata: [
-                            "request_id": "\(finalRow.requestId)", "customer_id": "\(finalRow.customerId)",
-                            "cost_usd": "\(finalRow.cost.decimalString)", "error": "\(error)",
-                        ])
-                        return
-                    }
-                    try? await Task.sleep(nanoseconds: UInt64(attempt) * 200_000_000)
+                    logger.warning("the database could not take a settle now; it goes to the journal", metadata: [
+                        "request_id": "\(finalRow.requestId)", "error": "\(error)",
+                    ])
                 }
             }
+            do {
+                try await journal.append(finalRow)
+                metrics.journaled()
+            } catch {
+                // Still queued in memory for the database; only a crash now would lose it.
+                metrics.usageWriteFailed()
+                logger.error("could not write a settle to the journal", metadata: [
+                    "request_id": "\(finalRow.requestId)", "cost_usd": "\(finalRow.cost.decimalString)", "error": "\(error)",
+                ])
+            }
         }.value
-        liveHolds.remove(ticket.requestId)
     }
 
     func usage(_ t: Ticket, status: Int, outcome: Outcome) -> UsageRecord {
@@ -163,8 +179,24 @@ struct Billing: Sendable {
                     latencyMicros: t.startedAt.microsecondsElapsed, createdAtMicros: nowMicros())
     }
 
+    /// A store failure as the client sees it (503), logged at most once every few seconds with
+    /// how many like it were not: during an outage every request fails alike, and a log line
+    /// apiece would only flood the log (and can stall the process on a slow log pipe).
     static func storeFailure(_ error: Error, logger: Logger) -> GatewayError {
-        logger.warning("database failure", metadata: ["error": "\(error)"])
+        let (log, suppressed) = failureLog.withLockedValue { state -> (Bool, Int) in
+            let now = ContinuousClock.now
+            if let last = state.last, now - last < .seconds(5) {
+                state.suppressed += 1
+                return (false, 0)
+            }
+            defer { state = (now, 0) }
+            return (true, state.suppressed)
+        }
+        if log {
+            logger.warning("database failure", metadata: ["error": "\(error)", "similar_failures_not_logged": "\(suppressed)"])
+        }
         return .databaseUnavailable
     }
+
+    private static let failureLog = NIOLockedValueBox<(last: ContinuousClock.Instant?, suppressed: Int)>((nil, 0))
 }

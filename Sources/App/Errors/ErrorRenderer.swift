@@ -36,7 +36,7 @@ enum ErrorRenderer {
         case .forbiddenRoute: ("invalid_request_error", "forbidden", nil)
         case .upstreamStatus(429, _, _, _): ("rate_limit_exceeded", "rate_limit_exceeded", nil)
         case .upstreamStatus(let status, _, _, _) where status < 500: ("invalid_request_error", nil, nil)
-        case .databaseUnavailable: ("service_unavailable_error", "service_unavailable", nil)
+        case .databaseUnavailable, .chargesBacklogged: ("service_unavailable_error", "service_unavailable", nil)
         default: ("server_error", nil, nil)
         }
     }
@@ -54,7 +54,7 @@ enum ErrorRenderer {
         case .upstreamStatus(401, _, _, _), .upstreamStatus(403, _, _, _): "api_error"
         case .upstreamStatus(let status, _, _, _) where status < 500: "invalid_request_error"
         case .upstreamTimeout: "timeout_error"
-        case .databaseUnavailable: "overloaded_error"
+        case .databaseUnavailable, .chargesBacklogged: "overloaded_error"
         default: "api_error"
         }
     }

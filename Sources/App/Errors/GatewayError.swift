@@ -25,6 +25,8 @@ public enum GatewayError: Error, Sendable {
     case upstreamStatus(status: Int, message: String, body: ByteBuffer?, bodyDialect: Dialect = .ollama)
     // The gateway itself.
     case databaseUnavailable
+    /// The settle journal is over its size limit: the gateway could not record new charges.
+    case chargesBacklogged
     case internalError(String)
 
     public var status: HTTPResponse.Status {
@@ -38,7 +40,7 @@ public enum GatewayError: Error, Sendable {
         case .upstreamUnreachable, .upstreamInvalid: .badGateway
         case .upstreamTimeout: .gatewayTimeout
         case .upstreamStatus(let status, _, _, _): HTTPResponse.Status(code: status)
-        case .databaseUnavailable: .serviceUnavailable
+        case .databaseUnavailable, .chargesBacklogged: .serviceUnavailable
         case .internalError: .internalServerError
         }
     }
@@ -61,17 +63,8 @@ public enum GatewayError: Error, Sendable {
         case .upstreamTimeout: "upstream timed out"
         case .upstreamStatus(_, let m, _, _): m
         case .databaseUnavailable: "service temporarily unavailable: the billing database cannot be reached"
+        case .chargesBacklogged: "service temporarily unavailable: charges cannot be recorded right now"
         case .internalError(let m): "internal error: \(m)"
-        }
-    }
-
-    /// The ledger outcome for a request that failed this way after reaching the budget step.
-    var outcome: Outcome {
-        switch self {
-        case .budgetExceeded: .budgetExceeded
-        case .upstreamUnreachable, .upstreamInvalid, .upstreamTimeout, .upstreamStatus: .upstreamError
-        case .invalidRequest, .bodyTooLarge, .unknownModel: .invalidRequest
-        default: .gatewayError
         }
     }
 }

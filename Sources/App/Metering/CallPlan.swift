@@ -28,9 +28,37 @@ struct CallPlan: Sendable {
     enum Answer: Sendable {
         /// Relayed chunk by chunk as it arrives.
         case stream(@Sendable (RelaySetup) -> any StreamRelay)
-        /// Read whole, then translated (or passed on) at once.
-        case whole(@Sendable (JSONValue, RelaySetup) throws(GatewayError) -> WholeAnswer)
+        /// A whole answer passed to the client as it arrives (any size, constant memory), its
+        /// counts read on the way. `estimatesOutput`: without counts, its bytes are an estimate
+        /// of its output (not for embeddings).
+        case passThrough(UsageReader, estimatesOutput: Bool)
+        /// A whole answer read, then translated into the client's dialect.
+        case whole(UsageReader, @Sendable (JSONValue, RelaySetup) throws(GatewayError) -> WholeAnswer)
     }
+}
+
+/// Where an answer's token counts are: which top-level members to pick out of it, and how to
+/// read them.
+struct UsageReader: Sendable {
+    var keys: [String]
+    var read: @Sendable (JSONTopLevelScanner) -> ReportedUsage?
+
+    /// Ollama's final object: `prompt_eval_count` and `eval_count` (a missing count is 0).
+    static let ollama = UsageReader(keys: ["prompt_eval_count", "eval_count", "done"]) { scanner in
+        guard scanner.value("done")?.bool == true || scanner.values["prompt_eval_count"] != nil else { return nil }
+        return ReportedUsage(promptTokens: scanner.value("prompt_eval_count")?.int64 ?? 0,
+                             completionTokens: scanner.value("eval_count")?.int64 ?? 0)
+    }
+    /// Ollama's `/api/embed`: `prompt_eval_count`.
+    static let ollamaEmbed = UsageReader(keys: ["prompt_eval_count"]) { scanner in
+        scanner.value("prompt_eval_count").map { ReportedUsage(promptTokens: $0.int64 ?? 0) }
+    }
+    /// OpenAI's `usage`.
+    static let openAI = UsageReader(keys: ["usage"]) { $0.value("usage").map(ReportedUsage.openAI) }
+    /// Anthropic's `usage`.
+    static let anthropic = UsageReader(keys: ["usage"]) { $0.value("usage").map { ReportedUsage.anthropic($0) } }
+    /// Nothing to read (Ollama's legacy `/api/embeddings`).
+    static let none = UsageReader(keys: []) { _ in nil }
 }
 
 /// What a relay or an answer translator knows about its call.
@@ -43,12 +71,8 @@ struct RelaySetup: Sendable {
     var promptEstimate: Int64
 }
 
-/// A whole answer ready for the client, with what billing needs from it.
+/// A translated answer ready for the client.
 struct WholeAnswer: Sendable {
     var body: [UInt8]
     var contentType: String
-    /// The counts the upstream reported (nil: none, so they are estimated).
-    var usage: ReportedUsage?
-    /// Output delivered, for an estimate when `usage` is nil.
-    var delivered: Int64 = 0
 }

@@ -25,40 +25,31 @@ struct MeteredCall: Sendable {
             response = try await upstream.send(method: .POST, url: plan.url, headers: plan.headers,
                                                body: ByteBuffer(bytes: plan.body(ticket.outputBound).bytes))
         } catch {
-            await settlement.settle(.upstreamFailed(status: Int(error.status.code), usage: nil, delivered: 0))
+            await settlement.settle(.upstreamFailed(status: Int(error.status.code), usage: nil, delivered: .nothing))
             throw error
         }
         guard response.status.code == 200 else {
             let status = Int(response.status.code)
             let errorBody = try? await upstream.collect(response, limit: 1 << 20)
-            await settlement.settle(.upstreamFailed(status: status, usage: nil, delivered: 0))
+            await settlement.settle(.upstreamFailed(status: status, usage: nil, delivered: .nothing))
             throw Self.upstreamError(status: status, body: errorBody, provider: plan.provider)
         }
         switch plan.answer {
         case .stream(let makeRelay):
             return streamed(response, relay: makeRelay(setup), settlement: settlement)
-        case .whole(let translate):
-            let answer: WholeAnswer
-            do {
-                let bytes = try await upstream.collect(response)
-                guard let document = try? JSONDocument.parse(Array(buffer: bytes)) else {
-                    throw GatewayError.upstreamInvalid("the upstream's answer is not JSON")
-                }
-                answer = try translate(document.root, setup)
-            } catch {
-                let failure = UpstreamClient.classify(error)
-                await settlement.settle(.upstreamFailed(status: Int(failure.status.code), usage: nil, delivered: 0))
-                throw failure
-            }
-            await settlement.settle(.completed(usage: answer.usage, delivered: answer.delivered),
-                                    firstByte: ticket.startedAt.microsecondsElapsed)
-            return Response(status: .ok, headers: [.contentType: answer.contentType], body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+        case .passThrough(let reader, let estimatesOutput):
+            return passedThrough(response, reader: reader, estimatesOutput: estimatesOutput, settlement: settlement)
+        case .whole(let reader, let translate):
+            return try await translated(response, reader: reader, translate: translate, setup: setup, settlement: settlement)
         }
     }
 
     /// Streams the upstream's answer through `relay`, then settles by how it ended: completed,
     /// stopped at the held bound, abandoned by the client (which cancels the upstream request),
     /// or failed upstream (told to the client as the dialect's in-stream error).
+    ///
+    /// The end of the response (the terminal event and what follows it) is held back until the
+    /// settle is durable, so a client never sees its answer complete without the charge on disk.
     func streamed(_ response: HTTPClientResponse, relay: any StreamRelay, settlement: Settlement) -> Response {
         let upstreamBody = response.body, idleTimeout = upstream.readTimeout, metrics = billing.metrics
         let startedAt = settlement.ticket.startedAt
@@ -70,6 +61,7 @@ struct MeteredCall: Sendable {
             var relay = relay
             var firstByte: Int64?
             var clientGone = false, failure: GatewayError?
+            var tail: [UInt8] = [] // everything from the terminal event on
             func send(_ bytes: [UInt8]) async -> Bool {
                 guard !bytes.isEmpty else { return true }
                 do {
@@ -84,16 +76,19 @@ struct MeteredCall: Sendable {
             if !clientGone {
                 do {
                     try await UpstreamBody.forEach(upstreamBody, idleTimeout: idleTimeout) { chunk in
-                        guard await send(relay.relay(chunk)) else {
+                        let out = relay.relay(chunk)
+                        if relay.complete {
+                            tail += out
+                        } else if !(await send(out)) {
                             clientGone = true
                             return false // stops reading, which cancels the upstream request
                         }
                         return !relay.reachedLimit
                     }
                     if relay.reachedLimit {
-                        _ = await send(relay.cutOff())
-                    } else if !clientGone {
-                        clientGone = !(await send(relay.finish()))
+                        tail += relay.cutOff()
+                    } else {
+                        tail += relay.finish()
                     }
                 } catch {
                     if Task.isCancelled || error is CancellationError { clientGone = true } else { failure = UpstreamClient.classify(error) }
@@ -109,15 +104,107 @@ struct MeteredCall: Sendable {
             } else {
                 if relay.errorMessage == nil {
                     // The upstream failed or stopped early: say so in the dialect's own in-stream error.
-                    _ = await send(relay.errorEvent(failure?.message ?? "the upstream ended the stream before it was done"))
+                    tail += relay.errorEvent(failure?.message ?? "the upstream ended the stream before it was done")
                 }
                 ending = .upstreamFailed(status: 200, usage: relay.usage, delivered: relay.delivered)
             }
-            // Settled before the response completes: a client that saw the end was billed.
             await settlement.settle(ending, firstByte: firstByte)
+            if !clientGone, await send(tail) { try? await writer.finish(nil) }
+        })
+    }
+
+    /// Passes a whole answer to the client as it arrives, reading its counts on the way: any
+    /// size, in constant memory. Its last chunk waits for the settle, like a stream's end.
+    func passedThrough(_ response: HTTPClientResponse, reader: UsageReader, estimatesOutput: Bool,
+                       settlement: Settlement) -> Response {
+        let upstreamBody = response.body, idleTimeout = upstream.readTimeout
+        let startedAt = settlement.ticket.startedAt
+        return Response(status: .ok, headers: [.contentType: response.contentType], body: ResponseBody { writer in
+            var scanner = JSONTopLevelScanner(keys: reader.keys)
+            var held: ByteBuffer?
+            var sent = 0, firstByte: Int64?
+            var clientGone = false, failed = false
+            do {
+                try await UpstreamBody.forEach(upstreamBody, idleTimeout: idleTimeout) { chunk in
+                    scanner.feed(chunk.readableBytesView)
+                    if let previous = held {
+                        do {
+                            try await writer.write(previous)
+                        } catch {
+                            clientGone = true
+                            return false
+                        }
+                        sent += previous.readableBytes
+                        if firstByte == nil { firstByte = startedAt.microsecondsElapsed }
+                    }
+                    held = chunk
+                    return true
+                }
+            } catch {
+                if Task.isCancelled || error is CancellationError { clientGone = true } else { failed = true }
+            }
+            let usage = reader.read(scanner)
+            let total = sent + (held?.readableBytes ?? 0)
+            let delivered = Delivered(units: 0, textBytes: estimatesOutput ? Int64(sent) : 0)
+            // A whole answer cut short is of no use to its client: it is charged only as far as
+            // the client received it.
+            let ending: CallEnding = clientGone ? .clientGone(usage: nil, delivered: delivered)
+                : failed ? .upstreamFailed(status: 200, usage: nil, delivered: .nothing)
+                : .completed(usage: usage, delivered: Delivered(units: 0, textBytes: estimatesOutput ? Int64(total) : 0))
+            await settlement.settle(ending, firstByte: firstByte ?? startedAt.microsecondsElapsed)
+            guard !clientGone, !failed else { return }
+            if let held { try? await writer.write(held) }
             try? await writer.finish(nil)
         })
     }
+
+    /// Reads a whole answer and translates it. An answer too large to translate is still read
+    /// to the end for its counts and charged (the upstream did the work the client asked for),
+    /// and the client is told to ask for it streamed.
+    func translated(_ response: HTTPClientResponse, reader: UsageReader,
+                    translate: @Sendable (JSONValue, RelaySetup) throws(GatewayError) -> WholeAnswer,
+                    setup: RelaySetup, settlement: Settlement) async throws -> Response {
+        var scanner = JSONTopLevelScanner(keys: reader.keys)
+        var body = ByteBuffer(), tooLarge = false
+        do {
+            try await UpstreamBody.forEach(response.body, idleTimeout: upstream.readTimeout) { chunk in
+                scanner.feed(chunk.readableBytesView)
+                if !tooLarge {
+                    var chunk = chunk
+                    body.writeBuffer(&chunk)
+                    if body.readableBytes > Self.translationLimit {
+                        tooLarge = true
+                        body = ByteBuffer()
+                    }
+                }
+                return true
+            }
+        } catch {
+            let failure = UpstreamClient.classify(error)
+            await settlement.settle(.upstreamFailed(status: Int(failure.status.code), usage: nil, delivered: .nothing))
+            throw failure
+        }
+        let usage = reader.read(scanner)
+        if tooLarge {
+            await settlement.settle(.completed(usage: usage, delivered: .nothing), firstByte: settlement.ticket.startedAt.microsecondsElapsed)
+            throw GatewayError.upstreamInvalid("the answer is larger than \(Self.translationLimit >> 20) MiB and cannot be translated: ask for it streamed")
+        }
+        let answer: WholeAnswer
+        do throws(GatewayError) {
+            guard let document = try? JSONDocument.parse(Array(buffer: body)) else {
+                throw GatewayError.upstreamInvalid("the upstream's answer is not JSON")
+            }
+            answer = try translate(document.root, setup)
+        } catch {
+            await settlement.settle(.upstreamFailed(status: Int(error.status.code), usage: nil, delivered: .nothing))
+            throw error
+        }
+        await settlement.settle(.completed(usage: usage, delivered: .nothing), firstByte: settlement.ticket.startedAt.microsecondsElapsed)
+        return Response(status: .ok, headers: [.contentType: answer.contentType], body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+    }
+
+    /// The largest whole answer the gateway reads to translate it.
+    static let translationLimit = 64 << 20
 
     /// An upstream's error status, passed on: its own body goes to clients of its dialect; an
     /// operator key the provider refused is the gateway's problem, never shown as the client's.
@@ -172,6 +259,6 @@ final class Settlement: Sendable {
         let billing = self.billing, ticket = self.ticket
         billing.logger.warning("a metered call ended without settling; settling it as abandoned",
                                metadata: ["request_id": "\(ticket.requestId)"])
-        Task { await billing.settle(ticket, .clientGone(usage: nil, delivered: 0), timeToFirstByteMicros: nil) }
+        Task { await billing.settle(ticket, .clientGone(usage: nil, delivered: .nothing), timeToFirstByteMicros: nil) }
     }
 }

@@ -3,14 +3,14 @@ import JSONKit
 import NIOCore
 import Providers
 
-/// Ollama NDJSON to an Ollama client: lines pass through untouched, only scanned. Content lines
-/// are counted; the rare lines that may be the final one or an error are parsed.
+/// Ollama NDJSON to an Ollama client: lines pass through untouched, each one read (content,
+/// final counts, errors) on the way.
 struct OllamaNativeRelay: StreamRelay {
     let contentType: String
     let chat: Bool
     let setup: RelaySetup
     private var splitter = NDJSONSplitter()
-    private(set) var delivered: Int64 = 0
+    private(set) var delivered = Delivered()
     private(set) var reachedLimit = false
     private(set) var usage: ReportedUsage?
     private(set) var errorMessage: String?
@@ -45,20 +45,19 @@ struct OllamaNativeRelay: StreamRelay {
     private mutating func forward(_ line: ArraySlice<UInt8>) -> Bool {
         guard line.contains(where: { $0 != 0x20 && $0 != 0x0D && $0 != 0x09 }) else { return false }
         // Go writes `"done":false` on every content line; only other lines can be the end.
-        let mayBeFinal = line.contains(substring: "\"done\"") && !line.contains(substring: "\"done\":false")
-        if mayBeFinal || line.contains(substring: "\"error\""), let object = NDJSONSplitter.value(line) {
-            if let error = object["error"], !error.isNull {
-                errorMessage = error.string ?? error.rawText
-                return true
-            }
-            if object["done"]?.bool == true {
-                usage = OllamaFinal(object).usage
-                complete = true
-                return true
-            }
+        guard let object = NDJSONSplitter.value(line) else { return true }
+        if let error = object["error"], !error.isNull {
+            errorMessage = error.string ?? error.rawText
+            return true
         }
-        delivered += 1
-        if delivered >= setup.outputLimit { reachedLimit = true }
+        delivered.textBytes += OllamaChunk.textBytes(object)
+        if object["done"]?.bool == true {
+            usage = OllamaFinal(object).usage
+            complete = true
+            return true
+        }
+        delivered.units += 1
+        if delivered.units >= setup.outputLimit { reachedLimit = true }
         return true
     }
 
@@ -67,30 +66,11 @@ struct OllamaNativeRelay: StreamRelay {
         let final: JSON = chat
             ? ["model": .string(setup.model), "created_at": .string(stamp),
                "message": ["role": "assistant", "content": ""], "done_reason": "length", "done": true,
-               "prompt_eval_count": .int(setup.promptEstimate), "eval_count": .int(delivered)]
+               "prompt_eval_count": .int(setup.promptEstimate), "eval_count": .int(delivered.units)]
             : ["model": .string(setup.model), "created_at": .string(stamp), "response": "", "done": true,
-               "done_reason": "length", "prompt_eval_count": .int(setup.promptEstimate), "eval_count": .int(delivered)]
+               "done_reason": "length", "prompt_eval_count": .int(setup.promptEstimate), "eval_count": .int(delivered.units)]
         return final.bytes + [0x0A]
     }
 
     func errorEvent(_ message: String) -> [UInt8] { (JSON(dictionaryLiteral: ("error", .string(message))).text + "\n").bytes }
-}
-
-extension ArraySlice<UInt8> {
-    /// Whether `substring`'s UTF-8 bytes occur in these bytes.
-    func contains(substring: StaticString) -> Bool {
-        let n = substring.utf8CodeUnitCount
-        guard n > 0, count >= n else { return false }
-        let first = substring.utf8Start[0]
-        var i = startIndex
-        while i <= endIndex - n {
-            if self[i] == first {
-                var j = 1
-                while j < n && self[i + j] == substring.utf8Start[j] { j += 1 }
-                if j == n { return true }
-            }
-            i += 1
-        }
-        return false
-    }
 }

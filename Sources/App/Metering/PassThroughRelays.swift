@@ -19,10 +19,10 @@ struct OpenAIPassRelay: StreamRelay {
         self.setup = setup
     }
 
-    var delivered: Int64 { Int64(meter.contentEvents) }
+    var delivered: Delivered { Delivered(units: Int64(meter.contentEvents), textBytes: meter.contentBytes) }
     var usage: ReportedUsage? { meter.usage }
     var errorMessage: String? { meter.errorMessage }
-    var complete: Bool { meter.sawDone || meter.usage != nil }
+    var complete: Bool { meter.sawDone }
 
     mutating func start() -> [UInt8] { [] }
 
@@ -31,7 +31,7 @@ struct OpenAIPassRelay: StreamRelay {
         for event in splitter.feed(chunk.readableBytesView) where !reachedLimit {
             if meter.observe(event) { out.append(contentsOf: event) }
             // The bound is per choice; `n` choices share the stream.
-            if delivered >= setup.outputLimit * choices { reachedLimit = true }
+            if delivered.units >= setup.outputLimit * choices { reachedLimit = true }
         }
         return out
     }
@@ -49,8 +49,8 @@ struct OpenAIPassRelay: StreamRelay {
         var out = chunk(.array((0..<choices).map { ["index": .int($0), "delta": [:], "logprobs": .null, "finish_reason": "length"] }))
         if meter.clientAskedForUsage {
             let prompt = meter.usage?.promptTokens ?? setup.promptEstimate
-            out += chunk([], usage: ["prompt_tokens": .int(prompt), "completion_tokens": .int(delivered),
-                                     "total_tokens": .int(prompt + delivered)])
+            out += chunk([], usage: ["prompt_tokens": .int(prompt), "completion_tokens": .int(delivered.units),
+                                     "total_tokens": .int(prompt + delivered.units)])
         }
         return (out + "data: [DONE]\n\n").bytes
     }
@@ -70,7 +70,7 @@ struct AnthropicPassRelay: StreamRelay {
         self.setup = setup
     }
 
-    var delivered: Int64 { Int64(meter.contentEvents) }
+    var delivered: Delivered { Delivered(units: Int64(meter.contentEvents), textBytes: meter.contentBytes) }
     var usage: ReportedUsage? { meter.usage }
     var errorMessage: String? { meter.errorMessage }
     var complete: Bool { meter.sawStop }
@@ -82,7 +82,7 @@ struct AnthropicPassRelay: StreamRelay {
         for event in splitter.feed(chunk.readableBytesView) where !reachedLimit {
             meter.observe(event)
             out.append(contentsOf: event)
-            if delivered >= setup.outputLimit { reachedLimit = true }
+            if delivered.units >= setup.outputLimit { reachedLimit = true }
         }
         return out
     }
@@ -94,7 +94,7 @@ struct AnthropicPassRelay: StreamRelay {
         var out = ""
         if let open = meter.openBlock { out += event("content_block_stop", ["type": "content_block_stop", "index": .int(open)]) }
         out += event("message_delta", ["type": "message_delta", "delta": ["stop_reason": "max_tokens", "stop_sequence": .null],
-                                       "usage": ["output_tokens": .int(delivered)]])
+                                       "usage": ["output_tokens": .int(delivered.units)]])
         out += event("message_stop", ["type": "message_stop"])
         return out.bytes
     }

@@ -19,14 +19,16 @@ protocol StreamRelay: Sendable {
     /// The dialect's in-stream error, for failures after the response has started.
     func errorEvent(_ message: String) -> [UInt8]
 
-    /// Output delivered so far: content chunks or deltas, about one token each.
-    var delivered: Int64 { get }
+    /// Output delivered so far (content chunks or deltas, and their text).
+    var delivered: Delivered { get }
     var reachedLimit: Bool { get }
     /// Counts the upstream reported, if it got that far.
     var usage: ReportedUsage? { get }
     /// An error the upstream reported inside the stream.
     var errorMessage: String? { get }
-    /// Whether the stream ended properly (final chunk, `[DONE]` or `message_stop`).
+    /// Whether the stream's terminal event came (Ollama's `done` chunk, `[DONE]`,
+    /// `message_stop`): what follows it is the end of the response, held back until the settle
+    /// is durable.
     var complete: Bool { get }
 }
 

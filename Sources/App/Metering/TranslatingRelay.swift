@@ -7,7 +7,7 @@ struct TranslatingRelay<Encoder: DialectStreamEncoder>: StreamRelay {
     var encoder: Encoder
     let setup: RelaySetup
     private var splitter = NDJSONSplitter()
-    private(set) var delivered: Int64 = 0
+    private(set) var delivered = Delivered()
     private(set) var reachedLimit = false
     private(set) var usage: ReportedUsage?
     private(set) var errorMessage: String?
@@ -33,10 +33,12 @@ struct TranslatingRelay<Encoder: DialectStreamEncoder>: StreamRelay {
             if let error = object["error"], !error.isNull {
                 errorMessage = error.string ?? "upstream error"
             } else if object["done"]?.bool == true {
+                delivered.textBytes += OllamaChunk.textBytes(object)
                 usage = OllamaFinal(object).usage
             } else {
-                delivered += 1
-                if delivered >= setup.outputLimit { reachedLimit = true }
+                delivered.textBytes += OllamaChunk.textBytes(object)
+                delivered.units += 1
+                if delivered.units >= setup.outputLimit { reachedLimit = true }
             }
             out += encoder.encode(object)
         }
@@ -44,7 +46,7 @@ struct TranslatingRelay<Encoder: DialectStreamEncoder>: StreamRelay {
     }
 
     mutating func cutOff() -> [UInt8] {
-        encoder.finish(doneReason: "length", prompt: setup.promptEstimate, completion: delivered).bytes
+        encoder.finish(doneReason: "length", prompt: setup.promptEstimate, completion: delivered.units).bytes
     }
 
     func errorEvent(_ message: String) -> [UInt8] { Encoder.errorEvent(message).bytes }

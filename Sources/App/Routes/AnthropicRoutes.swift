@@ -28,15 +28,13 @@ struct AnthropicRoutes: Sendable {
             case .openai:
                 throw GatewayError.invalidRequest("model '\(model)' is served through the OpenAI API: POST /v1/chat/completions")
             case .anthropic:
+                try AnthropicPassThrough.checkBetas(beta)
                 let pass = try AnthropicPassThrough.read(request, model: model, bodyBytes: read.bodyBytes)
                 var headers = [("x-api-key", configuration.anthropicAPIKey ?? ""), ("anthropic-version", version)]
                 if let beta { headers.append(("anthropic-beta", beta)) }
                 let answer: CallPlan.Answer = pass.stream
                     ? .stream { setup in AnthropicPassRelay(setup: setup) }
-                    : .whole { object, _ in
-                        WholeAnswer(body: object.document.bytes, contentType: "application/json",
-                                    usage: object["usage"].map { ReportedUsage.anthropic($0) })
-                    }
+                    : .passThrough(.anthropic, estimatesOutput: true)
                 return CallPlan(endpoint: "/v1/messages", dialect: .anthropic, provider: .anthropic, model: model,
                                 prompt: pass.prompt, requestedOutput: pass.requestedOutput, producesOutput: true,
                                 url: configuration.anthropicBaseURL + "/v1/messages", headers: headers,
@@ -48,9 +46,9 @@ struct AnthropicRoutes: Sendable {
                         TranslatingRelay(encoder: AnthropicStreamEncoder(requestId: setup.requestId, model: model,
                                                                          inputEstimate: setup.promptEstimate), setup: setup)
                     }
-                    : .whole { object, setup in
+                    : .whole(.ollama) { object, setup in
                         WholeAnswer(body: AnthropicResponseTranslator.message(object, model: model, requestId: setup.requestId),
-                                    contentType: "application/json", usage: OllamaFinal(object).usage)
+                                    contentType: "application/json")
                     }
                 let policy = configuration.ollamaOptions, body = translated.body
                 return CallPlan(endpoint: "/v1/messages", dialect: .anthropic, provider: .ollama, model: model,

@@ -8,6 +8,7 @@ import NIOCore
 struct HealthRoutes: Sendable {
     let store: any Store
     let upstream: UpstreamClient
+    let journal: SettleJournal
     let configuration: Configuration
 
     func register(on router: Router<GatewayContext>) {
@@ -15,14 +16,19 @@ struct HealthRoutes: Sendable {
         router.get("/health/ollama") { _, _ in await ollama() }
     }
 
+    /// 200 `ok`; 200 `degraded` while settles wait in the journal; 503 when the database cannot
+    /// be reached (new requests are refused then), with the journal's depth and age either way.
     func database() async -> Response {
         let started = ContinuousClock.now
+        var journalState: [String: Any] = ["depth": journal.depth, "path": journal.path]
+        if let oldest = journal.oldestMicros { journalState["oldest_age_seconds"] = Double(nowMicros() - oldest) / 1_000_000 }
         do {
             try await store.ping()
-            return Self.json(.ok, ["status": "ok", "database": "ok",
-                                   "database_latency_ms": Double(started.microsecondsElapsed) / 1000])
+            return Self.json(.ok, ["status": journal.isEmpty ? "ok" : "degraded", "database": "ok",
+                                   "database_latency_ms": Double(started.microsecondsElapsed) / 1000,
+                                   "journal": journalState])
         } catch {
-            return Self.json(.serviceUnavailable, ["status": "unavailable", "database": "unreachable"])
+            return Self.json(.serviceUnavailable, ["status": "degraded", "database": "unreachable", "journal": journalState])
         }
     }
 

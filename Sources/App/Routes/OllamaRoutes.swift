@@ -58,11 +58,14 @@ struct OllamaRoutes: Sendable {
                 OllamaNativeRelay(contentType: "application/x-ndjson", chat: endpoint == .chat, setup: setup)
             }
         } else {
-            answer = .whole { object, _ in
-                // The legacy embeddings endpoint reports no token count: billed on the estimate.
-                WholeAnswer(body: Array(object.document.bytes), contentType: "application/json; charset=utf-8",
-                            usage: endpoint == .embeddings ? nil : OllamaFinal(object).usage)
+            // The answer passes through as it is. The legacy embeddings endpoint reports no
+            // token count: billed on the estimate.
+            let reader: UsageReader = switch endpoint {
+            case .chat, .generate: .ollama
+            case .embed: .ollamaEmbed
+            case .embeddings: .none
             }
+            answer = .passThrough(reader, estimatesOutput: endpoint.generatesText)
         }
         return CallPlan(endpoint: endpoint.rawValue, dialect: .ollama, provider: .ollama, model: request.model,
                         prompt: request.prompt, requestedOutput: request.requestedOutput,
@@ -72,14 +75,22 @@ struct OllamaRoutes: Sendable {
 
     // MARK: Pass-through and listings
 
-    /// Forwards an unmetered read-only call (tags, ps, version, show) and returns its answer as is.
+    /// Forwards an unmetered read-only call (tags, ps, version, show) and relays its answer as
+    /// it arrives, never holding it whole (a verbose `/api/show` is tens of megabytes).
     func passThrough(_ method: NIOHTTP1.HTTPMethod, _ path: String, body: ByteBuffer? = nil) async throws -> Response {
         let response = try await upstream.send(method: method, url: configuration.ollamaBaseURL + path, body: body)
-        let bytes = try await upstream.collect(response)
         if response.status.code != 200 {
+            let bytes = try? await upstream.collect(response, limit: 1 << 20)
             throw MeteredCall.upstreamError(status: Int(response.status.code), body: bytes, provider: .ollama)
         }
-        return Response(status: .ok, headers: [.contentType: response.contentType], body: .init(byteBuffer: bytes))
+        let upstreamBody = response.body, idleTimeout = upstream.readTimeout
+        return Response(status: .ok, headers: [.contentType: response.contentType], body: ResponseBody { writer in
+            try await UpstreamBody.forEach(upstreamBody, idleTimeout: idleTimeout) { chunk in
+                try await writer.write(chunk)
+                return true
+            }
+            try await writer.finish(nil)
+        })
     }
 
     /// `GET /api/models`: what Ollama serves, each with the price it is charged at and the

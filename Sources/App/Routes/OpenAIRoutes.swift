@@ -37,10 +37,7 @@ struct OpenAIRoutes: Sendable {
                     ? .stream { [choices = pass.fields.choices, asked = pass.fields.includeUsage] setup in
                         OpenAIPassRelay(clientAskedForUsage: asked, choices: choices, setup: setup)
                     }
-                    : .whole { object, _ in
-                        WholeAnswer(body: object.document.bytes, contentType: "application/json",
-                                    usage: object["usage"].map(ReportedUsage.openAI))
-                    }
+                    : .passThrough(.openAI, estimatesOutput: true)
                 return CallPlan(endpoint: "/v1/chat/completions", dialect: .openai, provider: .openai, model: model,
                                 prompt: pass.prompt, requestedOutput: pass.fields.requestedOutput, producesOutput: true,
                                 choices: pass.fields.choices, url: configuration.openAIBaseURL + "/chat/completions",
@@ -53,10 +50,10 @@ struct OpenAIRoutes: Sendable {
                         TranslatingRelay(encoder: OpenAIStreamEncoder(requestId: setup.requestId, model: model, created: created,
                                                                       includeUsage: includeUsage), setup: setup)
                     }
-                    : .whole { object, setup in
+                    : .whole(.ollama) { object, setup in
                         WholeAnswer(body: OpenAIResponseTranslator.completion(object, model: model, requestId: setup.requestId,
                                                                              created: created),
-                                    contentType: "application/json", usage: OllamaFinal(object).usage)
+                                    contentType: "application/json")
                     }
                 return ollamaChatPlan(translated.body, model: model, prompt: .openAI(request, bodyBytes: read.bodyBytes),
                                       requestedOutput: translated.requestedOutput, answer: answer)
@@ -91,19 +88,14 @@ struct OpenAIRoutes: Sendable {
             return CallPlan(endpoint: "/v1/embeddings", dialect: .openai, provider: .openai, model: model, prompt: prompt,
                             producesOutput: false, url: configuration.openAIBaseURL + "/embeddings", headers: openAIHeaders,
                             body: { _ in OpenAIEmbeddingsRequest.passThroughBody(request, model: model) },
-                            answer: .whole { object, _ in
-                                WholeAnswer(body: object.document.bytes, contentType: "application/json",
-                                            usage: object["usage"].map(ReportedUsage.openAI))
-                            })
+                            answer: .passThrough(.openAI, estimatesOutput: false))
         }
         let body = OpenAIEmbeddingsRequest.ollamaBody(request, input: input, model: model), policy = configuration.ollamaOptions
         return CallPlan(endpoint: "/v1/embeddings", dialect: .openai, provider: .ollama, model: model, prompt: prompt,
                         producesOutput: false, url: configuration.ollamaBaseURL + "/api/embed",
                         body: { body.json(outputBound: $0, policy: policy) },
-                        answer: .whole { object, _ in
-                            WholeAnswer(body: OpenAIResponseTranslator.embeddings(object, model: model),
-                                        contentType: "application/json",
-                                        usage: ReportedUsage(promptTokens: object["prompt_eval_count"]?.int64 ?? 0))
+                        answer: .whole(.ollamaEmbed) { object, _ in
+                            WholeAnswer(body: OpenAIResponseTranslator.embeddings(object, model: model), contentType: "application/json")
                         })
     }
 }

@@ -19,6 +19,10 @@ public final class GatewayMetrics: Sendable {
     private let budgetRefusals: Metrics.Counter
     private let usageWriteFailures: Metrics.Counter
     private let settlesWithoutHold: Metrics.Counter
+    private let journalWrites: Metrics.Counter
+    private let journalReplays: Metrics.Counter
+    private let journalDepth: Metrics.Gauge
+    private let journalAge: Metrics.Gauge
     private let listenerReconnects: Metrics.Counter
     private let poolOpen: Metrics.Gauge
     private let poolIdle: Metrics.Gauge
@@ -37,6 +41,10 @@ public final class GatewayMetrics: Sendable {
         budgetRefusals = Counter(label: "lmsvr_budget_refusals_total", factory: factory)
         usageWriteFailures = Counter(label: "lmsvr_usage_write_failures_total", factory: factory)
         settlesWithoutHold = Counter(label: "lmsvr_settles_without_hold_total", factory: factory)
+        journalWrites = Counter(label: "lmsvr_journal_writes_total", factory: factory)
+        journalReplays = Counter(label: "lmsvr_journal_replays_total", factory: factory)
+        journalDepth = Gauge(label: "lmsvr_journal_depth", factory: factory)
+        journalAge = Gauge(label: "lmsvr_journal_oldest_age_seconds", factory: factory)
         listenerReconnects = Counter(label: "lmsvr_listener_reconnects_total", factory: factory)
         poolOpen = Gauge(label: "lmsvr_db_pool_connections", dimensions: [("state", "open")], factory: factory)
         poolIdle = Gauge(label: "lmsvr_db_pool_connections", dimensions: [("state", "idle")], factory: factory)
@@ -93,13 +101,19 @@ public final class GatewayMetrics: Sendable {
     func budgetRefused() { budgetRefusals.increment() }
     func usageWriteFailed() { usageWriteFailures.increment() }
     func settledWithoutHold() { settlesWithoutHold.increment() }
+    /// A settle the database could not take went to the journal.
+    func journaled() { journalWrites.increment() }
+    /// A journaled settle reached the database.
+    func journalReplayed() { journalReplays.increment() }
     func listenerReconnected() { listenerReconnects.increment() }
 
     func streamOpened() { openStreamsGauge.record(openStreamsCount.withLockedValue { $0 += 1; return $0 }) }
     func streamClosed() { openStreamsGauge.record(openStreamsCount.withLockedValue { $0 -= 1; return $0 }) }
 
-    /// The Prometheus text exposition, with the database pool sampled now.
-    func exposition(pool: PoolStatistics?) -> [UInt8] {
+    /// The Prometheus text exposition, with the database pool and the journal sampled now.
+    func exposition(pool: PoolStatistics?, journal: SettleJournal) -> [UInt8] {
+        journalDepth.record(journal.depth)
+        journalAge.record(journal.oldestMicros.map { Double(nowMicros() - $0) / 1_000_000 } ?? 0)
         if let pool {
             poolOpen.record(pool.open)
             poolIdle.record(pool.idle)

@@ -10,6 +10,8 @@ struct GatewayMiddleware: RouterMiddleware {
     typealias Context = GatewayContext
 
     let authenticator: Authenticator
+    /// Past its size limit, new requests are refused before anything else is done.
+    let journal: SettleJournal
     let logger: Logger
     let metrics: GatewayMetrics
     /// The configured body limit, for 413 messages.
@@ -31,6 +33,7 @@ struct GatewayMiddleware: RouterMiddleware {
                 throw GatewayError.forbiddenRoute(path)
             }
             if !Self.publicPaths.contains(path) {
+                guard !journal.isFull else { throw GatewayError.chargesBacklogged }
                 context.principal = try await authenticator.authenticate(request.headers)
             }
             response = try await next(request, context)
