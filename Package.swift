@@ -21,6 +21,8 @@ let package = Package(
         // AsyncThrowingChannel: a stream's upstream reader hands chunks to the client writer with
         // backpressure, so an idle timer can tell upstream silence from a client not reading.
         .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.1.4"),
+        // Deque: the settle journal's queue of waiting records (O(1) at both ends while draining).
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         // HdrHistogram: latency percentiles without storing every sample, for the benchmark driver only.
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
@@ -50,6 +52,7 @@ let package = Package(
         .target(name: "App", dependencies: [
             "Core", "SQLStore", "Providers", "JSONKit",
             .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+            .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

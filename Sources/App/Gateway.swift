@@ -72,6 +72,10 @@ public struct Gateway: Sendable {
     /// before serving, for as long as the database takes it. Returns how many were written;
     /// anything left is drained while serving.
     public func replayJournal() async -> Int {
+        // Keep the holds of these requests from expiring while they wait.
+        let ids = journal.first(Int.max).map(\.requestId)
+        for id in ids { liveHolds.add(id) }
+        _ = try? await store.extendHolds(ids: ids, untilMicros: nowMicros() + Int64(configuration.holdExpirySeconds) * 1_000_000)
         var written = 0
         while let usage = journal.first {
             do {
@@ -83,6 +87,7 @@ public struct Gateway: Sendable {
                 break
             }
             journal.removeFirst()
+            liveHolds.remove(usage.requestId)
             metrics.journalReplayed()
             written += 1
         }

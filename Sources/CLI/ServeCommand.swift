@@ -41,9 +41,9 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
         // Charges a previous run could not write (it crashed, or stopped during an outage) go to
         // the database before this one serves.
         let adopted = try await journal.adoptOrphans()
-        if adopted > 0 {
+        if !adopted.isEmpty {
             let written = await gateway.replayJournal()
-            logger.notice("replayed the settle journal", metadata: ["adopted": "\(adopted)", "written": "\(written)"])
+            logger.notice("replayed the settle journal", metadata: ["adopted": "\(adopted.count)", "written": "\(written)"])
         }
         // A change feed drives the key and price caches (which stay off while it is down): on
         // PostgreSQL a dedicated connection LISTENs for what other processes commit; on SQLite a

@@ -13,10 +13,13 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
 
     /// Connects, giving up after `connectTimeoutSeconds` unless the connection string sets its own.
     init(conninfo: String, connectTimeoutSeconds: Int = 10) throws(SQLError) {
-        // Keywords processed in order, later ones override: our default timeout first, then the
+        // Keywords processed in order, later ones override: our defaults first, then the
         // operator's string (URI or key=value) expanded through `dbname`.
-        let keywords = ["connect_timeout", "dbname"]
-        let values = [String(connectTimeoutSeconds), conninfo]
+        // TCP keepalives and a user timeout, so a connection to a server that vanished without a
+        // word (a partition, a dead host) fails in about half a minute instead of hanging.
+        let keywords = ["connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                        "tcp_user_timeout", "dbname"]
+        let values = [String(connectTimeoutSeconds), "1", "15", "5", "3", "30000", conninfo]
         let conn = withCStrings(keywords) { k in
             withCStrings(values) { v in PQconnectdbParams(k, v, 1) }
         }
@@ -119,8 +122,11 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
             message = Self.firstLine(String(cString: PQerrorMessage(handle)))
         }
         let state = result.flatMap { PQresultErrorField($0, Int32(UInt8(ascii: "C"))) }.map { String(cString: $0) } ?? ""
-        if PQstatus(handle) != CONNECTION_OK || state.hasPrefix("08") || state == "57P01" || state == "57P02"
-            || state == "57P03" {
+        // Connection failures, a server shutting down or out of resources (class 53), a read-only
+        // server (a failover in progress) and cancelled statements all mean "not now": the caller
+        // may try again later (the settle journal does).
+        if PQstatus(handle) != CONNECTION_OK || state.hasPrefix("08") || state.hasPrefix("53") || state.hasPrefix("57")
+            || state.hasPrefix("58") || state == "25006" {
             return .connectionFailed(message.isEmpty ? "connection lost" : message)
         }
         switch state {

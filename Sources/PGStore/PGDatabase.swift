@@ -1,5 +1,6 @@
 import Core
 import NIOConcurrencyHelpers
+import NIOCore
 import NIOPosix
 import SQLStore
 
@@ -42,10 +43,22 @@ public final class PGDatabase: SQLDatabase {
         }
     }
 
-    /// A parked caller: resumed with a connection, with `.create` (a slot freed up), or an error.
+    /// A parked caller: resumed with a connection, with `.create` (a slot freed up), or an error
+    /// when its wait (a timer on an event loop, cancelled when it is served) runs out.
     struct Waiter {
         let id: Int
         let continuation: CheckedContinuation<Lend, Error>
+        var timeout: Scheduled<Void>?
+
+        func resume(_ lend: Lend) {
+            timeout?.cancel()
+            continuation.resume(returning: lend)
+        }
+
+        func fail(_ error: Error) {
+            timeout?.cancel()
+            continuation.resume(throwing: error)
+        }
     }
 
     enum Lend {
@@ -98,7 +111,7 @@ public final class PGDatabase: SQLDatabase {
             let idle = state.idle
             state.open -= idle.count
             state.idle = []
-            while let waiter = state.nextWaiter() { waiter.continuation.resume(throwing: SQLError.connectionFailed("pool shut down")) }
+            while let waiter = state.nextWaiter() { waiter.fail(SQLError.connectionFailed("pool shut down")) }
             return idle
         }
         _ = idle // closed by deinit when released here
@@ -133,7 +146,7 @@ public final class PGDatabase: SQLDatabase {
     /// waiting beside an idle connection.
     private func lend(priority: SQLPriority) async throws -> Lend {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lend, Error>) in
-            let parked = state.withLockedValue { state -> Int? in
+            state.withLockedValue { state in
                 if state.isShutDown {
                     continuation.resume(throwing: SQLError.connectionFailed("pool shut down"))
                 } else if let connection = state.idle.popLast() {
@@ -143,17 +156,16 @@ public final class PGDatabase: SQLDatabase {
                     continuation.resume(returning: .create)
                 } else {
                     state.nextWaiterId += 1
-                    let waiter = Waiter(id: state.nextWaiterId, continuation: continuation)
+                    var waiter = Waiter(id: state.nextWaiterId, continuation: continuation)
+                    // An event-loop timer, not a task: it fires on time however busy the
+                    // cooperative thread pool is.
+                    let id = waiter.id, box = self.state, waitMillis = self.waitMillis, size = self.size
+                    waiter.timeout = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .milliseconds(Int64(waitMillis))) {
+                        box.withLockedValue { $0.removeWaiter(id: id) }?.fail(SQLError.poolExhausted(
+                            "no database connection free within \(waitMillis) ms (pool of \(size))"))
+                    }
                     if priority == .urgent { state.urgent.append(waiter) } else { state.normal.append(waiter) }
-                    return waiter.id
                 }
-                return nil
-            }
-            guard let id = parked else { return }
-            Task { [waitMillis, state, size] in
-                try? await Task.sleep(nanoseconds: UInt64(waitMillis) * 1_000_000)
-                state.withLockedValue { $0.removeWaiter(id: id) }?.continuation.resume(throwing: SQLError.poolExhausted(
-                    "no database connection free within \(waitMillis) ms (pool of \(size))"))
             }
         }
     }
@@ -172,7 +184,7 @@ public final class PGDatabase: SQLDatabase {
             state.idle.append(connection)
             return nil
         }
-        if let (waiter, lend) = handOff { waiter.continuation.resume(returning: lend) }
+        if let (waiter, lend) = handOff { waiter.resume(lend) }
     }
 
     private func wakeOneForSlot() {
@@ -181,7 +193,7 @@ public final class PGDatabase: SQLDatabase {
             state.open += 1
             return waiter
         }
-        waiter?.continuation.resume(returning: .create)
+        waiter?.resume(.create)
     }
 }
 

@@ -177,7 +177,8 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
         // Extended codes are macros Swift cannot import: SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY.
         case SQLITE_CONSTRAINT | (8 << 8), SQLITE_CONSTRAINT | (6 << 8): .uniqueViolation(message)
         case let code where code & 0xff == SQLITE_BUSY || code & 0xff == SQLITE_LOCKED: .retryable(message)
-        case let code where code & 0xff == SQLITE_CANTOPEN || code & 0xff == SQLITE_NOTADB || code & 0xff == SQLITE_IOERR:
+        // Not now: the file cannot be opened or written (a full or read-only disk included).
+        case let code where [SQLITE_CANTOPEN, SQLITE_NOTADB, SQLITE_IOERR, SQLITE_FULL, SQLITE_READONLY].contains(code & 0xff):
             .connectionFailed(message)
         default: .other(message)
         }

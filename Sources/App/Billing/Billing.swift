@@ -124,10 +124,11 @@ struct Billing: Sendable {
     }
 
     /// Settles a ticket by how its call ended: one ledger row, the charge added to spent, the
-    /// hold dropped. Returns once the charge is durable: in the database, or, when the database
-    /// cannot take it now (down, no connection free, locked), in the settle journal, which
-    /// `JournalDrainer` writes to the database as soon as it can. While the journal holds
-    /// anything, new settles join it, so they reach the database in order.
+    /// hold dropped. Returns only once the charge is durable: in the database, or, when the
+    /// database cannot take it now (down, no connection free, locked), in the settle journal,
+    /// which `JournalDrainer` writes to the database as soon as it can. If neither can take it
+    /// (the database away and the disk failing), it keeps trying both: the client's response
+    /// does not complete before its charge is on disk somewhere.
     ///
     /// Runs outside the caller's task, so a client that disconnects cannot cancel the write.
     func settle(_ ticket: Ticket, _ ending: CallEnding, timeToFirstByteMicros: Int64?) async {
@@ -143,31 +144,39 @@ struct Billing: Sendable {
         let liveHolds = self.liveHolds, finalRow = row
         metrics.settled(finalRow)
         await Task {
-            if journal.isEmpty {
-                do {
-                    if try await store.settle(holdId: finalRow.requestId, usage: finalRow) == .settledWithoutHold {
-                        metrics.settledWithoutHold()
-                        logger.warning("settled a request whose hold was gone: charged anyway", metadata: [
-                            "request_id": "\(finalRow.requestId)", "cost_usd": "\(finalRow.cost.decimalString)",
+            var backoff: Duration = .milliseconds(100)
+            while true {
+                if journal.databaseAccepts {
+                    do {
+                        if try await store.settle(holdId: finalRow.requestId, usage: finalRow) == .settledWithoutHold {
+                            metrics.settledWithoutHold()
+                            logger.warning("settled a request whose hold was gone: charged anyway", metadata: [
+                                "request_id": "\(finalRow.requestId)", "cost_usd": "\(finalRow.cost.decimalString)",
+                            ])
+                        }
+                        liveHolds.remove(finalRow.requestId)
+                        return
+                    } catch {
+                        journal.databaseAccepts = false
+                        logger.warning("the database could not take a settle now; settles go to the journal", metadata: [
+                            "request_id": "\(finalRow.requestId)", "error": "\(error)",
                         ])
                     }
-                    liveHolds.remove(finalRow.requestId)
+                }
+                do {
+                    // The hold stays live (renewed) until the drainer writes the settle.
+                    try await journal.append(finalRow)
+                    metrics.journaled()
                     return
                 } catch {
-                    logger.warning("the database could not take a settle now; it goes to the journal", metadata: [
-                        "request_id": "\(finalRow.requestId)", "error": "\(error)",
+                    metrics.usageWriteFailed()
+                    logger.error("could not write a settle to the journal; trying again", metadata: [
+                        "request_id": "\(finalRow.requestId)", "cost_usd": "\(finalRow.cost.decimalString)", "error": "\(error)",
                     ])
+                    journal.databaseAccepts = true // the database may be back: try it too
+                    try? await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .seconds(5))
                 }
-            }
-            do {
-                try await journal.append(finalRow)
-                metrics.journaled()
-            } catch {
-                // Still queued in memory for the database; only a crash now would lose it.
-                metrics.usageWriteFailed()
-                logger.error("could not write a settle to the journal", metadata: [
-                    "request_id": "\(finalRow.requestId)", "cost_usd": "\(finalRow.cost.decimalString)", "error": "\(error)",
-                ])
             }
         }.value
     }

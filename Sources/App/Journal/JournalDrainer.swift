@@ -32,9 +32,12 @@ struct JournalDrainer: Service {
         while !Task.isCancelled {
             if ContinuousClock.now - lastAdoption > Self.adoptionInterval {
                 lastAdoption = .now
-                _ = try? await journal.adoptOrphans()
+                if let adopted = try? await journal.adoptOrphans() {
+                    for usage in adopted { liveHolds.add(usage.requestId) }
+                }
             }
             guard let usage = journal.first else {
+                journal.databaseAccepts = true
                 if Task.isShuttingDownGracefully { break }
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.idlePoll) }
                 continue
@@ -45,6 +48,7 @@ struct JournalDrainer: Service {
                 journal.removeFirst()
                 liveHolds.remove(usage.requestId)
                 metrics.journalReplayed()
+                journal.databaseAccepts = true
                 backoff = .milliseconds(50)
                 if journal.isEmpty { logger.notice("the settle journal is drained: every charge is in the database") }
             } catch let error as StoreError where Self.isOutage(error) {
@@ -53,11 +57,10 @@ struct JournalDrainer: Service {
                 backoff = min(backoff * 2, Self.maxBackoff)
             } catch {
                 failures = failures.requestId == usage.requestId ? (usage.requestId, failures.count + 1) : (usage.requestId, 1)
-                guard failures.count >= Self.attemptsBeforeSettingAside else {
-                    try? await Task.sleep(for: backoff)
-                    continue
-                }
-                await journal.setAside(usage)
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, Self.maxBackoff)
+                // Set aside only once it is on disk there; until then it stays in the journal.
+                guard failures.count >= Self.attemptsBeforeSettingAside, await journal.setAside(usage) else { continue }
                 journal.removeFirst()
                 liveHolds.remove(usage.requestId)
                 metrics.usageWriteFailed()
@@ -73,7 +76,7 @@ struct JournalDrainer: Service {
         }
     }
 
-    /// Failures that end when the database is back: retried without limit.
+    /// Failures that end when the database is back (or has room again): retried without limit.
     static func isOutage(_ error: StoreError) -> Bool {
         switch error {
         case .unavailable, .poolExhausted, .busy: true
