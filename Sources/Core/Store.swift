@@ -50,11 +50,21 @@ public protocol Store: Sendable {
     func budgetStatus(customerId: Int64, period: BudgetPeriod) async throws -> BudgetStatus?
 
     // MARK: Reports
+    /// Totals per model over whole UTC days, from the per-day rollups (never a ledger scan).
     func usageReport(customerId: Int64, range: DayRange) async throws -> UsageReport
     /// Calls `body` once per usage row in time order, streaming: never the whole set in memory.
     /// `body` runs on the store's thread and may block (it writes the export).
     func exportUsage(customerId: Int64, range: DayRange,
                      _ body: @escaping @Sendable (UsageRecord) throws -> Void) async throws -> Int
+
+    /// Makes sure the ledger is ready for the months around `nowMicros` (on PostgreSQL, the
+    /// month partitions of this month and the next). Cheap when they exist; run periodically.
+    func prepareLedger(nowMicros: Int64) async throws
+    /// Writes every ledger row of the months before `period` to `body` (in time order), then
+    /// removes those months from the ledger (PostgreSQL drops their partitions whole). Rollups
+    /// and budgets stay, so reports and spent do not change. Returns how many rows went.
+    func archiveUsage(before period: BudgetPeriod,
+                      _ body: @escaping @Sendable (UsageRecord) throws -> Void) async throws -> Int
 
     // MARK: Health and lifecycle
     /// Runs a trivial query; throws `StoreError.unavailable` when the database cannot be reached.
@@ -78,6 +88,15 @@ public enum StoreError: Error, CustomStringConvertible, Equatable {
     case poolExhausted
     /// Locks or serialization conflicts outlasted every retry (SQLite's busy timeout, say).
     case busy(String)
+
+    /// Whether this passes when the database is back (or has room again): worth retrying
+    /// without limit, unlike a refusal of the data itself.
+    public var isOutage: Bool {
+        switch self {
+        case .unavailable, .poolExhausted, .busy: true
+        case .failed, .duplicate, .schemaBehind: false
+        }
+    }
 
     public var description: String {
         switch self {

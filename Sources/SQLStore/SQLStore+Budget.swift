@@ -2,6 +2,7 @@ import Core
 
 extension SQLStore {
     public func hold(_ request: HoldRequest) async throws -> HoldDecision {
+        if let batching { return try await batching.hold(request) }
         let period = BudgetPeriod(containingMicros: request.nowMicros)
         // Not durable on SQLite: a hold only matters while this process lives (it is released
         // when it expires), and a process crash keeps it anyway (it is in the WAL, which the OS
@@ -49,6 +50,7 @@ extension SQLStore {
     }
 
     public func settle(holdId: String, usage: UsageRecord) async throws -> SettleResult {
+        if let batching, holdId == usage.requestId { return try await batching.settle(usage) }
         do {
             // Urgent: a settle frees budget, so it never queues behind holds for a connection.
             // Two attempts: if the database stays locked (SQLite's busy timeout, twice), the

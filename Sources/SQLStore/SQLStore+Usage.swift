@@ -39,15 +39,20 @@ extension SQLStore {
             latencyMicros: try r.int(21), timeToFirstByteMicros: try r.optionalInt(22), createdAtMicros: try r.int(23))
     }
 
+    /// Reads the per-day rollups, never the ledger: a month of ten million requests is a few
+    /// dozen rows per model.
     public func usageReport(customerId: Int64, range: DayRange) async throws -> UsageReport {
         let (from, until) = range.micros
+        // Whole UTC days: the rollups' day is days since the epoch.
+        let firstDay = from == .min ? Int64.min : from / Self.microsPerDay
+        let lastDay = until == .max ? Int64.max : (until - 1) / Self.microsPerDay
         let lines = try await read { c in
             try c.execute(
                 """
-                SELECT model, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), \
-                COALESCE(SUM(cost_nanos), 0) FROM usage WHERE customer_id = $1 AND created_us >= $2 AND created_us < $3 \
-                GROUP BY model ORDER BY model
-                """, .int(customerId), .int(from), .int(until)
+                SELECT model, COALESCE(SUM(requests), 0), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), \
+                COALESCE(SUM(cost_nanos), 0) FROM usage_daily WHERE customer_id = $1 AND day >= $2 AND day <= $3 \
+                GROUP BY model HAVING SUM(requests) > 0 ORDER BY model
+                """, .int(customerId), .int(firstDay), .int(lastDay)
             ).map {
                 UsageReport.Line(model: try $0.text(0), requests: try $0.int(1), promptTokens: try $0.int(2),
                                  completionTokens: try $0.int(3), cost: Money(nanos: try $0.int(4)))
@@ -55,6 +60,8 @@ extension SQLStore {
         }
         return UsageReport(customerId: customerId, range: range, byModel: lines)
     }
+
+    static var microsPerDay: Int64 { 86_400_000_000 }
 
     public func exportUsage(customerId: Int64, range: DayRange,
                             _ body: @escaping @Sendable (UsageRecord) throws -> Void) async throws -> Int {
@@ -70,5 +77,51 @@ extension SQLStore {
             }
             return count
         }
+    }
+
+    public func prepareLedger(nowMicros: Int64) async throws {
+        guard database.dialect == .postgres else { return }
+        let this = BudgetPeriod(containingMicros: nowMicros)
+        let next = this.month == 12 ? BudgetPeriod(year: this.year + 1, month: 1) : BudgetPeriod(year: this.year, month: this.month + 1)
+        for period in [this, next] {
+            _ = try await write { c in try c.execute("SELECT lmsvr_usage_partition($1)", .text(period.description)) }
+        }
+    }
+
+    public func archiveUsage(before period: BudgetPeriod,
+                             _ body: @escaping @Sendable (UsageRecord) throws -> Void) async throws -> Int {
+        let months = try await read { c in
+            try c.execute("SELECT DISTINCT period FROM usage WHERE period < $1 ORDER BY period", .text(period.description))
+                .map { try $0.text(0) }
+        }
+        var count = 0
+        for month in months {
+            // Written first, removed after: a failure in between leaves the month in place, to be
+            // archived again (the output file is replaced whole, never appended to).
+            count += try await read { c in
+                var written = 0
+                try c.forEachRow("SELECT \(Self.usageColumns) FROM usage WHERE period = $1 ORDER BY created_us, id",
+                                 [.text(month)]) { row in
+                    try body(try Self.usage(from: row))
+                    written += 1
+                }
+                return written
+            }
+        }
+        try await write { c in
+            for month in months {
+                switch c.dialect {
+                case .postgres:
+                    // Drops the month's partition whole (and its rows in the default partition).
+                    try c.execute("SELECT lmsvr_usage_archive($1)", .text(month))
+                case .sqlite:
+                    // The marker row tells the rollup trigger to keep the rollups.
+                    try c.execute("INSERT INTO usage_archiving (active) VALUES (1)")
+                    try c.execute("DELETE FROM usage WHERE period = $1", .text(month))
+                    try c.execute("DELETE FROM usage_archiving")
+                }
+            }
+        }
+        return count
     }
 }

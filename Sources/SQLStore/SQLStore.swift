@@ -9,9 +9,13 @@ import Core
 /// `SQLDatabase.transaction` covers what is left.
 public struct SQLStore<Database: SQLDatabase>: Store {
     public let database: Database
+    /// PostgreSQL's coalesced single-statement holds and settles (nil on SQLite, whose group
+    /// commit already shares one fsync among the writes that arrive together).
+    let batching: PostgresBatching<Database>?
 
     public init(database: Database) {
         self.database = database
+        self.batching = database.dialect == .postgres ? PostgresBatching(database: database) : nil
     }
 
     /// Runs a transaction and turns driver errors into `StoreError`s.

@@ -51,7 +51,7 @@ struct JournalDrainer: Service {
                 journal.databaseAccepts = true
                 backoff = .milliseconds(50)
                 if journal.isEmpty { logger.notice("the settle journal is drained: every charge is in the database") }
-            } catch let error as StoreError where Self.isOutage(error) {
+            } catch let error as StoreError where error.isOutage {
                 // The database is still away: wait and try the same record again.
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, Self.maxBackoff)
@@ -73,14 +73,6 @@ struct JournalDrainer: Service {
             logger.warning("settles left in the journal for the next start", metadata: [
                 "count": "\(journal.depth)", "path": "\(journal.path)",
             ])
-        }
-    }
-
-    /// Failures that end when the database is back (or has room again): retried without limit.
-    static func isOutage(_ error: StoreError) -> Bool {
-        switch error {
-        case .unavailable, .poolExhausted, .busy: true
-        case .failed, .duplicate, .schemaBehind: false
         }
     }
 }

@@ -1,0 +1,151 @@
+import Core
+import JSONKit
+
+/// PostgreSQL's fast path for the two statements every request makes. Holds of one customer that
+/// arrive together become one call of `lmsvr_hold` (one round trip; the period row locked only
+/// while it runs; an asynchronous commit); settles that arrive together become one call of
+/// `lmsvr_settle` (one round trip, one durable commit for all). Neither waits to gather a batch:
+/// see `Coalescer`.
+final class PostgresBatching<Database: SQLDatabase>: Sendable {
+    struct HoldKey: Hashable, Sendable {
+        var customerId: Int64
+        var period: BudgetPeriod
+    }
+
+    private let holds: Coalescer<HoldKey, HoldRequest, HoldDecision>
+    private let settles: Coalescer<Int, UsageRecord, Result<SettleResult, StoreError>>
+
+    init(database: Database) {
+        holds = Coalescer(maxBatch: 256) { key, requests in
+            try await Self.hold(database, key, requests)
+        }
+        settles = Coalescer(maxBatch: 256) { _, rows in
+            try await Self.settle(database, rows)
+        }
+    }
+
+    func hold(_ request: HoldRequest) async throws -> HoldDecision {
+        try await holds.submit(request, key: HoldKey(customerId: request.customerId,
+                                                     period: BudgetPeriod(containingMicros: request.nowMicros)))
+    }
+
+    func settle(_ usage: UsageRecord) async throws -> SettleResult {
+        try await settles.submit(usage, key: 0).get()
+    }
+
+    // MARK: Batches
+
+    static func hold(_ database: Database, _ key: HoldKey, _ requests: [HoldRequest]) async throws -> [HoldDecision] {
+        let first = requests[0]
+        let binds: [SQLValue] = [
+            .int(key.customerId), .text(key.period.description), .int(first.nowMicros),
+            .int(requests.map(\.expiresAtMicros).max() ?? first.expiresAtMicros),
+            .text(PGArray.text(requests.map(\.holdId))), .text(PGArray.int(requests.map(\.amount.nanos))),
+            .text(PGArray.int(requests.map(\.keyId))), .text(PGArray.text(requests.map(\.endpoint))),
+            .text(PGArray.text(requests.map(\.dialect))), .text(PGArray.text(requests.map(\.provider))),
+            .text(PGArray.text(requests.map(\.model))),
+        ]
+        let row = try await call(database, priority: .normal) { c in
+            try c.execute("""
+                SELECT array_to_string(admitted, ','), budget, spent, held FROM lmsvr_hold($1, $2, $3, $4, $5::text[], \
+                $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[])
+                """, binds)[0]
+        }
+        let admitted = try row.text(0).split(separator: ",").map { $0 == "true" || $0 == "t" }
+        let status = BudgetStatus(customerId: key.customerId, period: key.period,
+                                  budget: try row.optionalInt(1).map(Money.init(nanos:)),
+                                  spent: Money(nanos: try row.int(2)), held: Money(nanos: try row.int(3)))
+        return admitted.map { $0 ? .admitted(period: key.period) : .refused(status) }
+    }
+
+    /// One call for the batch; should it fail for a reason other than an outage (a member the
+    /// database refuses), each member again on its own, so that one bad settle never takes the
+    /// others with it. An outage fails them all (they go to the journal).
+    static func settle(_ database: Database, _ rows: [UsageRecord]) async throws -> [Result<SettleResult, StoreError>] {
+        do {
+            return try await settleBatch(database, rows).map { .success($0) }
+        } catch let error as StoreError where !error.isOutage {
+            var results: [Result<SettleResult, StoreError>] = []
+            for row in rows {
+                do {
+                    results.append(.success(try await settleBatch(database, [row])[0]))
+                } catch StoreError.duplicate {
+                    results.append(.success(.alreadySettled)) // a concurrent settle of the same request won
+                } catch let error as StoreError where !error.isOutage {
+                    results.append(.failure(error))
+                }
+            }
+            return results
+        }
+    }
+
+    private static func settleBatch(_ database: Database, _ rows: [UsageRecord]) async throws -> [SettleResult] {
+        let json = JSON.array(rows.map(Self.json)).text
+        let results = try await call(database, priority: .urgent) { c in
+            try c.execute("SELECT request_id, result FROM lmsvr_settle($1::jsonb)", .text(json))
+                .map { (try $0.text(0), try $0.text(1)) }
+        }
+        let byId = Dictionary(results, uniquingKeysWith: { first, _ in first })
+        return rows.map { row in
+            switch byId[row.requestId] {
+            case "settled": .settled
+            case "already_settled": .alreadySettled
+            default: .settledWithoutHold
+            }
+        }
+    }
+
+    static func json(_ u: UsageRecord) -> JSON {
+        let began = BudgetPeriod(containingMicros: u.createdAtMicros - u.latencyMicros)
+        return [
+            "request_id": .string(u.requestId), "customer_id": .int(u.customerId), "key_id": u.keyId.map(JSON.int) ?? .null,
+            "endpoint": .string(u.endpoint), "dialect": .string(u.dialect), "provider": .string(u.provider),
+            "model": .string(u.model), "http_status": .int(Int64(u.httpStatus)), "outcome": .string(u.outcome.rawValue),
+            "prompt_tokens": .int(u.promptTokens), "completion_tokens": .int(u.completionTokens),
+            "cached_tokens": .int(u.cachedTokens), "token_source": .string(u.tokenSource.rawValue),
+            "cost_nanos": .int(u.cost.nanos), "price_per_request_nanos": .int(u.price.perRequest.nanos),
+            "price_per_model_nanos": .int(u.price.perModel.nanos), "price_input_per_1m_nanos": .int(u.price.inputPer1M.nanos),
+            "price_output_per_1m_nanos": .int(u.price.outputPer1M.nanos),
+            "price_cached_input_per_1m_nanos": u.price.cachedInputPer1M.map { .int($0.nanos) } ?? .null,
+            "price_source": .string(u.priceSource.rawValue), "latency_us": .int(u.latencyMicros),
+            "ttfb_us": u.timeToFirstByteMicros.map(JSON.int) ?? .null, "created_us": .int(u.createdAtMicros),
+            "start_period": .string(began.description),
+        ]
+    }
+
+    /// One statement in its own transaction (autocommit), retried after a deadlock.
+    private static func call<T: Sendable>(_ database: Database, priority: SQLPriority,
+                                          _ body: @escaping @Sendable (any SQLConnection) throws -> T) async throws -> T {
+        do {
+            return try await retryingConflicts(maxAttempts: 5) { try await database.withConnection(priority: priority, body) }
+        } catch let error as SQLError {
+            throw error.storeError
+        }
+    }
+}
+
+/// PostgreSQL array literals for binding (`$1::text[]`): every element quoted and escaped, so no
+/// value can end an element or the array early.
+enum PGArray {
+    static func text(_ values: [String]) -> String {
+        var out = "{"
+        for (i, value) in values.enumerated() {
+            if i > 0 { out += "," }
+            out += "\""
+            for scalar in value.unicodeScalars {
+                if scalar == "\\" || scalar == "\"" { out += "\\" }
+                out.unicodeScalars.append(scalar)
+            }
+            out += "\""
+        }
+        return out + "}"
+    }
+
+    static func int(_ values: [Int64?]) -> String {
+        "{" + values.map { $0.map(String.init) ?? "NULL" }.joined(separator: ",") + "}"
+    }
+
+    static func int(_ values: [Int64]) -> String {
+        "{" + values.map(String.init).joined(separator: ",") + "}"
+    }
+}

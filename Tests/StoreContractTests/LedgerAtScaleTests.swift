@@ -1,0 +1,117 @@
+import Core
+import Foundation
+@testable import SQLStore
+import PGStore
+import TestSupport
+import Testing
+
+/// The ledger's rollups summed per customer, to compare with the ledger itself.
+func rollupSums(_ database: any SQLDatabase, customer: Int64) async throws -> [Int64] {
+    try await database.withConnection { c in
+        let row = try c.execute("""
+            SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), \
+            COALESCE(SUM(cost_nanos), 0) FROM usage_daily WHERE customer_id = $1
+            """, .int(customer))[0]
+        return [try row.int(0), try row.int(1), try row.int(2), try row.int(3)]
+    }
+}
+
+func ledgerSums(_ database: any SQLDatabase, customer: Int64) async throws -> [Int64] {
+    try await database.withConnection { c in
+        let row = try c.execute("""
+            SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_nanos), 0) \
+            FROM usage WHERE customer_id = $1
+            """, .int(customer))[0]
+        return [try row.int(0), try row.int(1), try row.int(2), try row.int(3)]
+    }
+}
+
+// MARK: Tests
+
+@Suite("Ledger at scale")
+struct LedgerAtScaleTests {
+    @Test func aBatchOfHoldsAdmitsExactlyThoseThatFitInOrder() async throws {
+        let (store, anyDatabase, _) = try await Backend.postgres.makeStore()
+        let database = try #require(anyDatabase as? PGDatabase)
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "B", email: "b@example.com", monthlyBudget: Money(nanos: 100),
+                                                      nowMicros: nowMicros())
+        let now = nowMicros()
+        let key = PostgresBatching<PGDatabase>.HoldKey(customerId: customer.id, period: BudgetPeriod(containingMicros: now))
+        // 60 fits; 50 more would not; 30 still does; then nothing else.
+        let decisions = try await PostgresBatching.hold(database, key, [60, 50, 30, 20].enumerated().map {
+            holdRequest("b\($0.offset)", customer: customer.id, amount: $0.element, now: now)
+        })
+        #expect(decisions.map { if case .admitted = $0 { true } else { false } } == [true, false, true, false])
+        let status = try #require(try await store.budgetStatus(customerId: customer.id, period: key.period))
+        #expect(status.held == Money(nanos: 90))
+        let holds = try await database.withConnection { try $0.execute("SELECT id FROM holds ORDER BY id").map { try $0.text(0) } }
+        #expect(holds == ["b0", "b2"])
+    }
+
+    @Test func aBatchOfSettlesLosesNoGoodMemberToABadOne() async throws {
+        let (store, anyDatabase, _) = try await Backend.postgres.makeStore()
+        let database = try #require(anyDatabase as? PGDatabase)
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "S", email: "s@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        for id in ["g1", "g2"] { _ = try await store.hold(holdRequest(id, customer: customer.id, amount: 10)) }
+        // A customer that does not exist: its period row cannot be written.
+        let results = try await PostgresBatching.settle(database, [
+            usage("g1", customer: customer.id, cost: 4), usage("bad", customer: 999_999, cost: 4),
+            usage("g2", customer: customer.id, cost: 6),
+        ])
+        #expect(try results[0].get() == .settled && (try results[2].get()) == .settled)
+        #expect((try? results[1].get()) == nil)
+        let status = try #require(try await store.budgetStatus(customerId: customer.id, period: BudgetPeriod(containingMicros: nowMicros())))
+        #expect(status.spent == Money(nanos: 10) && status.held == .zero)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func rollupsEqualTheLedgerAfterConcurrentSettles(backend: Backend) async throws {
+        let (store, database, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "R", email: "r@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<300 {
+                group.addTask {
+                    let id = "r\(i)"
+                    _ = try await store.hold(holdRequest(id, customer: customer.id, amount: 1_000))
+                    _ = try await store.settle(holdId: id, usage: usage(id, customer: customer.id, model: i % 3 == 0 ? "a" : "b",
+                                                                        cost: Int64(i), prompt: Int64(i % 7), completion: 2))
+                    if i % 10 == 0 { // a second settle of the same request changes nothing
+                        _ = try await store.settle(holdId: id, usage: usage(id, customer: customer.id, cost: 999_999))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        // A hold released as expired and then settled replaces its row: the rollups follow.
+        _ = try await store.hold(holdRequest("late", customer: customer.id, amount: 5, now: nowMicros() - 2_000_000, expiresIn: 1))
+        _ = try await store.releaseExpiredHolds(nowMicros: nowMicros(), limit: 10)
+        #expect(try await store.settle(holdId: "late", usage: usage("late", customer: customer.id, cost: 5)) == .settledWithoutHold)
+        let ledger = try await ledgerSums(database, customer: customer.id)
+        #expect(ledger[0] == 301)
+        #expect(try await rollupSums(database, customer: customer.id) == ledger)
+        let report = try await store.usageReport(customerId: customer.id, range: DayRange(start: nil, end: nil))
+        #expect(report.totalRequests == 301 && report.totalCost.nanos == ledger[3])
+    }
+
+    @Test(arguments: Backend.allCases)
+    func archivingAMonthKeepsItsRowsInTheFileAndItsSumsInTheRollups(backend: Backend) async throws {
+        let (store, database, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "A", email: "a@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        let march = try #require(UTCDay(parsing: "2026-03-15")).startMicros
+        for i in 0..<20 { try await store.recordUnheld(usage("m\(i)", customer: customer.id, cost: 3, at: march)) }
+        for i in 0..<5 { try await store.recordUnheld(usage("n\(i)", customer: customer.id, cost: 7)) }
+        try await store.prepareLedger(nowMicros: nowMicros())
+        let before = try await store.usageReport(customerId: customer.id, range: DayRange(start: nil, end: nil))
+        let archived = Collected()
+        let count = try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4)) { archived.append($0.requestId) }
+        #expect(count == 20 && archived.values.count == 20 && archived.values.allSatisfy { $0.hasPrefix("m") })
+        #expect(try await ledgerSums(database, customer: customer.id)[0] == 5)
+        let after = try await store.usageReport(customerId: customer.id, range: DayRange(start: nil, end: nil))
+        #expect(after.totalRequests == before.totalRequests && after.totalCost == before.totalCost)
+        #expect(try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4)) { _ in } == 0)
+    }
+}
