@@ -107,17 +107,24 @@ public struct Gateway: Sendable {
 
 /// Releases holds that outlived their expiry (their process died mid-request: live requests'
 /// holds are extended by `HoldKeeper`), every quarter of the expiry (at most 30 s), so a dead
-/// replica's holds are back within 1.25 × the expiry.
+/// replica's holds are back within 1.25 × the expiry; and keeps the ledger's month partitions
+/// made ahead.
 struct HoldReleaser: Service {
     let store: any Store
     let logger: Logger
     let interval: Duration
 
     func run() async throws {
+        var ledgerPreparedAt: ContinuousClock.Instant?
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
                 let released = try await store.releaseExpiredHolds(nowMicros: nowMicros(), limit: 500)
                 if released > 0 { logger.notice("released expired holds", metadata: ["count": "\(released)"]) }
+                // The ledger's partitions for this month and the next, made ahead (hourly).
+                if ledgerPreparedAt.map({ ContinuousClock.now - $0 > .seconds(3600) }) ?? true {
+                    try await store.prepareLedger(nowMicros: nowMicros())
+                    ledgerPreparedAt = .now
+                }
             } catch {
                 logger.warning("could not release expired holds", metadata: ["error": "\(error)"])
             }

@@ -15,7 +15,7 @@ struct Lmsvr: AsyncParsableCommand {
             CreateCustomer.self, ListCustomers.self, SetBudget.self,
             GenerateKey.self, RevokeKey.self, ListKeys.self,
             SetPricing.self, ListPricing.self, ListModels.self, SyncModels.self,
-            CheckBudget.self, UsageReportCommand.self, ExportUsage.self,
+            CheckBudget.self, UsageReportCommand.self, ExportUsage.self, ArchiveUsage.self,
         ])
 
     /// Parses and runs, mapping every failure to one line on stderr and the contract's exit

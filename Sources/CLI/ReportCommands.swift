@@ -145,6 +145,7 @@ final class ExportWriter: @unchecked Sendable {
     func finish() throws {
         guard fflush(file) == 0 else { throw CLIError.operational("write failed: \(String(cString: strerror(errno)))") }
         if let temporaryPath, let path {
+            guard fsync(fileno(file)) == 0 else { throw CLIError.operational("cannot write \(path): \(String(cString: strerror(errno)))") }
             guard fclose(file) == 0 else { throw CLIError.operational("cannot write \(path): \(String(cString: strerror(errno)))") }
             guard rename(temporaryPath, path) == 0 else {
                 throw CLIError.operational("cannot move the export into \(path): \(String(cString: strerror(errno)))")

@@ -60,11 +60,12 @@ public protocol Store: Sendable {
     /// Makes sure the ledger is ready for the months around `nowMicros` (on PostgreSQL, the
     /// month partitions of this month and the next). Cheap when they exist; run periodically.
     func prepareLedger(nowMicros: Int64) async throws
-    /// Writes every ledger row of the months before `period` to `body` (in time order), then
-    /// removes those months from the ledger (PostgreSQL drops their partitions whole). Rollups
-    /// and budgets stay, so reports and spent do not change. Returns how many rows went.
-    func archiveUsage(before period: BudgetPeriod,
-                      _ body: @escaping @Sendable (UsageRecord) throws -> Void) async throws -> Int
+    /// Hands every ledger row of the months before `period` to `body` (in time order), calls
+    /// `keep` (which must make them durable: the archive file is complete and on disk), and only
+    /// then removes those months from the ledger (PostgreSQL drops their partitions whole).
+    /// Rollups and budgets stay, so reports and spent do not change. Returns how many rows went.
+    func archiveUsage(before period: BudgetPeriod, _ body: @escaping @Sendable (UsageRecord) throws -> Void,
+                      keep: @escaping @Sendable () throws -> Void) async throws -> Int
 
     // MARK: Health and lifecycle
     /// Runs a trivial query; throws `StoreError.unavailable` when the database cannot be reached.

@@ -88,16 +88,16 @@ extension SQLStore {
         }
     }
 
-    public func archiveUsage(before period: BudgetPeriod,
-                             _ body: @escaping @Sendable (UsageRecord) throws -> Void) async throws -> Int {
+    public func archiveUsage(before period: BudgetPeriod, _ body: @escaping @Sendable (UsageRecord) throws -> Void,
+                             keep: @escaping @Sendable () throws -> Void) async throws -> Int {
         let months = try await read { c in
             try c.execute("SELECT DISTINCT period FROM usage WHERE period < $1 ORDER BY period", .text(period.description))
                 .map { try $0.text(0) }
         }
         var count = 0
         for month in months {
-            // Written first, removed after: a failure in between leaves the month in place, to be
-            // archived again (the output file is replaced whole, never appended to).
+            // Written first, kept, removed after: a failure before the removal leaves the month in
+            // place, to be archived again (the output file is replaced whole, never appended to).
             count += try await read { c in
                 var written = 0
                 try c.forEachRow("SELECT \(Self.usageColumns) FROM usage WHERE period = $1 ORDER BY created_us, id",
@@ -108,6 +108,7 @@ extension SQLStore {
                 return written
             }
         }
+        try keep()
         try await write { c in
             for month in months {
                 switch c.dialect {

@@ -87,6 +87,12 @@ struct CLITests {
         #expect(try json(try lmsvr(url, "export-usage", "1", "--format", "json").stdout) as? [Any] != nil)
         #expect(try json(try lmsvr(url, "list-customers", "--json").stdout) as? [Any] != nil)
         #expect(try json(try lmsvr(url, "list-pricing", "--json").stdout) as? [Any] != nil)
+        let archiveFile = FileManager.default.temporaryDirectory.appendingPathComponent("archive-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: archiveFile) }
+        let archived = try #require(try json(try lmsvr(url, "archive-usage", "--before", "2020-01", "--output", archiveFile,
+                                                       "--format", "json", "--json").stdout) as? [String: Any])
+        #expect(archived["archived_rows"] as? Int == 0)
+        #expect(try json(try String(contentsOfFile: archiveFile, encoding: .utf8)) as? [Any] != nil)
         #expect(try json(try lmsvr(url, "migrate", "--status", "--json").stdout) as? [Any] != nil)
         #expect(try json(try lmsvr(url, "migrate", "--json").stdout) as? [String: Any] != nil)
         let revoked = try #require(try json(try lmsvr(url, "revoke-key", "1", "--json").stdout) as? [String: Any])
@@ -108,6 +114,9 @@ struct CLITests {
         (["usage-report", "1", "--start-date", "2026-02-30"], 2, "not a date"),
         (["usage-report", "1", "--start-date", "2026-03-02", "--end-date", "2026-03-01"], 2, "before"),
         (["export-usage", "1", "--format", "xml"], 2, "xml"),
+        (["archive-usage", "--before", "2026-13", "--output", "/tmp/lmsvr-never-written.csv"], 2, "YYYY-MM"),
+        (["archive-usage", "--before", "2026-01"], 2, "--output"),
+        (["archive-usage", "--before", "2026-01", "--output", "/nonexistent-dir/archive.csv"], 1, "nonexistent-dir"),
         (["set-pricing", "llama3", "0.0000000001", "0"], 2, "more than 9 decimal places"),
         (["set-pricing", "llama3", "0.001", "-1"], 2, "per-model"),
         (["set-budget", "1", "lots"], 2, "not a decimal"),
@@ -138,7 +147,7 @@ struct CLITests {
             let r = try LmsvrProcess.run(arguments)
             #expect(r.status == 0, "\(arguments): \(r.stderr)")
             for command in ["serve", "migrate", "create-customer", "list-customers", "generate-key", "revoke-key", "list-keys",
-                            "usage-report", "check-budget", "export-usage", "set-pricing", "list-models", "sync-models"] {
+                            "usage-report", "check-budget", "export-usage", "archive-usage", "set-pricing", "list-models", "sync-models"] {
                 #expect(r.stdout.contains(command), "\(arguments) does not list \(command)")
             }
         }

@@ -107,11 +107,19 @@ struct LedgerAtScaleTests {
         try await store.prepareLedger(nowMicros: nowMicros())
         let before = try await store.usageReport(customerId: customer.id, range: DayRange(start: nil, end: nil))
         let archived = Collected()
-        let count = try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4)) { archived.append($0.requestId) }
+        let count = try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4), { archived.append($0.requestId) },
+                                                 keep: {})
         #expect(count == 20 && archived.values.count == 20 && archived.values.allSatisfy { $0.hasPrefix("m") })
         #expect(try await ledgerSums(database, customer: customer.id)[0] == 5)
         let after = try await store.usageReport(customerId: customer.id, range: DayRange(start: nil, end: nil))
         #expect(after.totalRequests == before.totalRequests && after.totalCost == before.totalCost)
-        #expect(try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4)) { _ in } == 0)
+        #expect(try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4), { _ in }, keep: {}) == 0)
+        // A failure to keep the file leaves the ledger as it was.
+        struct DiskFull: Error {}
+        try await store.recordUnheld(usage("o", customer: customer.id, cost: 1, at: march))
+        await #expect(throws: DiskFull.self) {
+            _ = try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4), { _ in }, keep: { throw DiskFull() })
+        }
+        #expect(try await ledgerSums(database, customer: customer.id)[0] == 6)
     }
 }

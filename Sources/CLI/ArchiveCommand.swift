@@ -1,0 +1,71 @@
+import ArgumentParser
+import Core
+import Foundation
+
+struct ArchiveUsage: AsyncParsableCommand, DatabaseCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "archive-usage",
+        abstract: "Move the ledger rows of months before a month into a file, then drop them from the database.",
+        discussion: """
+            The file (CSV with a header, or JSON) is complete and on disk before anything is removed; \
+            if anything fails, the ledger is left as it was. Reports and budgets are unchanged: \
+            they read the per-day rollups, which stay. On PostgreSQL each month's partition is \
+            dropped whole.
+            """)
+
+    @Option(help: "Archive the months before this one (YYYY-MM).") var before: String
+    @Option(help: "The file to write (required: the rows leave the database).") var output: String
+    @Option(help: "csv or json (default: csv).") var format: ExportUsage.Format?
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var json: OutputOptions
+
+    var period: BudgetPeriod? {
+        let parts = before.split(separator: "-")
+        guard parts.count == 2, parts[0].count == 4, parts[1].count == 2, let year = Int(parts[0]), let month = Int(parts[1]),
+              (1...12).contains(month) else { return nil }
+        return BudgetPeriod(year: year, month: month)
+    }
+
+    func validate() throws {
+        guard period != nil else { throw CLIError.usage("--before must be a month, YYYY-MM (got '\(before)')") }
+    }
+
+    func run() async throws {
+        let period = self.period!
+        let writer = try ExportWriter(path: output)
+        let asJSON = format == .json
+        let count: Int
+        do {
+            count = try await StoreOpener.with(try database.configuration()) { store in
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                writer.write(asJSON ? "[" : UsageRowView.csvHeader.joined(separator: ",") + "\r\n")
+                return try await store.archiveUsage(before: period, { row in
+                    let view = UsageRowView(row)
+                    if asJSON {
+                        writer.write(writer.rows == 0 ? "\n" : ",\n")
+                        writer.write(String(decoding: try encoder.encode(view), as: UTF8.self))
+                    } else {
+                        writer.write(view.csvFields.map(csvField).joined(separator: ",") + "\r\n")
+                    }
+                    writer.rows += 1
+                }, keep: {
+                    if asJSON { writer.write(writer.rows == 0 ? "]\n" : "\n]\n") }
+                    try writer.finish()
+                })
+            }
+        } catch {
+            writer.abandon()
+            throw error
+        }
+        if json.json { return try Output.printJSON(ArchiveView(archived_rows: count, before: period.description, output: output)) }
+        print("Archived \(count) ledger rows from before \(period) to \(output).")
+    }
+}
+
+/// `archive-usage --json`.
+struct ArchiveView: Encodable {
+    var archived_rows: Int
+    var before: String
+    var output: String
+}
