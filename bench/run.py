@@ -134,6 +134,31 @@ def version(cmd):
         return f"unavailable ({e.__class__.__name__})"
 
 
+def start_own_postgres(cpu=None, extra_options=""):
+    """A throwaway PostgreSQL (defaults incl. fsync; run as `postgres` when we are root).
+    Returns (url, pids(), stop())."""
+    pgbin = sorted(d for d in os.listdir("/usr/lib/postgresql"))[-1]
+    pgbin = f"/usr/lib/postgresql/{pgbin}/bin"
+    pgdir = tempfile.mkdtemp(prefix="lmsvr-bench-pg.")
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+    if os.getuid() == 0:
+        shutil.chown(pgdir, "postgres", "postgres")
+    port = free_port()
+    subprocess.run(as_pg + [f"{pgbin}/initdb", "-D", f"{pgdir}/data", "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                            "--no-sync"], check=True, capture_output=True)
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdir} -c max_connections=200 -c shared_buffers=256MB {extra_options}"
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    subprocess.run(pin + as_pg + [f"{pgbin}/pg_ctl", "-D", f"{pgdir}/data", "-l", f"{pgdir}/log",
+                                  "-w", "-t", "30", "-o", opts, "start"], check=True, capture_output=True)
+
+    def stop():
+        subprocess.run(as_pg + [f"{pgbin}/pg_ctl", "-D", f"{pgdir}/data", "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(pgdir, ignore_errors=True)
+    with open(f"{pgdir}/data/postmaster.pid") as f:
+        postmaster = int(f.readline())
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", lambda: [postmaster] + children_of(postmaster), stop
+
+
 class Harness:
     def __init__(self, args):
         self.args = args
@@ -259,29 +284,10 @@ http {{
             self.pg_pids = lambda: []
             self.pg_settings = "external (given by --postgres-url)"
             return
-        pgbin = sorted(d for d in os.listdir("/usr/lib/postgresql"))[-1]
-        pgbin = f"/usr/lib/postgresql/{pgbin}/bin"
-        pgdir = tempfile.mkdtemp(prefix="lmsvr-bench-pg.")
-        as_pg = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-        if os.getuid() == 0:
-            shutil.chown(pgdir, "postgres", "postgres")
-        port = free_port()
-        subprocess.run(as_pg + [f"{pgbin}/initdb", "-D", f"{pgdir}/data", "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                                "--no-sync"], check=True, capture_output=True)
-        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {pgdir} -c max_connections=200 -c shared_buffers=256MB"
-        subprocess.run(["taskset", "-c", "0"] + as_pg + [f"{pgbin}/pg_ctl", "-D", f"{pgdir}/data", "-l", f"{pgdir}/log",
-                                                           "-w", "-t", "30", "-o", opts, "start"], check=True, capture_output=True)
-
-        def stop_pg():
-            subprocess.run(as_pg + [f"{pgbin}/pg_ctl", "-D", f"{pgdir}/data", "-m", "fast", "-w", "stop"], capture_output=True)
-            shutil.rmtree(pgdir, ignore_errors=True)
+        self.pg_url, self.pg_pids, stop_pg = start_own_postgres(cpu=0)
         self.cleanups.append(stop_pg)
-        with open(f"{pgdir}/data/postmaster.pid") as f:
-            postmaster = int(f.readline())
-        self.pg_pids = lambda: [postmaster] + children_of(postmaster)
-        self.pg_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         self.pg_settings = "PostgreSQL defaults (fsync on, synchronous_commit on), shared_buffers 256MB, pinned to CPU 0"
-        log(f"PostgreSQL on {port}")
+        log(f"PostgreSQL at {self.pg_url}")
 
     def lmsvr(self, env, *args):
         r = subprocess.run([f"{self.bin}/lmsvr", *args, "--json"], env=env, capture_output=True, text=True, timeout=60)

@@ -15,7 +15,7 @@ struct ArchiveUsage: AsyncParsableCommand, DatabaseCommand {
 
     @Option(help: "Archive the months before this one (YYYY-MM).") var before: String
     @Option(help: "The file to write (required: the rows leave the database).") var output: String
-    @Option(help: "csv or json (default: csv).") var format: ExportUsage.Format?
+    @Option(help: "csv or json (default: csv).") var format: UsageExportFormat?
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var json: OutputOptions
 
@@ -32,27 +32,11 @@ struct ArchiveUsage: AsyncParsableCommand, DatabaseCommand {
 
     func run() async throws {
         let period = self.period!
-        let writer = try ExportWriter(path: output)
-        let asJSON = format == .json
+        let writer = try UsageFileWriter(path: output, format: format ?? .csv)
         let count: Int
         do {
             count = try await StoreOpener.with(try database.configuration()) { store in
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                writer.write(asJSON ? "[" : UsageRowView.csvHeader.joined(separator: ",") + "\r\n")
-                return try await store.archiveUsage(before: period, { row in
-                    let view = UsageRowView(row)
-                    if asJSON {
-                        writer.write(writer.rows == 0 ? "\n" : ",\n")
-                        writer.write(String(decoding: try encoder.encode(view), as: UTF8.self))
-                    } else {
-                        writer.write(view.csvFields.map(csvField).joined(separator: ",") + "\r\n")
-                    }
-                    writer.rows += 1
-                }, keep: {
-                    if asJSON { writer.write(writer.rows == 0 ? "]\n" : "\n]\n") }
-                    try writer.finish()
-                })
+                try await store.archiveUsage(before: period, { try writer.append($0) }, keep: { try writer.finish() })
             }
         } catch {
             writer.abandon()

@@ -20,8 +20,15 @@ struct Migrate: AsyncParsableCommand, DatabaseCommand {
         case .sqlite(let path):
             try await run(on: try await SQLiteDatabase.open(path: path, fullSync: configuration.sqliteSynchronous == .full,
                                                  busyTimeoutMillis: configuration.sqliteBusyTimeoutMillis))
-        case .postgres(let conninfo):
-            try await run(on: try await PGDatabase.connect(conninfo: conninfo, size: 1, waitMillis: 60_000))
+        case .postgres:
+            // The advisory lock that keeps concurrent migrations apart lives in a session, so
+            // the migration runs on the server itself, never through a transaction-mode pooler.
+            if !status, let missing = configuration.missingDirectURL {
+                throw ConfigurationError(variable: "DATABASE_DIRECT_URL", message: missing)
+            }
+            try await run(on: try await PGDatabase.connect(conninfo: configuration.directConninfo!, size: 1, waitMillis: 60_000,
+                                                           preparesStatements: configuration.databaseDirectURL != nil
+                                                               || configuration.databasePoolMode == .session))
         }
     }
 

@@ -65,10 +65,8 @@ struct ExportUsage: AsyncParsableCommand, DatabaseCommand {
     static let configuration = CommandConfiguration(
         commandName: "export-usage", abstract: "Export a customer's usage rows as CSV (with a header) or JSON, streaming.")
 
-    enum Format: String, ExpressibleByArgument, CaseIterable { case csv, json }
-
     @Argument(help: "The customer's id.") var customerId: Int64
-    @Option(help: "csv or json (default: csv).") var format: Format?
+    @Option(help: "csv or json (default: csv).") var format: UsageExportFormat?
     @OptionGroup var dates: DateRangeOptions
     @Option(help: "Write to this file instead of stdout (written whole or not at all).") var output: String?
     @OptionGroup var database: DatabaseOptions
@@ -80,28 +78,13 @@ struct ExportUsage: AsyncParsableCommand, DatabaseCommand {
 
     func run() async throws {
         let range = try dates.range()
-        let asJSON = json || format == .json
-        let writer = try ExportWriter(path: output)
+        let writer = try UsageFileWriter(path: output, format: json ? .json : format ?? .csv)
         do {
             try await StoreOpener.with(try database.configuration()) { store in
                 guard try await store.customer(id: customerId) != nil else {
                     throw CLIError.operational("no customer with id \(customerId)")
                 }
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                writer.write(asJSON ? "[" : UsageRowView.csvHeader.joined(separator: ",") + "\r\n")
-                let count = try await store.exportUsage(customerId: customerId, range: range) { row in
-                    let view = UsageRowView(row)
-                    if asJSON {
-                        let data = try encoder.encode(view)
-                        writer.write(writer.rows == 0 ? "\n" : ",\n")
-                        writer.write(String(decoding: data, as: UTF8.self))
-                    } else {
-                        writer.write(view.csvFields.map(csvField).joined(separator: ",") + "\r\n")
-                    }
-                    writer.rows += 1
-                }
-                if asJSON { writer.write(count == 0 ? "]\n" : "\n]\n") }
+                _ = try await store.exportUsage(customerId: customerId, range: range) { try writer.append($0) }
             }
             try writer.finish()
         } catch {
@@ -112,55 +95,5 @@ struct ExportUsage: AsyncParsableCommand, DatabaseCommand {
     }
 }
 
-/// Buffered output for exports. A file is written under a temporary name and renamed into place
-/// only when complete, so a failed export never leaves a truncated file behind.
-///
-/// `@unchecked Sendable`: the store calls the row closure sequentially on one thread.
-final class ExportWriter: @unchecked Sendable {
-    private let file: UnsafeMutablePointer<FILE>
-    private let path: String?
-    private let temporaryPath: String?
-    var rows = 0
 
-    init(path: String?) throws {
-        self.path = path
-        if let path {
-            let temporary = path + ".partial-\(getpid())"
-            guard let file = fopen(temporary, "w") else {
-                throw CLIError.operational("cannot write \(path): \(String(cString: strerror(errno)))")
-            }
-            self.file = file
-            self.temporaryPath = temporary
-        } else {
-            self.file = fdopen(dup(STDOUT_FILENO), "w")!  // our own buffered stream on stdout
-            self.temporaryPath = nil
-        }
-    }
-
-    func write(_ text: String) {
-        var text = text
-        text.withUTF8 { _ = fwrite($0.baseAddress, 1, $0.count, file) }
-    }
-
-    func finish() throws {
-        guard fflush(file) == 0 else { throw CLIError.operational("write failed: \(String(cString: strerror(errno)))") }
-        if let temporaryPath, let path {
-            guard fsync(fileno(file)) == 0 else { throw CLIError.operational("cannot write \(path): \(String(cString: strerror(errno)))") }
-            guard fclose(file) == 0 else { throw CLIError.operational("cannot write \(path): \(String(cString: strerror(errno)))") }
-            guard rename(temporaryPath, path) == 0 else {
-                throw CLIError.operational("cannot move the export into \(path): \(String(cString: strerror(errno)))")
-            }
-        } else {
-            fclose(file)
-        }
-    }
-
-    func abandon() {
-        if let temporaryPath {
-            fclose(file)
-            unlink(temporaryPath)
-        } else {
-            fclose(file)
-        }
-    }
-}
+extension UsageExportFormat: ExpressibleByArgument {}

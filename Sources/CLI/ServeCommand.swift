@@ -22,6 +22,7 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
         if let host { configuration.host = host }
         if let port { configuration.port = port }
         LogOutput.bootstrap(configuration)
+        if let missing = configuration.missingDirectURL { throw ConfigurationError(variable: "DATABASE_DIRECT_URL", message: missing) }
         let logger = Logger(label: "lmsvr")
         let store = try await StoreOpener.open(configuration)
         let journal: SettleJournal
@@ -50,7 +51,7 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
         // watcher polls the file's data version, which only other processes' commits move.
         var listener: PGListener?
         var watcher: Task<Void, Never>?
-        if case .postgres(let conninfo) = configuration.database {
+        if let conninfo = configuration.directConninfo {
             listener = PGListener(conninfo: conninfo, logger: logger)
             listener?.start { [cache = gateway.cache] in cache.handle($0) }
         } else if let database = (store as? SQLiteStore)?.database {

@@ -22,7 +22,8 @@ enum StoreOpener {
             return SQLiteStore(database: database)
         case .postgres(let conninfo):
             let database = try await PGDatabase.connect(conninfo: conninfo, size: configuration.databasePoolSize,
-                                                        waitMillis: configuration.databasePoolWaitMillis)
+                                                        waitMillis: configuration.databasePoolWaitMillis,
+                                                        preparesStatements: configuration.databasePoolMode == .session)
             do {
                 try await Migrator(database: database).requireCurrent()
             } catch {

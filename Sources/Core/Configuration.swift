@@ -8,6 +8,11 @@ public struct Configuration: Sendable {
 
     public var databaseURL: String
     public var database: DatabaseLocation
+    /// A PostgreSQL URL that reaches the server itself, not a pooler: the change listener
+    /// (`LISTEN` needs a session of its own) and `migrate` (its advisory lock) use it.
+    public var databaseDirectURL: String?
+    /// How the pool's connections reach PostgreSQL (see `DatabasePoolMode`).
+    public var databasePoolMode: DatabasePoolMode
     public var ollamaBaseURL: String
     public var openAIAPIKey: String?
     public var openAIBaseURL: String
@@ -62,9 +67,33 @@ public struct Configuration: Sendable {
 
     public enum SQLiteSynchronous: String, Sendable { case full = "FULL", normal = "NORMAL" }
 
+    /// `session`: each pooled connection is a server session (direct, or a pooler in session
+    /// mode), so statements are prepared once per connection. `transaction`: a pooler hands each
+    /// transaction whichever server connection is free (PgBouncer's transaction mode, the pooled
+    /// endpoints of managed PostgreSQL), so nothing may outlive a transaction: statements are
+    /// sent unnamed, parsed each time.
+    public enum DatabasePoolMode: String, Sendable { case session, transaction }
+
+    /// The connection string for the change listener and migrations: the direct URL if one is
+    /// set, else the database's own (nil on SQLite).
+    public var directConninfo: String? {
+        guard case .postgres(let conninfo) = database else { return nil }
+        return databaseDirectURL ?? conninfo
+    }
+
+    /// Why this configuration cannot keep a session of its own (for `LISTEN` or the migration
+    /// lock): a transaction-mode pooler with no direct URL beside it. Nil when it can.
+    public var missingDirectURL: String? {
+        guard case .postgres = database, databasePoolMode == .transaction, databaseDirectURL == nil else { return nil }
+        return "DATABASE_POOL_MODE=transaction needs DATABASE_DIRECT_URL (the server itself, not the pooler): "
+            + "LISTEN and the migration lock need a session a transaction-mode pooler does not keep"
+    }
+
     /// Every variable with its default, in the order `.env.example` and the README list them.
     public static let defaults: KeyValuePairs<String, String> = [
         "DATABASE_URL": DatabaseLocation.defaultURL,
+        "DATABASE_DIRECT_URL": "",
+        "DATABASE_POOL_MODE": "session",
         "OLLAMA_BASE_URL": "http://localhost:11434",
         "OPENAI_API_KEY": "",
         "OPENAI_BASE_URL": "https://api.openai.com/v1",
@@ -127,6 +156,16 @@ public struct Configuration: Sendable {
 
         self.databaseURL = value("DATABASE_URL")
         self.database = try DatabaseLocation(url: databaseURL)
+        self.databaseDirectURL = optional("DATABASE_DIRECT_URL")
+        if let direct = databaseDirectURL {
+            guard case .postgres = database, case .postgres = try DatabaseLocation(url: direct, variable: "DATABASE_DIRECT_URL") else {
+                throw ConfigurationError(variable: "DATABASE_DIRECT_URL", message: "is for PostgreSQL: a postgres:// URL beside a postgres:// DATABASE_URL")
+            }
+        }
+        guard let poolMode = DatabasePoolMode(rawValue: value("DATABASE_POOL_MODE").trimmingWhitespace().lowercased()) else {
+            throw ConfigurationError(variable: "DATABASE_POOL_MODE", message: "'\(value("DATABASE_POOL_MODE"))' is not session or transaction")
+        }
+        self.databasePoolMode = poolMode
         self.ollamaBaseURL = try url("OLLAMA_BASE_URL")
         self.openAIAPIKey = optional("OPENAI_API_KEY")
         self.openAIBaseURL = try url("OPENAI_BASE_URL")

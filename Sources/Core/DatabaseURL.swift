@@ -9,24 +9,24 @@ public enum DatabaseLocation: Sendable, Hashable {
 
     /// Parses `sqlite:///relative.db`, `sqlite:////absolute.db`, `postgres://…`,
     /// `postgresql://…` or a libpq `key=value` string.
-    public init(url: String) throws(ConfigurationError) {
+    public init(url: String, variable: String = "DATABASE_URL") throws(ConfigurationError) {
         let text = url.trimmingWhitespace()
         if text.hasPrefix("sqlite://") {
             // sqlite:///./x.db → ./x.db ; sqlite:////abs/x.db → /abs/x.db ; sqlite:///x.db → x.db
             var rest = text.dropFirst("sqlite://".count)
             guard rest.hasPrefix("/") else {
-                throw ConfigurationError(variable: "DATABASE_URL",
+                throw ConfigurationError(variable: variable,
                                          message: "use sqlite:///relative/path.db or sqlite:////absolute/path.db")
             }
             rest = rest.dropFirst()
             guard !rest.isEmpty, !rest.hasSuffix("/") else {
-                throw ConfigurationError(variable: "DATABASE_URL", message: "the sqlite URL names no file")
+                throw ConfigurationError(variable: variable, message: "the sqlite URL names no file")
             }
             self = .sqlite(path: String(rest))
         } else if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") || text.contains("=") {
             self = .postgres(conninfo: text)
         } else {
-            throw ConfigurationError(variable: "DATABASE_URL",
+            throw ConfigurationError(variable: variable,
                 message: "'\(DatabaseLocation.redact(text))' is neither sqlite:///… nor postgres://…")
         }
     }

@@ -10,9 +10,13 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
     let dialect = SQLDialect.postgres
     private let handle: OpaquePointer
     private var prepared: [String: String] = [:]
+    /// False behind a transaction-mode pooler: a named statement prepared in one transaction may
+    /// be on another server connection in the next, so each is sent unnamed (parsed every time).
+    private let preparesStatements: Bool
 
     /// Connects, giving up after `connectTimeoutSeconds` unless the connection string sets its own.
-    init(conninfo: String, connectTimeoutSeconds: Int = 10) throws(SQLError) {
+    init(conninfo: String, preparesStatements: Bool = true, connectTimeoutSeconds: Int = 10) throws(SQLError) {
+        self.preparesStatements = preparesStatements
         // Keywords processed in order, later ones override: our defaults first, then the
         // operator's string (URI or key=value) expanded through `dbname`.
         // TCP keepalives and a user timeout, so a connection to a server that vanished without a
@@ -43,44 +47,46 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
     var isIdle: Bool { PQtransactionStatus(handle) == PQTRANS_IDLE }
 
     func execute(_ sql: String, _ binds: [SQLValue]) throws(SQLError) -> [SQLRow] {
-        let name = try preparedName(for: sql)
-        let result = withParameters(binds) { params in
-            PQexecPrepared(handle, name, Int32(binds.count), params, nil, nil, 0)
+        let result: OpaquePointer?
+        if preparesStatements {
+            let name = try preparedName(for: sql)
+            result = withParameters(binds) { params in PQexecPrepared(handle, name, Int32(binds.count), params, nil, nil, 0) }
+        } else {
+            result = withParameters(binds) { params in PQexecParams(handle, sql, Int32(binds.count), nil, params, nil, nil, 0) }
         }
         defer { PQclear(result) }
         try check(result)
         return rows(of: result)
     }
 
+    /// Streams a query's rows through a cursor, 10,000 rows a round trip: a ledger of millions of
+    /// rows exports in constant memory without paying for one result (and its allocations) per
+    /// row, as single-row mode does. Runs in its own transaction unless one is open; the cursor
+    /// is gone when that ends, also on an error.
     func forEachRow(_ sql: String, _ binds: [SQLValue], _ body: (SQLRow) throws -> Void) throws {
-        let sent = withParameters(binds) { params in
-            PQsendQueryParams(handle, sql, Int32(binds.count), nil, params, nil, nil, 0)
-        }
-        guard sent == 1 else { throw failure(nil) }
-        PQsetSingleRowMode(handle)
-        var bodyError: Error?
-        while let result = PQgetResult(handle) {
-            defer { PQclear(result) }
-            if bodyError != nil { continue } // drain what the server still sends
-            switch PQresultStatus(result) {
-            case PGRES_SINGLE_TUPLE:
-                do {
-                    try body(rows(of: result)[0])
-                } catch {
-                    bodyError = error
-                    if let cancel = PQgetCancel(handle) {
-                        var buffer = [CChar](repeating: 0, count: 256)
-                        PQcancel(cancel, &buffer, 256)
-                        PQfreeCancel(cancel)
-                    }
-                }
-            case PGRES_TUPLES_OK:
-                break
-            default:
-                try check(result)
+        let ownTransaction = PQtransactionStatus(handle) == PQTRANS_IDLE
+        if ownTransaction { try executeScript("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY") }
+        do {
+            let declared = withParameters(binds) { params in
+                PQexecParams(handle, "DECLARE lmsvr_rows NO SCROLL CURSOR FOR " + sql, Int32(binds.count), nil, params,
+                             nil, nil, 0)
             }
+            defer { PQclear(declared) }
+            try check(declared)
+            while true {
+                guard let batch = PQexec(handle, "FETCH FORWARD 10000 FROM lmsvr_rows") else { throw failure(nil) }
+                defer { PQclear(batch) }
+                try check(batch)
+                let count = PQntuples(batch)
+                if count == 0 { break }
+                let integers = integerColumns(of: batch)
+                for r in 0..<count { try body(row(r, of: batch, integers: integers)) }
+            }
+            try executeScript(ownTransaction ? "COMMIT" : "CLOSE lmsvr_rows")
+        } catch {
+            if ownTransaction, isHealthy { PQclear(PQexec(handle, "ROLLBACK")) }
+            throw error
         }
-        if let bodyError { throw bodyError }
     }
 
     func executeScript(_ sql: String) throws(SQLError) {
@@ -131,6 +137,10 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
         }
         switch state {
         case "23505": return .uniqueViolation(message)
+        case "26000", "42P05":
+            // A named statement missing, or already there: this connection's transactions land on
+            // different server sessions, which is a transaction-mode pooler.
+            return .other("\(message) (SQLSTATE \(state)); behind a transaction-mode pooler, set DATABASE_POOL_MODE=transaction")
         case "40001", "40P01", "55P03": return .retryable(message)
         default: return .other(state.isEmpty ? message : "\(message) (SQLSTATE \(state))")
         }
@@ -138,29 +148,52 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
 
     private func rows(of result: OpaquePointer?) -> [SQLRow] {
         guard let result else { return [] }
-        let rowCount = PQntuples(result), columnCount = PQnfields(result)
-        guard rowCount > 0 else { return [] }
-        let integerColumns = (0..<columnCount).map { [20, 21, 23].contains(PQftype(result, $0)) }
-        var rows: [SQLRow] = []
-        rows.reserveCapacity(Int(rowCount))
-        for r in 0..<rowCount {
-            var values: [SQLValue] = []
-            values.reserveCapacity(Int(columnCount))
-            for c in 0..<columnCount {
-                if PQgetisnull(result, r, c) == 1 {
-                    values.append(.null)
-                } else {
-                    let text = String(cString: PQgetvalue(result, r, c))
-                    if integerColumns[Int(c)], let v = Int64(text) {
-                        values.append(.int(v))
-                    } else {
-                        values.append(.text(text))
-                    }
-                }
+        let count = PQntuples(result)
+        guard count > 0 else { return [] }
+        let integers = integerColumns(of: result)
+        return (0..<count).map { row($0, of: result, integers: integers) }
+    }
+
+    /// Which columns are int2/int4/int8, read as integers; the rest is text.
+    private func integerColumns(of result: OpaquePointer) -> [Bool] {
+        (0..<PQnfields(result)).map { [20, 21, 23].contains(PQftype(result, $0)) }
+    }
+
+    private func row(_ r: Int32, of result: OpaquePointer, integers: [Bool]) -> SQLRow {
+        var values: [SQLValue] = []
+        values.reserveCapacity(integers.count)
+        for c in 0..<Int32(integers.count) {
+            guard PQgetisnull(result, r, c) == 0, let value = PQgetvalue(result, r, c) else {
+                values.append(.null)
+                continue
             }
-            rows.append(SQLRow(values: values))
+            let bytes = UnsafeRawBufferPointer(start: value, count: Int(PQgetlength(result, r, c)))
+            if integers[Int(c)], let v = Self.integer(bytes) {
+                values.append(.int(v))
+            } else {
+                values.append(.text(String(decoding: bytes, as: UTF8.self)))
+            }
         }
-        return rows
+        return SQLRow(values: values)
+    }
+
+    /// An integer column's text (`-?[0-9]+`) without making a `String` of it first.
+    private static func integer(_ bytes: UnsafeRawBufferPointer) -> Int64? {
+        var digits = bytes[...]
+        let negative = digits.first == UInt8(ascii: "-")
+        if negative { digits = digits.dropFirst() }
+        guard !digits.isEmpty else { return nil }
+        var value: Int64 = 0
+        for byte in digits {
+            guard byte &- UInt8(ascii: "0") < 10 else { return nil }
+            // Accumulated negatively so that Int64.min parses too.
+            let (times10, o1) = value.multipliedReportingOverflow(by: 10)
+            let (next, o2) = times10.subtractingReportingOverflow(Int64(byte &- UInt8(ascii: "0")))
+            guard !o1, !o2 else { return nil }
+            value = next
+        }
+        if negative { return value }
+        return value == .min ? nil : -value
     }
 
     static func firstLine(_ text: String) -> String {

@@ -16,6 +16,8 @@ public final class PGDatabase: SQLDatabase {
     public let conninfo: String
     public let size: Int
     public let waitMillis: Int
+    /// Whether statements are prepared once per connection (see `connect`).
+    public let preparesStatements: Bool
     private let threadPool: NIOThreadPool
     private let state = NIOLockedValueBox(PoolState())
 
@@ -67,8 +69,11 @@ public final class PGDatabase: SQLDatabase {
     }
 
     /// Creates the pool and checks that the database answers, so a bad URL fails at once.
-    public static func connect(conninfo: String, size: Int = 10, waitMillis: Int = 2000) async throws -> PGDatabase {
-        let database = PGDatabase(conninfo: conninfo, size: size, waitMillis: waitMillis)
+    /// `preparesStatements: false` is for a transaction-mode pooler: every statement is sent
+    /// unnamed, so none depends on a server session outliving its transaction.
+    public static func connect(conninfo: String, size: Int = 10, waitMillis: Int = 2000,
+                               preparesStatements: Bool = true) async throws -> PGDatabase {
+        let database = PGDatabase(conninfo: conninfo, size: size, waitMillis: waitMillis, preparesStatements: preparesStatements)
         do {
             _ = try await database.withConnection { try $0.execute("SELECT 1") }
         } catch {
@@ -79,8 +84,9 @@ public final class PGDatabase: SQLDatabase {
         return database
     }
 
-    private init(conninfo: String, size: Int, waitMillis: Int) {
+    private init(conninfo: String, size: Int, waitMillis: Int, preparesStatements: Bool) {
         self.conninfo = conninfo
+        self.preparesStatements = preparesStatements
         self.size = size
         self.waitMillis = waitMillis
         self.threadPool = NIOThreadPool(numberOfThreads: size)
@@ -128,8 +134,8 @@ public final class PGDatabase: SQLDatabase {
                 state.withLockedValue { $0.open -= 1 } // dropped; try again
             case .create:
                 do {
-                    let conninfo = self.conninfo
-                    return try await threadPool.runIfActive { try PGConnection(conninfo: conninfo) }
+                    let conninfo = self.conninfo, prepares = self.preparesStatements
+                    return try await threadPool.runIfActive { try PGConnection(conninfo: conninfo, preparesStatements: prepares) }
                 } catch {
                     state.withLockedValue { $0.open -= 1 }
                     // A slot is free again: a parked caller may open one.

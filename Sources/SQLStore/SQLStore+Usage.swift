@@ -94,28 +94,37 @@ extension SQLStore {
             try c.execute("SELECT DISTINCT period FROM usage WHERE period < $1 ORDER BY period", .text(period.description))
                 .map { try $0.text(0) }
         }
-        var count = 0
+        var written: [String: Int64] = [:]
         for month in months {
             // Written first, kept, removed after: a failure before the removal leaves the month in
             // place, to be archived again (the output file is replaced whole, never appended to).
-            count += try await read { c in
-                var written = 0
+            written[month] = try await read { c in
+                var rows: Int64 = 0
                 try c.forEachRow("SELECT \(Self.usageColumns) FROM usage WHERE period = $1 ORDER BY created_us, id",
                                  [.text(month)]) { row in
                     try body(try Self.usage(from: row))
-                    written += 1
+                    rows += 1
                 }
-                return written
+                return rows
             }
         }
         try keep()
+        let copied = written
         try await write { c in
             for month in months {
+                let expected = copied[month] ?? 0
                 switch c.dialect {
                 case .postgres:
-                    // Drops the month's partition whole (and its rows in the default partition).
-                    try c.execute("SELECT lmsvr_usage_archive($1)", .text(month))
+                    // Checks the month still has exactly the rows written, then drops its partition
+                    // whole (and its rows in the default partition).
+                    try c.execute("SELECT lmsvr_usage_archive($1, $2)", .text(month), .int(expected))
                 case .sqlite:
+                    // The write transaction holds the database: nothing arrives between count and delete.
+                    let now = try c.execute("SELECT COUNT(*) FROM usage WHERE period = $1", .text(month))[0].int(0)
+                    guard now == expected else {
+                        throw SQLError.other("the ledger of \(month) changed while it was archived (\(expected) rows written, "
+                                             + "\(now) now): nothing was removed; run archive-usage again")
+                    }
                     // The marker row tells the rollup trigger to keep the rollups.
                     try c.execute("INSERT INTO usage_archiving (active) VALUES (1)")
                     try c.execute("DELETE FROM usage WHERE period = $1", .text(month))
@@ -123,6 +132,7 @@ extension SQLStore {
                 }
             }
         }
-        return count
+        let count = written.values.reduce(0, +)
+        return Int(count)
     }
 }

@@ -82,7 +82,7 @@ struct JournalTests {
         }
         dead += Data(#"{"usage":{"requestId":"c","#.utf8)
         let deadPath = directory + "/settles-dead.journal"
-        FileManager.default.createFile(atPath: deadPath, contents: dead)
+        _ = FileManager.default.createFile(atPath: deadPath, contents: dead)
 
         let next = try SettleJournal(directory: directory, maxBytes: 1 << 20, logger: Logger(label: "test"))
         #expect(try await next.adoptOrphans().map(\.requestId) == ["a", "b"])

@@ -121,5 +121,17 @@ struct LedgerAtScaleTests {
             _ = try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4), { _ in }, keep: { throw DiskFull() })
         }
         #expect(try await ledgerSums(database, customer: customer.id)[0] == 6)
+        // A row of the month arriving after it was read (a late settle) stops the removal.
+        await #expect(throws: (any Error).self) {
+            _ = try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4), { _ in }, keep: {
+                let done = DispatchSemaphore(value: 0)
+                Task {
+                    try? await store.recordUnheld(usage("late-arrival", customer: customer.id, cost: 1, at: march))
+                    done.signal()
+                }
+                done.wait()
+            })
+        }
+        #expect(try await ledgerSums(database, customer: customer.id)[0] == 7)
     }
 }

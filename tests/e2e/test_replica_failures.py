@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from test_replicas import Replicas, replicas  # noqa: F401 (the fixture)
+from test_replicas import Replicas
 
 
 def rss_kib(pid: int) -> int:
@@ -70,6 +70,13 @@ def pg_ctl(*args: str):
     if os.geteuid() == 0:
         command = ["runuser", "-u", "postgres", "--", *command]
     subprocess.run(command, check=True, capture_output=True)
+
+
+@pytest.fixture
+def replicas():
+    r = Replicas(2)
+    yield r
+    assert r.stop() == [0, 0]
 
 
 def test_a_database_outage_is_503_without_upstream_calls_and_recovers_by_itself(replicas):

@@ -1,5 +1,6 @@
 """Several `lmsvr serve` replicas on one PostgreSQL: budgets stay exact across processes and a
-revoked key is refused by every replica. Needs LMSVR_TEST_POSTGRES_URL (scripts/test.sh)."""
+revoked key is refused by every replica, connected directly and through PgBouncer in transaction
+mode. Needs LMSVR_TEST_POSTGRES_URL (scripts/test.sh)."""
 import asyncio
 import json
 import os
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from conftest import FAKE, LMSVR, free_port
+from pgbouncer import PgBouncer
 
 
 def fresh_database() -> str:
@@ -24,13 +26,19 @@ def fresh_database() -> str:
 
 
 class Replicas:
-    def __init__(self, count: int, extra_env: dict[str, str] | None = None):
+    """`count` replicas on a fresh database; with a `pooler`, their pools (and every CLI command)
+    go through it in transaction mode, and only LISTEN and migrations go to the server directly."""
+
+    def __init__(self, count: int, extra_env: dict[str, str] | None = None, pooler: PgBouncer | None = None):
         self.workdir = tempfile.mkdtemp(prefix="lmsvr-replicas-")
-        self.db = fresh_database()
+        self.direct = fresh_database()
+        self.db = pooler.url_for(self.direct) if pooler else self.direct
         self.fake = subprocess.Popen([FAKE, "--port", "0"], stdout=subprocess.PIPE, text=True)
         self.upstream = int(self.fake.stdout.readline().split()[-1])
         self.env = dict(os.environ, DATABASE_URL=self.db, OLLAMA_BASE_URL=f"http://127.0.0.1:{self.upstream}",
                         HOST="127.0.0.1", LOG_LEVEL="WARNING", DB_POOL_SIZE="16", DB_POOL_WAIT_MS="10000")
+        if pooler:
+            self.env.update(DATABASE_POOL_MODE="transaction", DATABASE_DIRECT_URL=self.direct)
         self.env.update(extra_env or {})
         subprocess.run([LMSVR, "migrate"], env=self.env, check=True, capture_output=True)
         self.ports = [free_port() for _ in range(count)]
@@ -77,9 +85,16 @@ class Replicas:
         return codes
 
 
-@pytest.fixture
-def replicas():
-    r = Replicas(2)
+@pytest.fixture(scope="module")
+def pgbouncer():
+    pooler = PgBouncer(os.environ["LMSVR_TEST_POSTGRES_URL"])
+    yield pooler
+    pooler.stop()
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
+def replicas(request):
+    r = Replicas(2, pooler=request.getfixturevalue("pgbouncer") if request.param == "pgbouncer" else None)
     yield r
     assert r.stop() == [0, 0]
 

@@ -1,0 +1,88 @@
+import Core
+import Foundation
+
+/// Writes ledger rows to a file or stdout in an export format (`UsageExport`), in 256 KiB writes.
+///
+/// A file is written under a temporary name, fsynced and renamed into place only when complete, so
+/// a failed export never leaves a truncated file behind and `archive-usage` never drops rows that
+/// are not on disk.
+///
+/// `@unchecked Sendable`: the store calls the row closure sequentially on one thread.
+final class UsageFileWriter: @unchecked Sendable {
+    private let file: UnsafeMutablePointer<FILE>
+    private let path: String?
+    private let temporaryPath: String?
+    private let format: UsageExportFormat
+    private var buffer: [UInt8] = []
+    private(set) var rows = 0
+    private var closed = false
+    private static let flushAt = 256 * 1024
+
+    init(path: String?, format: UsageExportFormat) throws {
+        self.path = path
+        self.format = format
+        if let path {
+            let temporary = path + ".partial-\(getpid())"
+            guard let file = fopen(temporary, "w") else { throw Self.failure("cannot write \(path)") }
+            self.file = file
+            self.temporaryPath = temporary
+        } else {
+            self.file = fdopen(dup(STDOUT_FILENO), "w")!  // our own stream on stdout
+            self.temporaryPath = nil
+        }
+        buffer.reserveCapacity(Self.flushAt + 4096)
+        buffer.append(contentsOf: format.opening)
+    }
+
+    /// Appends one row; throws when the disk refuses it (full, gone), which ends the export.
+    func append(_ row: UsageRecord) throws {
+        UsageExport.append(row, index: rows, format: format, to: &buffer)
+        rows += 1
+        if buffer.count >= Self.flushAt { try flush() }
+    }
+
+    /// Closes the format, writes everything and, for a file, makes it durable and moves it into place.
+    func finish() throws {
+        buffer.append(contentsOf: format.closing(rows: rows))
+        try flush()
+        guard fflush(file) == 0, ferror(file) == 0 else { throw Self.failure("cannot write \(path ?? "stdout")") }
+        guard let temporaryPath, let path else {
+            close()
+            return
+        }
+        guard fsync(fileno(file)) == 0 else { throw Self.failure("cannot write \(path)") }
+        guard close() else { throw Self.failure("cannot write \(path)") }
+        guard rename(temporaryPath, path) == 0 else { throw Self.failure("cannot move the export into \(path)") }
+        // The rename itself is durable once the directory is.
+        let directory = open((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent,
+                             O_RDONLY)
+        if directory >= 0 {
+            fsync(directory)
+            Glibc.close(directory)
+        }
+    }
+
+    /// Drops what was written (after a failure).
+    func abandon() {
+        close()
+        if let temporaryPath { unlink(temporaryPath) }
+    }
+
+    /// Closes the stream once (`fclose` twice is undefined); whether the close succeeded.
+    @discardableResult
+    private func close() -> Bool {
+        guard !closed else { return true }
+        closed = true
+        return fclose(file) == 0
+    }
+
+    private func flush() throws {
+        let written = buffer.withUnsafeBufferPointer { fwrite($0.baseAddress, 1, $0.count, file) }
+        guard written == buffer.count else { throw Self.failure("cannot write \(path ?? "stdout")") }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    private static func failure(_ what: String) -> CLIError {
+        CLIError.operational("\(what): \(String(cString: strerror(errno)))")
+    }
+}
