@@ -27,7 +27,18 @@ struct ArchiveUsage: AsyncParsableCommand, DatabaseCommand {
     }
 
     func validate() throws {
-        guard period != nil else { throw CLIError.usage("--before must be a month, YYYY-MM (got '\(before)')") }
+        guard let period else { throw CLIError.usage("--before must be a month, YYYY-MM (got '\(before)')") }
+        // The current month is still being written (and settles of requests that began in it may
+        // arrive for a while after): only months that have ended can be archived.
+        let current = BudgetPeriod(containingMicros: nowMicros())
+        guard period <= current else {
+            throw CLIError.usage("--before \(period) would archive the current month, \(current), which is still being written; "
+                                 + "the latest is --before \(current)")
+        }
+        // An archive holds rows that are no longer anywhere else: never replace one.
+        guard !FileManager.default.fileExists(atPath: output) else {
+            throw CLIError.usage("\(output) exists; archive-usage never replaces a file (it may be an earlier archive)")
+        }
     }
 
     func run() async throws {

@@ -13,7 +13,11 @@ final class UsageFileWriter: @unchecked Sendable {
     private let path: String?
     private let temporaryPath: String?
     private let format: UsageExportFormat
-    private var buffer: [UInt8] = []
+    /// Rows are written straight into this memory (`UsageExport.write`), flushed when a row might
+    /// not fit.
+    private var buffer: UnsafeMutablePointer<UInt8>
+    private var capacity = UsageFileWriter.flushAt
+    private var count = 0
     private(set) var rows = 0
     private var closed = false
     private static let flushAt = 256 * 1024
@@ -30,20 +34,27 @@ final class UsageFileWriter: @unchecked Sendable {
             self.file = fdopen(dup(STDOUT_FILENO), "w")!  // our own stream on stdout
             self.temporaryPath = nil
         }
-        buffer.reserveCapacity(Self.flushAt + 4096)
-        buffer.append(contentsOf: format.opening)
+        buffer = .allocate(capacity: capacity)
+        put(format.opening)
     }
+
+    deinit { buffer.deallocate() }
 
     /// Appends one row; throws when the disk refuses it (full, gone), which ends the export.
     func append(_ row: UsageRecord) throws {
-        UsageExport.append(row, index: rows, format: format, to: &buffer)
+        let bound = UsageExport.maximumBytes(of: row)
+        if count + bound > capacity {
+            try flush()
+            if bound > capacity { grow(to: bound) }
+        }
+        count += UsageExport.write(row, index: rows, format: format, to: buffer + count)
         rows += 1
-        if buffer.count >= Self.flushAt { try flush() }
     }
 
     /// Closes the format, writes everything and, for a file, makes it durable and moves it into place.
     func finish() throws {
-        buffer.append(contentsOf: format.closing(rows: rows))
+        try flush()
+        put(format.closing(rows: rows))
         try flush()
         guard fflush(file) == 0, ferror(file) == 0 else { throw Self.failure("cannot write \(path ?? "stdout")") }
         guard let temporaryPath, let path else {
@@ -77,9 +88,25 @@ final class UsageFileWriter: @unchecked Sendable {
     }
 
     private func flush() throws {
-        let written = buffer.withUnsafeBufferPointer { fwrite($0.baseAddress, 1, $0.count, file) }
-        guard written == buffer.count else { throw Self.failure("cannot write \(path ?? "stdout")") }
-        buffer.removeAll(keepingCapacity: true)
+        guard count > 0 else { return }
+        guard fwrite(buffer, 1, count, file) == count else { throw Self.failure("cannot write \(path ?? "stdout")") }
+        count = 0
+    }
+
+    /// Copies a format's opening or closing into the (empty or roomy) buffer.
+    private func put(_ bytes: [UInt8]) {
+        guard !bytes.isEmpty else { return }
+        if count + bytes.count > capacity { grow(to: count + bytes.count) }
+        bytes.withUnsafeBufferPointer { (buffer + count).update(from: $0.baseAddress!, count: $0.count) }
+        count += bytes.count
+    }
+
+    private func grow(to size: Int) {
+        let larger = UnsafeMutablePointer<UInt8>.allocate(capacity: size)
+        larger.update(from: buffer, count: count)
+        buffer.deallocate()
+        buffer = larger
+        capacity = size
     }
 
     private static func failure(_ what: String) -> CLIError {

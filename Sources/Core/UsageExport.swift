@@ -38,103 +38,123 @@ public enum UsageExport {
 
     /// Appends row number `index` (0-based) of a file in `format`.
     public static func append(_ u: UsageRecord, index: Int, format: UsageExportFormat, to out: inout [UInt8]) {
+        let bound = maximumBytes(of: u)
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: bound))
+        let written = out.withUnsafeMutableBufferPointer { write(u, index: index, format: format, to: $0.baseAddress! + start) }
+        out.removeLast(bound - written)
+    }
+
+    /// The most bytes `write` can make of `u`.
+    public static func maximumBytes(of u: UsageRecord) -> Int {
+        let text = u.requestId.utf8.count + u.endpoint.utf8.count + u.dialect.utf8.count + u.provider.utf8.count
+            + u.model.utf8.count
+        // Numbers, keys, enums and punctuation come to under 1 KiB (twice that is the margin); a
+        // text byte becomes at most 6 (`\u001f`).
+        return 2048 + 6 * text
+    }
+
+    /// Writes row number `index` (0-based) of a file in `format` at `destination`, which has room
+    /// for `maximumBytes(of: u)`; returns how many bytes it wrote.
+    ///
+    /// Written through a pointer: a byte costs a store, not an `Array` append with its uniqueness
+    /// and capacity checks.
+    public static func write(_ u: UsageRecord, index: Int, format: UsageExportFormat,
+                             to destination: UnsafeMutablePointer<UInt8>) -> Int {
+        var w = ByteWriter(start: destination)
         switch format {
-        case .csv: appendCSV(u, to: &out)
-        case .json: appendJSON(u, first: index == 0, to: &out)
+        case .csv: writeCSV(u, to: &w)
+        case .json: writeJSON(u, first: index == 0, to: &w)
         }
+        return w.count
     }
 
     // MARK: CSV
 
-    static func appendCSV(_ u: UsageRecord, to out: inout [UInt8]) {
-        var field = CSVField(out: out)
-        out = []
-        field.text(u.requestId)
-        field.value { $0.timestamp(u.createdAtMicros) }
-        field.value { $0.integer(u.customerId) }
-        field.value { if let key = u.keyId { $0.integer(key) } }
-        field.text(u.endpoint)
-        field.text(u.dialect)
-        field.text(u.provider)
-        field.text(u.model)
-        field.value { $0.integer(Int64(u.httpStatus)) }
-        field.text(u.outcome.rawValue)
-        field.value { $0.integer(u.promptTokens) }
-        field.value { $0.integer(u.completionTokens) }
-        field.value { $0.integer(u.cachedTokens) }
-        field.text(u.tokenSource.rawValue)
-        field.value { $0.money(u.cost) }
-        field.value { $0.money(u.held) }
-        field.value { $0.money(u.price.perRequest) }
-        field.value { $0.money(u.price.perModel) }
-        field.value { $0.money(u.price.inputPer1M) }
-        field.value { $0.money(u.price.outputPer1M) }
-        field.text(u.priceSource.rawValue)
-        field.value { $0.millis(u.latencyMicros) }
-        field.value { if let ttfb = u.timeToFirstByteMicros { $0.millis(ttfb) } }
-        out = field.finish()
+    static func writeCSV(_ u: UsageRecord, to w: inout ByteWriter) {
+        var row = CSVRow(w: w)
+        row.text(u.requestId)
+        row.value { $0.timestamp(u.createdAtMicros) }
+        row.value { $0.integer(u.customerId) }
+        row.value { if let key = u.keyId { $0.integer(key) } }
+        row.text(u.endpoint)
+        row.text(u.dialect)
+        row.text(u.provider)
+        row.text(u.model)
+        row.value { $0.integer(Int64(u.httpStatus)) }
+        row.text(u.outcome.rawValue)
+        row.value { $0.integer(u.promptTokens) }
+        row.value { $0.integer(u.completionTokens) }
+        row.value { $0.integer(u.cachedTokens) }
+        row.text(u.tokenSource.rawValue)
+        row.value { $0.money(u.cost) }
+        row.value { $0.money(u.held) }
+        row.value { $0.money(u.price.perRequest) }
+        row.value { $0.money(u.price.perModel) }
+        row.value { $0.money(u.price.inputPer1M) }
+        row.value { $0.money(u.price.outputPer1M) }
+        row.text(u.priceSource.rawValue)
+        row.value { $0.millis(u.latencyMicros) }
+        row.value { if let ttfb = u.timeToFirstByteMicros { $0.millis(ttfb) } }
+        row.w.byte(13)
+        row.w.byte(10)
+        w = row.w
     }
 
-    /// Writes one row's fields, each into a scratch buffer first so that it can be checked for
-    /// quoting and formula defusing as a whole.
-    struct CSVField {
-        var out: [UInt8]
-        var scratch = Bytes()
+    /// Writes one row's fields, each checked as a whole for quoting and formula defusing.
+    struct CSVRow {
+        var w: ByteWriter
         var count = 0
 
-        init(out: [UInt8]) {
-            self.out = out
-            scratch.bytes.reserveCapacity(64)
-        }
-
         mutating func text(_ text: String) {
+            separate()
             var text = text
-            text.withUTF8 { emit($0) }
-        }
-
-        mutating func value(_ write: (inout Bytes) -> Void) {
-            scratch.bytes.removeAll(keepingCapacity: true)
-            write(&scratch)
-            scratch.bytes.withUnsafeBufferPointer { emit($0) }
-        }
-
-        mutating func finish() -> [UInt8] {
-            out.append(13)
-            out.append(10)
-            return out
-        }
-
-        private mutating func emit(_ field: UnsafeBufferPointer<UInt8>) {
-            if count > 0 { out.append(UInt8(ascii: ",")) }
-            count += 1
-            let defuse = field.first.map { [UInt8(ascii: "="), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "@")].contains($0) }
-                ?? false && !Self.isInteger(field)
-            let quote = field.contains { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == 10 || $0 == 13 }
-            if quote { out.append(UInt8(ascii: "\"")) }
-            if defuse { out.append(UInt8(ascii: "'")) }
-            if quote {
-                for byte in field {
-                    out.append(byte)
-                    if byte == UInt8(ascii: "\"") { out.append(byte) }
+            text.withUTF8 { field in
+                let quote = field.contains { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == 10 || $0 == 13 }
+                if quote { w.byte(UInt8(ascii: "\"")) }
+                if Self.needsDefusing(field) { w.byte(UInt8(ascii: "'")) }
+                if quote {
+                    for byte in field {
+                        w.byte(byte)
+                        if byte == UInt8(ascii: "\"") { w.byte(byte) }
+                    }
+                    w.byte(UInt8(ascii: "\""))
+                } else {
+                    w.bytes(field)
                 }
-                out.append(UInt8(ascii: "\""))
-            } else {
-                out.append(contentsOf: field)
             }
         }
 
-        /// Whether the field is a decimal integer that fits in 64 bits (a negative count is data, not a formula).
-        static func isInteger(_ field: UnsafeBufferPointer<UInt8>) -> Bool {
-            Int64(String(decoding: field, as: UTF8.self)) != nil
+        /// A number, a timestamp or nothing: never quoted (no commas, quotes or line breaks), but
+        /// defused like any field (a negative amount reads as a formula).
+        mutating func value(_ write: (inout ByteWriter) -> Void) {
+            separate()
+            let start = w.count
+            write(&w)
+            let field = UnsafeBufferPointer(start: w.start + start, count: w.count - start)
+            if Self.needsDefusing(field) { w.insert(UInt8(ascii: "'"), at: start) }
+        }
+
+        private mutating func separate() {
+            if count > 0 { w.byte(UInt8(ascii: ",")) }
+            count += 1
+        }
+
+        /// Whether a spreadsheet would read the field as a formula: `=`, `+`, `-` or `@` first, and
+        /// not a decimal integer that fits in 64 bits (a negative count is data, not a formula).
+        static func needsDefusing(_ field: UnsafeBufferPointer<UInt8>) -> Bool {
+            guard let first = field.first,
+                  first == UInt8(ascii: "=") || first == UInt8(ascii: "+") || first == UInt8(ascii: "-") || first == UInt8(ascii: "@")
+            else { return false }
+            return Int64(String(decoding: field, as: UTF8.self)) == nil
         }
     }
 
     // MARK: JSON
 
-    static func appendJSON(_ u: UsageRecord, first: Bool, to out: inout [UInt8]) {
-        var o = JSONObjectWriter(bytes: Bytes(bytes: out))
-        out = [] // the buffer moves into the writer and back, never copied
-        o.bytes.ascii(first ? "\n{" : ",\n{")
+    static func writeJSON(_ u: UsageRecord, first: Bool, to w: inout ByteWriter) {
+        var o = JSONObjectWriter(w: w)
+        o.w.ascii(first ? "\n{" : ",\n{")
         // Keys in sorted order, as the earlier JSONEncoder(.sortedKeys) output had them.
         o.key("cached_tokens") { $0.integer(u.cachedTokens) }
         o.key("completion_tokens") { $0.integer(u.completionTokens) }
@@ -159,62 +179,83 @@ public enum UsageExport {
         o.key("request_id") { $0.string(u.requestId) }
         o.key("token_source") { $0.string(u.tokenSource.rawValue) }
         if let ttfb = u.timeToFirstByteMicros { o.key("ttfb_ms") { $0.quoted { $0.millis(ttfb) } } }
-        o.bytes.ascii("}")
-        out = o.bytes.bytes
+        o.w.byte(UInt8(ascii: "}"))
+        w = o.w
     }
 
     struct JSONObjectWriter {
-        var bytes: Bytes
+        var w: ByteWriter
         var count = 0
 
-        mutating func key(_ name: StaticString, _ value: (inout Bytes) -> Void) {
-            if count > 0 { bytes.bytes.append(UInt8(ascii: ",")) }
+        mutating func key(_ name: StaticString, _ value: (inout ByteWriter) -> Void) {
+            if count > 0 { w.byte(UInt8(ascii: ",")) }
             count += 1
-            bytes.bytes.append(UInt8(ascii: "\""))
-            bytes.bytes.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
-            bytes.bytes.append(UInt8(ascii: "\""))
-            bytes.bytes.append(UInt8(ascii: ":"))
-            value(&bytes)
+            w.byte(UInt8(ascii: "\""))
+            w.ascii(name)
+            w.byte(UInt8(ascii: "\""))
+            w.byte(UInt8(ascii: ":"))
+            value(&w)
         }
     }
 
-    /// A byte buffer with the number and text writers both formats share.
-    struct Bytes {
-        var bytes: [UInt8] = []
+    /// Writes into memory the caller made room for, with the number and text writers both formats
+    /// share.
+    struct ByteWriter {
+        let start: UnsafeMutablePointer<UInt8>
+        var count = 0
+
+        init(start: UnsafeMutablePointer<UInt8>) { self.start = start }
+
+        mutating func byte(_ byte: UInt8) {
+            start[count] = byte
+            count += 1
+        }
+
+        mutating func bytes(_ bytes: UnsafeBufferPointer<UInt8>) {
+            guard let base = bytes.baseAddress else { return }
+            (start + count).update(from: base, count: bytes.count)
+            count += bytes.count
+        }
 
         mutating func ascii(_ text: StaticString) {
-            bytes.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+            bytes(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        }
+
+        /// Moves what was written since `index` one byte on and puts `byte` there.
+        mutating func insert(_ byte: UInt8, at index: Int) {
+            (start + index + 1).update(from: start + index, count: count - index)
+            start[index] = byte
+            count += 1
         }
 
         mutating func integer(_ value: Int64) {
-            if value < 0 { bytes.append(UInt8(ascii: "-")) }
+            if value < 0 { byte(UInt8(ascii: "-")) }
             digits(value.magnitude, width: 1)
         }
 
         /// The decimal digits of `value`, zero-padded to at least `width`.
         mutating func digits(_ value: UInt64, width: Int) {
-            var buffer: (UInt64, UInt64, UInt64) = (0, 0, 0) // 24 bytes: enough for 20 digits
-            withUnsafeMutableBytes(of: &buffer) { raw in
-                var end = raw.count, v = value
-                repeat {
-                    end -= 1
-                    raw[end] = UInt8(ascii: "0") + UInt8(v % 10)
-                    v /= 10
-                } while v > 0
-                while raw.count - end < width {
-                    end -= 1
-                    raw[end] = UInt8(ascii: "0")
-                }
-                bytes.append(contentsOf: raw[end...])
+            var length = 1, rest = value / 10
+            while rest > 0 {
+                length += 1
+                rest /= 10
             }
+            length = max(length, width)
+            var v = value, at = count + length
+            while at > count {
+                at -= 1
+                start[at] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+            }
+            count += length
         }
 
         /// `Money.decimalString`: exact, trailing zeros dropped but at least two decimals.
         mutating func money(_ amount: Money) {
-            if amount.nanos < 0 { bytes.append(UInt8(ascii: "-")) }
+            if amount.nanos < 0 { byte(UInt8(ascii: "-")) }
             let magnitude = amount.nanos.magnitude, scale = UInt64(Money.scale)
             digits(magnitude / scale, width: 1)
-            bytes.append(UInt8(ascii: "."))
+            byte(UInt8(ascii: "."))
             var fraction = magnitude % scale, places = 9
             while places > 2, fraction % 10 == 0 {
                 fraction /= 10
@@ -225,10 +266,10 @@ public enum UsageExport {
 
         /// Milliseconds with exactly three decimals.
         mutating func millis(_ micros: Int64) {
-            if micros < 0 { bytes.append(UInt8(ascii: "-")) }
+            if micros < 0 { byte(UInt8(ascii: "-")) }
             let magnitude = micros.magnitude
             digits(magnitude / 1000, width: 1)
-            bytes.append(UInt8(ascii: "."))
+            byte(UInt8(ascii: "."))
             digits(magnitude % 1000, width: 3)
         }
 
@@ -238,35 +279,40 @@ public enum UsageExport {
             let intoDay = UInt64(micros - day.startMicros)
             let seconds = intoDay / 1_000_000
             digits(UInt64(day.year), width: 4)
-            bytes.append(UInt8(ascii: "-"))
+            byte(UInt8(ascii: "-"))
             digits(UInt64(day.month), width: 2)
-            bytes.append(UInt8(ascii: "-"))
+            byte(UInt8(ascii: "-"))
             digits(UInt64(day.day), width: 2)
-            bytes.append(UInt8(ascii: "T"))
+            byte(UInt8(ascii: "T"))
             digits(seconds / 3600, width: 2)
-            bytes.append(UInt8(ascii: ":"))
+            byte(UInt8(ascii: ":"))
             digits(seconds / 60 % 60, width: 2)
-            bytes.append(UInt8(ascii: ":"))
+            byte(UInt8(ascii: ":"))
             digits(seconds % 60, width: 2)
-            bytes.append(UInt8(ascii: "."))
+            byte(UInt8(ascii: "."))
             digits(intoDay % 1_000_000, width: 6)
-            bytes.append(UInt8(ascii: "Z"))
+            byte(UInt8(ascii: "Z"))
         }
 
-        mutating func quoted(_ write: (inout Bytes) -> Void) {
-            bytes.append(UInt8(ascii: "\""))
+        mutating func quoted(_ write: (inout ByteWriter) -> Void) {
+            byte(UInt8(ascii: "\""))
             write(&self)
-            bytes.append(UInt8(ascii: "\""))
+            byte(UInt8(ascii: "\""))
         }
 
         /// A JSON string as `JSONEncoder` writes it (slashes unescaped): `"`, `\` and control
         /// characters escaped, everything else as its UTF-8.
         mutating func string(_ text: String) {
             var text = text
-            bytes.append(UInt8(ascii: "\""))
+            byte(UInt8(ascii: "\""))
             text.withUTF8 { utf8 in
-                for byte in utf8 {
-                    switch byte {
+                // Most text needs no escape at all: copied whole.
+                if !utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+                    bytes(utf8)
+                    return
+                }
+                for b in utf8 {
+                    switch b {
                     case UInt8(ascii: "\""): ascii("\\\"")
                     case UInt8(ascii: "\\"): ascii("\\\\")
                     case 0x08: ascii("\\b")
@@ -276,14 +322,15 @@ public enum UsageExport {
                     case 0x09: ascii("\\t")
                     case 0..<0x20:
                         ascii("\\u00")
-                        let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                        bytes.append(hex[Int(byte >> 4)])
-                        bytes.append(hex[Int(byte & 15)])
-                    default: bytes.append(byte)
+                        byte(Self.hex[Int(b >> 4)])
+                        byte(Self.hex[Int(b & 15)])
+                    default: byte(b)
                     }
                 }
             }
-            bytes.append(UInt8(ascii: "\""))
+            byte(UInt8(ascii: "\""))
         }
+
+        private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
     }
 }

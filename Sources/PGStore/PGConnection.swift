@@ -61,11 +61,13 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
 
     /// Streams a query's rows through a cursor, 10,000 rows a round trip: a ledger of millions of
     /// rows exports in constant memory without paying for one result (and its allocations) per
-    /// row, as single-row mode does. Runs in its own transaction unless one is open; the cursor
-    /// is gone when that ends, also on an error.
+    /// row, as single-row mode does. The next batch is asked for before this one is handed out,
+    /// so the server reads it while the caller writes this one. Runs in its own transaction unless
+    /// one is open; the cursor is gone when that ends, also on an error.
     func forEachRow(_ sql: String, _ binds: [SQLValue], _ body: (SQLRow) throws -> Void) throws {
         let ownTransaction = PQtransactionStatus(handle) == PQTRANS_IDLE
         if ownTransaction { try executeScript("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY") }
+        var fetching = false
         do {
             let declared = withParameters(binds) { params in
                 PQexecParams(handle, "DECLARE lmsvr_rows NO SCROLL CURSOR FOR " + sql, Int32(binds.count), nil, params,
@@ -73,20 +75,45 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
             }
             defer { PQclear(declared) }
             try check(declared)
+            try sendFetch()
+            fetching = true
             while true {
-                guard let batch = PQexec(handle, "FETCH FORWARD 10000 FROM lmsvr_rows") else { throw failure(nil) }
+                let batch = try awaitFetch()
+                fetching = false
                 defer { PQclear(batch) }
-                try check(batch)
                 let count = PQntuples(batch)
-                if count == 0 { break }
+                if count == Self.fetchSize {
+                    try sendFetch()
+                    fetching = true
+                }
                 let integers = integerColumns(of: batch)
                 for r in 0..<count { try body(row(r, of: batch, integers: integers)) }
+                if count < Self.fetchSize { break }
             }
             try executeScript(ownTransaction ? "COMMIT" : "CLOSE lmsvr_rows")
         } catch {
+            // A fetch still under way is read to its end first: libpq takes no new command before.
+            if fetching { while let result = PQgetResult(handle) { PQclear(result) } }
             if ownTransaction, isHealthy { PQclear(PQexec(handle, "ROLLBACK")) }
             throw error
         }
+    }
+
+    private static let fetchSize: Int32 = 10_000
+
+    private func sendFetch() throws(SQLError) {
+        guard PQsendQuery(handle, "FETCH FORWARD \(Self.fetchSize) FROM lmsvr_rows") == 1 else { throw failure(nil) }
+    }
+
+    /// The fetch's result; libpq's end-of-command marker (a null result) is read too.
+    private func awaitFetch() throws(SQLError) -> OpaquePointer {
+        guard let result = PQgetResult(handle) else { throw failure(nil) }
+        while let extra = PQgetResult(handle) { PQclear(extra) }
+        do { try check(result) } catch {
+            PQclear(result)
+            throw error
+        }
+        return result
     }
 
     func executeScript(_ sql: String) throws(SQLError) {

@@ -7,17 +7,12 @@ import JSONKit
 /// `lmsvr_settle` (one round trip, one durable commit for all). Neither waits to gather a batch:
 /// see `Coalescer`.
 final class PostgresBatching<Database: SQLDatabase>: Sendable {
-    struct HoldKey: Hashable, Sendable {
-        var customerId: Int64
-        var period: BudgetPeriod
-    }
-
-    private let holds: Coalescer<HoldKey, HoldRequest, HoldDecision>
+    private let holds: Coalescer<BudgetPeriod, HoldRequest, Result<HoldDecision, StoreError>>
     private let settles: Coalescer<Int, UsageRecord, Result<SettleResult, StoreError>>
 
     init(database: Database) {
-        holds = Coalescer(maxBatch: 256) { key, requests in
-            try await Self.hold(database, key, requests)
+        holds = Coalescer(maxBatch: 256) { period, requests in
+            try await Self.hold(database, period, requests)
         }
         settles = Coalescer(maxBatch: 256) { _, rows in
             try await Self.settle(database, rows)
@@ -25,8 +20,7 @@ final class PostgresBatching<Database: SQLDatabase>: Sendable {
     }
 
     func hold(_ request: HoldRequest) async throws -> HoldDecision {
-        try await holds.submit(request, key: HoldKey(customerId: request.customerId,
-                                                     period: BudgetPeriod(containingMicros: request.nowMicros)))
+        try await holds.submit(request, key: BudgetPeriod(containingMicros: request.nowMicros)).get()
     }
 
     func settle(_ usage: UsageRecord) async throws -> SettleResult {
@@ -35,11 +29,32 @@ final class PostgresBatching<Database: SQLDatabase>: Sendable {
 
     // MARK: Batches
 
-    static func hold(_ database: Database, _ key: HoldKey, _ requests: [HoldRequest]) async throws -> [HoldDecision] {
-        let first = requests[0]
+    /// Holds a batch of any customers' requests in one call; if the call fails for a reason other
+    /// than an outage (a customer deleted meanwhile, say), each customer's requests are tried
+    /// alone, so one cannot fail the others.
+    static func hold(_ database: Database, _ period: BudgetPeriod,
+                     _ requests: [HoldRequest]) async throws -> [Result<HoldDecision, StoreError>] {
+        do {
+            return try await holdBatch(database, period, requests).map { .success($0) }
+        } catch let error as StoreError where !error.isOutage {
+            var results = [Result<HoldDecision, StoreError>?](repeating: nil, count: requests.count)
+            let byCustomer = Dictionary(grouping: requests.indices, by: { requests[$0].customerId })
+            for indices in byCustomer.values {
+                do {
+                    let decisions = try await holdBatch(database, period, indices.map { requests[$0] })
+                    for (index, decision) in zip(indices, decisions) { results[index] = .success(decision) }
+                } catch let error as StoreError where !error.isOutage {
+                    for index in indices { results[index] = .failure(error) }
+                }
+            }
+            return results.map { $0! }
+        }
+    }
+
+    static func holdBatch(_ database: Database, _ period: BudgetPeriod, _ requests: [HoldRequest]) async throws -> [HoldDecision] {
         let binds: [SQLValue] = [
-            .int(key.customerId), .text(key.period.description), .int(first.nowMicros),
-            .int(requests.map(\.expiresAtMicros).max() ?? first.expiresAtMicros),
+            .text(period.description), .text(PGArray.int(requests.map(\.customerId))),
+            .text(PGArray.int(requests.map(\.nowMicros))), .text(PGArray.int(requests.map(\.expiresAtMicros))),
             .text(PGArray.text(requests.map(\.holdId))), .text(PGArray.int(requests.map(\.amount.nanos))),
             .text(PGArray.int(requests.map(\.keyId))), .text(PGArray.text(requests.map(\.endpoint))),
             .text(PGArray.text(requests.map(\.dialect))), .text(PGArray.text(requests.map(\.provider))),
@@ -47,20 +62,27 @@ final class PostgresBatching<Database: SQLDatabase>: Sendable {
         ]
         let row = try await call(database, priority: .normal) { c in
             try c.execute("""
-                SELECT array_to_string(admitted, ','), budget, spent, held FROM lmsvr_hold($1, $2, $3, $4, $5::text[], \
+                SELECT array_to_string(admitted, ','), array_to_string(budgets, ',', ''), array_to_string(spent, ','), \
+                array_to_string(held, ',') FROM lmsvr_hold_many($1, $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], \
                 $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[])
                 """, binds)[0]
         }
-        let admitted = try row.text(0).split(separator: ",").map { $0 == "true" || $0 == "t" }
-        let status = BudgetStatus(customerId: key.customerId, period: key.period,
-                                  budget: try row.optionalInt(1).map(Money.init(nanos:)),
-                                  spent: Money(nanos: try row.int(2)), held: Money(nanos: try row.int(3)))
-        return admitted.map { $0 ? .admitted(period: key.period) : .refused(status) }
+        func fields(_ column: Int) throws -> [Substring] {
+            try row.text(column).split(separator: ",", omittingEmptySubsequences: false)
+        }
+        let admitted = try fields(0), budgets = try fields(1), spent = try fields(2), held = try fields(3)
+        guard admitted.count == requests.count, budgets.count == requests.count, spent.count == requests.count,
+              held.count == requests.count else {
+            throw StoreError.failed("lmsvr_hold_many answered \(admitted.count) decisions for \(requests.count) holds")
+        }
+        return requests.indices.map { i in
+            if admitted[i] == "true" || admitted[i] == "t" { return .admitted(period: period) }
+            return .refused(BudgetStatus(customerId: requests[i].customerId, period: period,
+                                         budget: Int64(budgets[i]).map(Money.init(nanos:)),
+                                         spent: Money(nanos: Int64(spent[i]) ?? 0), held: Money(nanos: Int64(held[i]) ?? 0)))
+        }
     }
 
-    /// One call for the batch; should it fail for a reason other than an outage (a member the
-    /// database refuses), each member again on its own, so that one bad settle never takes the
-    /// others with it. An outage fails them all (they go to the journal).
     static func settle(_ database: Database, _ rows: [UsageRecord]) async throws -> [Result<SettleResult, StoreError>] {
         do {
             return try await settleBatch(database, rows).map { .success($0) }

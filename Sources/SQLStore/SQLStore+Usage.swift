@@ -94,36 +94,53 @@ extension SQLStore {
             try c.execute("SELECT DISTINCT period FROM usage WHERE period < $1 ORDER BY period", .text(period.description))
                 .map { try $0.text(0) }
         }
-        var written: [String: Int64] = [:]
+        var written: [String: (rows: Int64, maxId: Int64)] = [:]
         for month in months {
             // Written first, kept, removed after: a failure before the removal leaves the month in
-            // place, to be archived again (the output file is replaced whole, never appended to).
+            // place, to be archived again.
             written[month] = try await read { c in
-                var rows: Int64 = 0
-                try c.forEachRow("SELECT \(Self.usageColumns) FROM usage WHERE period = $1 ORDER BY created_us, id",
-                                 [.text(month)]) { row in
-                    try body(try Self.usage(from: row))
-                    rows += 1
+                // One snapshot for the rows and their fingerprint (count and highest id), which the
+                // removal checks: a row that arrives or replaces another meanwhile stops it.
+                try c.executeScript(c.dialect == .postgres ? "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY" : "BEGIN")
+                do {
+                    let fingerprint = try c.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM usage WHERE period = $1",
+                                                    .text(month))[0]
+                    var rows: Int64 = 0
+                    // Customer by customer, each in time order: the (customer_id, created_us, id)
+                    // index reads a month that way without sorting it.
+                    try c.forEachRow("SELECT \(Self.usageColumns) FROM usage WHERE period = $1 ORDER BY customer_id, created_us, id",
+                                     [.text(month)]) { row in
+                        try body(try Self.usage(from: row))
+                        rows += 1
+                    }
+                    try c.executeScript("COMMIT")
+                    guard rows == (try fingerprint.int(0)) else { throw SQLError.decoding("archive of \(month) read \(rows) rows") }
+                    return (rows, try fingerprint.int(1))
+                } catch {
+                    try? c.executeScript("ROLLBACK")
+                    throw error
                 }
-                return rows
             }
         }
         try keep()
         let copied = written
-        try await write { c in
-            for month in months {
-                let expected = copied[month] ?? 0
+        for month in months {
+            let (rows, maxId) = copied[month] ?? (0, 0)
+            // A month per transaction, each short: on PostgreSQL dropping a partition takes the
+            // ledger's strongest lock, which settles queue behind.
+            try await write { c in
                 switch c.dialect {
                 case .postgres:
-                    // Checks the month still has exactly the rows written, then drops its partition
-                    // whole (and its rows in the default partition).
-                    try c.execute("SELECT lmsvr_usage_archive($1, $2)", .text(month), .int(expected))
+                    // Waits at most a second for that lock (behind a long export, say) rather than
+                    // hold up every settle behind it.
+                    try c.execute("SELECT set_config('lock_timeout', '1s', true)")
+                    try c.execute("SELECT lmsvr_usage_archive($1, $2, $3)", .text(month), .int(rows), .int(maxId))
                 case .sqlite:
-                    // The write transaction holds the database: nothing arrives between count and delete.
-                    let now = try c.execute("SELECT COUNT(*) FROM usage WHERE period = $1", .text(month))[0].int(0)
-                    guard now == expected else {
-                        throw SQLError.other("the ledger of \(month) changed while it was archived (\(expected) rows written, "
-                                             + "\(now) now): nothing was removed; run archive-usage again")
+                    // The write transaction holds the database: nothing arrives between check and delete.
+                    let now = try c.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM usage WHERE period = $1", .text(month))[0]
+                    guard try now.int(0) == rows, try now.int(1) == maxId else {
+                        throw SQLError.other("the ledger of \(month) changed while it was archived (\(rows) rows written, "
+                                             + "\(try now.int(0)) now): nothing was removed; run archive-usage again")
                     }
                     // The marker row tells the rollup trigger to keep the rollups.
                     try c.execute("INSERT INTO usage_archiving (active) VALUES (1)")
@@ -132,7 +149,7 @@ extension SQLStore {
                 }
             }
         }
-        let count = written.values.reduce(0, +)
+        let count = copied.values.reduce(0) { $0 + $1.rows }
         return Int(count)
     }
 }

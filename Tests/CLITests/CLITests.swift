@@ -116,6 +116,8 @@ struct CLITests {
         (["export-usage", "1", "--format", "xml"], 2, "xml"),
         (["archive-usage", "--before", "2026-13", "--output", "/tmp/lmsvr-never-written.csv"], 2, "YYYY-MM"),
         (["archive-usage", "--before", "2026-01"], 2, "--output"),
+        (["archive-usage", "--before", "2999-01", "--output", "/tmp/lmsvr-never-written.csv"], 2, "current month"),
+        (["archive-usage", "--before", "2026-01", "--output", "/etc/passwd"], 2, "never replaces"),
         (["archive-usage", "--before", "2026-01", "--output", "/nonexistent-dir/archive.csv"], 1, "nonexistent-dir"),
         (["set-pricing", "llama3", "0.0000000001", "0"], 2, "more than 9 decimal places"),
         (["set-pricing", "llama3", "0.001", "-1"], 2, "per-model"),
@@ -183,7 +185,7 @@ struct CLITests {
         }
         #expect(results.allSatisfy { $0.status == 0 }, "\(results.map(\.stderr))")
         let applied = try results.map { try #require(try json($0.stdout) as? [String: Any])["applied"] as? [String] ?? [] }
-        #expect(applied.flatMap { $0 }.sorted() == ["0001_init", "0002_ledger_at_scale"])
+        #expect(applied.flatMap { $0 }.sorted() == ["0001_init", "0002_ledger_at_scale", "0003_ledger_guards"])
         let again = try #require(try json(try lmsvr(url, "migrate", "--json").stdout) as? [String: Any])
         #expect((again["applied"] as? [String])?.isEmpty == true)
         let status = try #require(try json(try lmsvr(url, "migrate", "--status", "--json").stdout) as? [[String: Any]])

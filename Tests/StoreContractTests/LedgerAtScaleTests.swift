@@ -36,17 +36,33 @@ struct LedgerAtScaleTests {
         defer { Task { await store.close() } }
         let customer = try await store.createCustomer(name: "B", email: "b@example.com", monthlyBudget: Money(nanos: 100),
                                                       nowMicros: nowMicros())
+        let other = try await store.createCustomer(name: "C", email: "c@example.com", monthlyBudget: Money(nanos: 40),
+                                                   nowMicros: nowMicros())
         let now = nowMicros()
-        let key = PostgresBatching<PGDatabase>.HoldKey(customerId: customer.id, period: BudgetPeriod(containingMicros: now))
-        // 60 fits; 50 more would not; 30 still does; then nothing else.
-        let decisions = try await PostgresBatching.hold(database, key, [60, 50, 30, 20].enumerated().map {
-            holdRequest("b\($0.offset)", customer: customer.id, amount: $0.element, now: now)
-        })
-        #expect(decisions.map { if case .admitted = $0 { true } else { false } } == [true, false, true, false])
-        let status = try #require(try await store.budgetStatus(customerId: customer.id, period: key.period))
-        #expect(status.held == Money(nanos: 90))
+        let period = BudgetPeriod(containingMicros: now)
+        // B: 60 fits; 50 more would not; 30 still does; then nothing else. C, interleaved in the
+        // same batch, is admitted against its own budget: 25 fits, 20 more would not, 15 does.
+        let requests = [(customer.id, 60), (other.id, 25), (customer.id, 50), (other.id, 20), (customer.id, 30),
+                        (other.id, 15), (customer.id, 20)].enumerated().map {
+            holdRequest("b\($0.offset)", customer: $0.element.0, amount: Int64($0.element.1), now: now)
+        }
+        let decisions = try await PostgresBatching.holdBatch(database, period, requests)
+        #expect(decisions.map { if case .admitted = $0 { true } else { false } } == [true, true, false, false, true, true, false])
+        if case .refused(let status) = decisions[3] {
+            #expect(status.customerId == other.id && status.budget == Money(nanos: 40) && status.held == Money(nanos: 40))
+        } else {
+            Issue.record("the fourth hold should be refused")
+        }
+        #expect(try #require(try await store.budgetStatus(customerId: customer.id, period: period)).held == Money(nanos: 90))
+        #expect(try #require(try await store.budgetStatus(customerId: other.id, period: period)).held == Money(nanos: 40))
         let holds = try await database.withConnection { try $0.execute("SELECT id FROM holds ORDER BY id").map { try $0.text(0) } }
-        #expect(holds == ["b0", "b2"])
+        #expect(holds == ["b0", "b1", "b4", "b5"])
+        // A customer that cannot be held for (gone) fails alone; the others in its batch are held.
+        let mixed = try await PostgresBatching.hold(database, period, [
+            holdRequest("m1", customer: 999_999, amount: 1, now: now), holdRequest("m2", customer: other.id, amount: 0, now: now),
+        ])
+        #expect((try? mixed[0].get()) == nil)
+        #expect(try mixed[1].get() == .admitted(period: period))
     }
 
     @Test func aBatchOfSettlesLosesNoGoodMemberToABadOne() async throws {
@@ -133,5 +149,25 @@ struct LedgerAtScaleTests {
             })
         }
         #expect(try await ledgerSums(database, customer: customer.id)[0] == 7)
+        // So does a late settle that replaces its hold_expired row: the count stays, the row changes.
+        _ = try await store.hold(holdRequest("expired", customer: customer.id, amount: 9, now: march, expiresIn: 1))
+        #expect(try await store.releaseExpiredHolds(nowMicros: nowMicros(), limit: 10) == 1)
+        await #expect(throws: (any Error).self) {
+            _ = try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4), { _ in }, keep: {
+                let done = DispatchSemaphore(value: 0)
+                Task {
+                    _ = try? await store.settle(holdId: "expired", usage: usage("expired", customer: customer.id, cost: 9, at: march))
+                    done.signal()
+                }
+                done.wait()
+            })
+        }
+        let charged = try await database.withConnection { c in
+            try c.execute("SELECT cost_nanos, outcome FROM usage WHERE request_id = 'expired'").map { "\(try $0.int(0)) \(try $0.text(1))" }
+        }
+        #expect(charged == ["9 ok"])
+        // With nothing arriving, the month goes whole.
+        #expect(try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4), { _ in }, keep: {}) == 3)
+        #expect(try await ledgerSums(database, customer: customer.id)[0] == 5)
     }
 }
