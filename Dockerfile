@@ -20,11 +20,15 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libpq5 libsqlite3-0 ca-certificates tzdata curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/lmsvr --create-home lmsvr
+ && useradd --system --uid 10001 --home-dir /var/lib/lmsvr --create-home lmsvr \
+ && install -d -o lmsvr -g lmsvr -m 0700 /var/lib/lmsvr/journal
 COPY --from=build /out/lmsvr /usr/local/bin/lmsvr
 USER lmsvr
 WORKDIR /var/lib/lmsvr
+# The settle journal: mount a volume here (the compose file and the Kubernetes manifests do).
+VOLUME /var/lib/lmsvr/journal
 ENV DATABASE_URL=sqlite:////var/lib/lmsvr/lmsvr.db \
+    JOURNAL_DIR=/var/lib/lmsvr/journal \
     HOST=0.0.0.0 \
     PORT=8000
 EXPOSE 8000

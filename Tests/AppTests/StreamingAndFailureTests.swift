@@ -172,6 +172,7 @@ struct StreamingAndFailureTests {
             #expect(r.body.contains("unavailable"))
             #expect(h.fake.recorder.calls("/api/chat") == calls)
             #expect(try await h.send(.GET, "/health").status == 503)
+            #expect(try await h.send(.GET, "/health/live").status == 200) // out of rotation, not restarted
             _ = try await admin.withConnection { try $0.executeScript("ALTER DATABASE \(name) ALLOW_CONNECTIONS true") }
             await admin.shutdown()
             // It recovers by itself once the database is back.

@@ -41,6 +41,10 @@ def test_compose_services_commands_ports_and_variables():
     assert services["migrate"]["build"] == "."
     assert services["lmsvr"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["lmsvr"]["deploy"]["replicas"] >= 2
+    # The settle journal lives on a named volume the replicas share, not in a container's layer.
+    journal = services["lmsvr"]["environment"]["JOURNAL_DIR"]
+    volume = next(m.split(":")[0] for m in services["lmsvr"]["volumes"] if m.split(":")[1] == journal)
+    assert volume in compose["volumes"]
     assert services["gateway"]["ports"] == ["8000:8000"]
     assert services["cloudflared"]["profiles"] == ["tunnel"]
     assert "healthcheck" in services["postgres"]
@@ -88,7 +92,12 @@ def test_kubernetes_manifests_are_consistent():
     assert deployment["spec"]["replicas"] == 3
     assert container["args"][0] in lmsvr_commands()
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    # The root filesystem is read-only: the settle journal must be on a mounted volume.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    assert mounts[env["JOURNAL_DIR"]] in {v["name"] for v in spec["volumes"]}
     config = docs["ConfigMap/lmsvr-config"]["data"]
     grace = int(config["SHUTDOWN_GRACE_SECONDS"])
     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]

@@ -3,8 +3,9 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// `GET /health` (process and database) and `GET /health/ollama` (reachability, version,
-/// latency). Neither needs a key; both answer 503 when what they check is down.
+/// `GET /health` (process and database), `GET /health/live` (the process alone) and
+/// `GET /health/ollama` (reachability, version, latency). None needs a key; `/health` and
+/// `/health/ollama` answer 503 when what they check is down.
 struct HealthRoutes: Sendable {
     let store: any Store
     let upstream: UpstreamClient
@@ -14,6 +15,9 @@ struct HealthRoutes: Sendable {
     func register(on router: Router<GatewayContext>) {
         router.get("/health") { _, _ in await database() }
         router.get("/health/ollama") { _, _ in await ollama() }
+        // For liveness probes: a database outage must take a replica out of rotation (`/health`),
+        // never get it restarted, which would cut its in-flight requests and its journal drain.
+        router.get("/health/live") { _, _ in Self.json(.ok, ["status": "ok"]) }
     }
 
     /// 200 `ok`; 200 `degraded` while settles wait in the journal; 503 when the database cannot

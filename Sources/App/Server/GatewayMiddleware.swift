@@ -18,7 +18,7 @@ struct GatewayMiddleware: RouterMiddleware {
     let maxBodyBytes: Int
 
     /// Routes that need no key. Everything else does (deny by default).
-    static let publicPaths: Set<String> = ["/", "/health", "/health/ollama", "/metrics"]
+    static let publicPaths: Set<String> = ["/", "/health", "/health/live", "/health/ollama", "/metrics"]
     /// Ollama's model-management routes: refused to everyone with 403.
     static let forbiddenPrefixes = ["/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs"]
 
