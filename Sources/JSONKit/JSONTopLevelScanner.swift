@@ -32,7 +32,12 @@ public struct JSONTopLevelScanner: Sendable {
     }
 
     public mutating func feed(_ bytes: some Sequence<UInt8>) {
-        for b in bytes { step(b) }
+        // Contiguous bytes (a ByteBuffer's view) are walked through a pointer: the generic
+        // iterator cost more than the scan itself (~5 % of a request's CPU on an 8 KB answer).
+        let walked: Void? = bytes.withContiguousStorageIfAvailable { buffer in
+            for b in buffer { step(b) }
+        }
+        if walked == nil { for b in bytes { step(b) } }
     }
 
     private mutating func step(_ b: UInt8) {
