@@ -1,11 +1,11 @@
 import Core
 import JSONKit
 
-/// PostgreSQL's fast path for the two statements every request makes. Holds of one customer that
-/// arrive together become one call of `lmsvr_hold` (one round trip; the period row locked only
-/// while it runs; an asynchronous commit); settles that arrive together become one call of
-/// `lmsvr_settle` (one round trip, one durable commit for all). Neither waits to gather a batch:
-/// see `Coalescer`.
+/// PostgreSQL's fast path for the two statements every request makes. Holds that arrive together,
+/// whatever their customers, become one call of `lmsvr_hold_many` (one round trip; period rows
+/// locked only while it runs; an asynchronous commit); settles that arrive together become one
+/// call of `lmsvr_settle` (one round trip, one durable commit for all). Neither waits to gather a
+/// batch: see `Coalescer`.
 final class PostgresBatching<Database: SQLDatabase>: Sendable {
     private let holds: Coalescer<BudgetPeriod, HoldRequest, Result<HoldDecision, StoreError>>
     private let settles: Coalescer<Int, UsageRecord, Result<SettleResult, StoreError>>
