@@ -1,6 +1,7 @@
 import App
 import ArgumentParser
 import Core
+import Foundation
 
 struct ListModels: AsyncParsableCommand, DatabaseCommand {
     static let configuration = CommandConfiguration(
@@ -11,7 +12,13 @@ struct ListModels: AsyncParsableCommand, DatabaseCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        let entries = try await withModelCatalog(database) { try await $0.entries() }
+        let configuration = try database.configuration()
+        let (entries, ollamaError) = try await withModelCatalog(database) { try await $0.listing() }
+        if let ollamaError {
+            // One line, and the priced models anyway: exit 0, the listing is what was asked for.
+            FileHandle.standardError.write(Data(
+                "warning: could not reach Ollama at \(configuration.ollamaBaseURL) (\(ollamaError)); listing priced models only\n".utf8))
+        }
         if output.json { return try Output.printJSON(entries.map { ModelView($0) }) }
         Output.printTable(
             ["MODEL", "OLLAMA", "PRICING", "PER REQUEST", "PER MODEL", "INPUT/1M", "OUTPUT/1M", "CONTEXT"],

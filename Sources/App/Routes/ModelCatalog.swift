@@ -63,7 +63,22 @@ public struct ModelCatalog: Sendable {
     }
 
     public func entries() async throws -> [Entry] {
-        let served = try await servedModels()
+        try await entries(served: try await servedModels())
+    }
+
+    /// Every priced model, joined with what Ollama serves when it answers; when it does not,
+    /// the priced models alone and why Ollama could not be read (an operator listing prices
+    /// should not be stopped by a server that is down).
+    public func listing() async throws -> (entries: [Entry], ollamaError: String?) {
+        do {
+            return (try await entries(served: try await servedModels()), nil)
+        } catch let error as GatewayError {
+            if case .databaseUnavailable = error { throw error }
+            return (try await entries(served: []), error.message)
+        }
+    }
+
+    func entries(served: [[String: Any]]) async throws -> [Entry] {
         let now = nowMicros()
         let prices: [PriceRecord], metadata: [ModelMetadata]
         do {
