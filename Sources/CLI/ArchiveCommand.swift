@@ -8,7 +8,9 @@ struct ArchiveUsage: AsyncParsableCommand, DatabaseCommand {
         abstract: "Move the ledger rows of months before a month into a file, then drop them from the database.",
         discussion: """
             The file (CSV with a header, or JSON) is complete and on disk before anything is removed; \
-            if anything fails, the ledger is left as it was. Reports and budgets are unchanged: \
+            if writing it fails, the ledger is left as it was. Months are then removed one by one; \
+            one that changed while it was written stays (the error names the months removed before \
+            it). Reports and budgets are unchanged: \
             they read the per-day rollups, which stay. On PostgreSQL each month's partition is \
             dropped whole.
             """)

@@ -571,7 +571,7 @@ BEGIN
     LOCK TABLE usage_default IN SHARE MODE;
     SELECT count(*), COALESCE(max(id), 0) INTO v_rows, v_max_id FROM usage WHERE period = p_period;
     IF v_rows <> p_rows OR v_max_id <> p_max_id THEN
-        RAISE EXCEPTION 'the ledger of % changed while it was archived (% rows written, % now): nothing was removed; run archive-usage again',
+        RAISE EXCEPTION 'the ledger of % changed while it was archived (% rows written, % now): that month was left in place; run archive-usage again',
             p_period, p_rows, v_rows;
     END IF;
     DELETE FROM usage_default WHERE period = p_period;

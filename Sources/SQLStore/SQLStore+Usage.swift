@@ -124,11 +124,12 @@ extension SQLStore {
         }
         try keep()
         let copied = written
+        var removed: [String] = []
         for month in months {
             let (rows, maxId) = copied[month] ?? (0, 0)
             // A month per transaction, each short: on PostgreSQL dropping a partition takes the
             // ledger's strongest lock, which settles queue behind.
-            try await write { c in
+            do { try await write { c in
                 switch c.dialect {
                 case .postgres:
                     // Waits at most a second for that lock (behind a long export, say) rather than
@@ -140,14 +141,18 @@ extension SQLStore {
                     let now = try c.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM usage WHERE period = $1", .text(month))[0]
                     guard try now.int(0) == rows, try now.int(1) == maxId else {
                         throw SQLError.other("the ledger of \(month) changed while it was archived (\(rows) rows written, "
-                                             + "\(try now.int(0)) now): nothing was removed; run archive-usage again")
+                                             + "\(try now.int(0)) now): that month was left in place; run archive-usage again")
                     }
                     // The marker row tells the rollup trigger to keep the rollups.
                     try c.execute("INSERT INTO usage_archiving (active) VALUES (1)")
                     try c.execute("DELETE FROM usage WHERE period = $1", .text(month))
                     try c.execute("DELETE FROM usage_archiving")
                 }
+            } } catch {
+                guard !removed.isEmpty else { throw error }
+                throw StoreError.failed("\(error) (before it, \(removed.joined(separator: ", ")) were removed: their rows are in the file)")
             }
+            removed.append(month)
         }
         let count = copied.values.reduce(0) { $0 + $1.rows }
         return Int(count)

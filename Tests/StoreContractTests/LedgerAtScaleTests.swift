@@ -169,5 +169,23 @@ struct LedgerAtScaleTests {
         // With nothing arriving, the month goes whole.
         #expect(try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4), { _ in }, keep: {}) == 3)
         #expect(try await ledgerSums(database, customer: customer.id)[0] == 5)
+        // Months go one by one: when a later one changed, the error names those already removed.
+        let february = try #require(UTCDay(parsing: "2026-02-10")).startMicros
+        try await store.recordUnheld(usage("feb", customer: customer.id, cost: 1, at: february))
+        try await store.recordUnheld(usage("mar", customer: customer.id, cost: 1, at: march))
+        do {
+            _ = try await store.archiveUsage(before: BudgetPeriod(year: 2026, month: 4), { _ in }, keep: {
+                let done = DispatchSemaphore(value: 0)
+                Task {
+                    try? await store.recordUnheld(usage("mar-late", customer: customer.id, cost: 1, at: march))
+                    done.signal()
+                }
+                done.wait()
+            })
+            Issue.record("a month that changed must stop the archive")
+        } catch {
+            #expect("\(error)".contains("2026-03") && "\(error)".contains("2026-02 were removed"))
+        }
+        #expect(try await ledgerSums(database, customer: customer.id)[0] == 7) // 5 + mar + mar-late
     }
 }
