@@ -65,7 +65,7 @@ public protocol Store: Sendable {
     /// then removes those months from the ledger (PostgreSQL drops their partitions whole).
     /// Rollups and budgets stay, so reports and spent do not change. Returns how many rows went.
     func archiveUsage(before period: BudgetPeriod, _ body: @escaping @Sendable (UsageRecord) throws -> Void,
-                      keep: @escaping @Sendable () throws -> Void) async throws -> Int
+                      keep: @escaping @Sendable () async throws -> Void) async throws -> Int
 
     // MARK: Health and lifecycle
     /// Runs a trivial query; throws `StoreError.unavailable` when the database cannot be reached.

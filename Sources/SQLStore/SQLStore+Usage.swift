@@ -89,7 +89,7 @@ extension SQLStore {
     }
 
     public func archiveUsage(before period: BudgetPeriod, _ body: @escaping @Sendable (UsageRecord) throws -> Void,
-                             keep: @escaping @Sendable () throws -> Void) async throws -> Int {
+                             keep: @escaping @Sendable () async throws -> Void) async throws -> Int {
         let months = try await read { c in
             try c.execute("SELECT DISTINCT period FROM usage WHERE period < $1 ORDER BY period", .text(period.description))
                 .map { try $0.text(0) }
@@ -122,7 +122,7 @@ extension SQLStore {
                 }
             }
         }
-        try keep()
+        try await keep()
         let copied = written
         var removed: [String] = []
         for month in months {
