@@ -16,6 +16,8 @@ public struct Gateway: Sendable {
     public let liveHolds = LiveHolds()
     /// Settles the database could not take yet.
     public let journal: SettleJournal
+    /// When keys were last used, written in batches.
+    public let keyUse = KeyUseRecorder()
 
     public init(configuration: Configuration, store: any Store, upstream: UpstreamClient, journal: SettleJournal,
                 logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) {
@@ -31,7 +33,8 @@ public struct Gateway: Sendable {
     /// The router with all routes and the gateway middleware.
     public func router() -> Router<GatewayContext> {
         let router = Router(context: GatewayContext.self)
-        router.add(middleware: GatewayMiddleware(authenticator: Authenticator(store: store, logger: logger, cache: cache),
+        router.add(middleware: GatewayMiddleware(authenticator: Authenticator(store: store, logger: logger, cache: cache,
+                                                                                 keyUse: keyUse),
                                                  journal: journal, logger: logger, metrics: metrics,
                                                  maxBodyBytes: configuration.maxBodyBytes))
         let billing = Billing(store: store, configuration: configuration, logger: logger, metrics: metrics, cache: cache,
@@ -47,6 +50,7 @@ public struct Gateway: Sendable {
         OpenAIRoutes(metered: metered, router: modelRouter, configuration: configuration).register(on: router)
         AnthropicRoutes(metered: metered, router: modelRouter, configuration: configuration).register(on: router)
         ModelListRoutes(upstream: upstream, store: store, configuration: configuration).register(on: router)
+        SelfServiceRoutes(store: store).register(on: router)
         return router
     }
 
@@ -63,7 +67,8 @@ public struct Gateway: Sendable {
                        HoldReleaser(store: store, logger: logger,
                                     interval: .seconds(max(1, min(30, configuration.holdExpirySeconds / 4)))),
                        HoldKeeper(store: store, holds: liveHolds, expiry: .seconds(configuration.holdExpirySeconds),
-                                  logger: logger)],
+                                  logger: logger),
+                       KeyUseFlusher(recorder: keyUse, store: store, interval: .seconds(30), logger: logger)],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }

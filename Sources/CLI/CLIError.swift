@@ -27,6 +27,8 @@ struct CLIError: Error, CustomStringConvertible {
             return .operational(error.description)
         case let error as MigrationError:
             return .operational(error.description)
+        case let error as UsageFileError:
+            return .operational(error.description)
         default:
             return .operational("\(error)")
         }

@@ -58,7 +58,7 @@ struct ListCustomers: AsyncParsableCommand, DatabaseCommand {
                 }
                 enum Key: CodingKey { case spent_this_month_usd, period }
             }
-            return try Output.printJSON(rows.map { Row(customer: CustomerView($0.0), budget: $0.1.map(BudgetView.init)) })
+            return try Output.printJSON(rows.map { Row(customer: CustomerView($0.0), budget: $0.1.map { BudgetView($0) }) })
         }
         if rows.isEmpty { return print("No customers yet. Create one with: lmsvr create-customer NAME EMAIL --budget USD") }
         Output.printTable(

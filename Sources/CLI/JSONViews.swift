@@ -10,8 +10,10 @@ struct CustomerView: Encodable {
     var monthly_budget_usd: String?
     var monthly_budget_nanos: Int64?
     var created_at: String
+    var limits: LimitsView
 
     init(_ c: Customer) {
+        limits = LimitsView(c.limits, budget: nil)
         id = c.id
         name = c.name
         email = c.email
@@ -29,7 +31,15 @@ struct KeyView: Encodable {
     var created_at: String
     var revoked: Bool
     var revoked_at: String?
-    /// Present only right after `generate-key`.
+    var expires_at: String?
+    /// After `rotate-key`: until when the previous secret works.
+    var previous_secret_expires_at: String?
+    var last_used_at: String?
+    /// `null`: every API family / every model.
+    var apis: [String]?
+    var models: [String]?
+    var limits: LimitsView
+    /// Present only right after `generate-key` or `rotate-key`.
     var key: String?
     var warning: String?
 
@@ -41,8 +51,64 @@ struct KeyView: Encodable {
         created_at = Timestamp.iso8601(micros: k.createdAtMicros)
         revoked = k.isRevoked
         revoked_at = k.revokedAtMicros.map { Timestamp.iso8601(micros: $0) }
+        expires_at = k.expiresAtMicros.map { Timestamp.iso8601(micros: $0) }
+        previous_secret_expires_at = k.previousExpiresAtMicros.map { Timestamp.iso8601(micros: $0) }
+        last_used_at = k.lastUsedAtMicros.map { Timestamp.iso8601(micros: $0) }
+        apis = k.scope.apis.map { APIFamily.allCases.filter($0.contains).map(\.rawValue) }
+        models = k.scope.models
+        limits = LimitsView(k.limits, budget: k.monthlyBudget)
         key = plaintext
         warning = plaintext == nil ? nil : "Store this key now: it cannot be shown again."
+    }
+}
+
+/// Limits: each `null` for none.
+struct LimitsView: Encodable {
+    var rpm: Int64?
+    var tpm: Int64?
+    var concurrency: Int64?
+    /// A key's own monthly budget (keys only).
+    var monthly_budget_usd: String?
+
+    init(_ limits: RateLimits, budget: Money?) {
+        rpm = limits.requestsPerMinute
+        tpm = limits.tokensPerMinute
+        concurrency = limits.concurrency
+        monthly_budget_usd = budget?.decimalString
+    }
+}
+
+/// A limit's use right now (`check-budget`).
+struct LimitUseView: Encodable {
+    var limits: LimitsView
+    var requests_in_last_minute: Int64
+    var tokens_in_last_minute: Int64
+    var in_flight: Int64
+
+    init(_ use: LimitUse, budget: Money? = nil) {
+        limits = LimitsView(use.limits, budget: budget)
+        requests_in_last_minute = use.requests
+        tokens_in_last_minute = use.tokens
+        in_flight = use.inFlight
+    }
+}
+
+/// A key's month in `check-budget`.
+struct KeyStandingView: Encodable {
+    var key_id: Int64
+    var prefix: String
+    var name: String?
+    var spent_usd: String
+    var held_usd: String
+    var use: LimitUseView
+
+    init(_ s: KeyStanding) {
+        key_id = s.key.id
+        prefix = s.key.displayPrefix
+        name = s.key.name
+        spent_usd = s.spent.decimalString
+        held_usd = s.held.decimalString
+        use = LimitUseView(s.use, budget: s.key.monthlyBudget)
     }
 }
 
@@ -77,8 +143,13 @@ struct BudgetView: Encodable {
     var budget_nanos: Int64?
     var spent_nanos: Int64
     var held_nanos: Int64
+    /// The customer's rate limits in use, and each key's own month (check-budget).
+    var limits: LimitUseView?
+    var keys: [KeyStandingView]?
 
-    init(_ s: BudgetStatus) {
+    init(_ s: BudgetStatus, limits: LimitUse? = nil, keys: [KeyStanding]? = nil) {
+        self.limits = limits.map { LimitUseView($0) }
+        self.keys = keys.map { $0.map(KeyStandingView.init) }
         customer_id = s.customerId
         period = s.period.description
         unlimited = s.budget == nil

@@ -13,7 +13,7 @@ struct Lmsvr: AsyncParsableCommand {
         subcommands: [
             Serve.self, Migrate.self,
             CreateCustomer.self, ListCustomers.self, SetBudget.self,
-            GenerateKey.self, RevokeKey.self, ListKeys.self,
+            GenerateKey.self, RotateKey.self, RevokeKey.self, ListKeys.self, SetScopes.self, SetLimits.self,
             SetPricing.self, ListPricing.self, ListModels.self, SyncModels.self,
             CheckBudget.self, UsageReportCommand.self, ExportUsage.self, ArchiveUsage.self,
         ])

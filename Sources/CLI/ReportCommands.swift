@@ -11,23 +11,44 @@ struct CheckBudget: AsyncParsableCommand, DatabaseCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        let period = BudgetPeriod(containingMicros: nowMicros())
-        let (customer, status) = try await StoreOpener.with(try database.configuration()) { store in
+        let now = nowMicros()
+        let period = BudgetPeriod(containingMicros: now)
+        let (customer, status, use, keys) = try await StoreOpener.with(try database.configuration()) { store in
             guard let customer = try await store.customer(id: customerId),
-                  let status = try await store.budgetStatus(customerId: customerId, period: period)
+                  let status = try await store.budgetStatus(customerId: customerId, period: period),
+                  let use = try await store.customerLimitUse(customerId: customerId, nowMicros: now)
             else { throw CLIError.operational("no customer with id \(customerId)") }
-            return (customer, status)
+            var keys: [KeyStanding] = []
+            for key in try await store.listKeys(customerId: customerId) where !key.isRevoked {
+                if let standing = try await store.keyStanding(keyId: key.id, nowMicros: now) { keys.append(standing) }
+            }
+            return (customer, status, use, keys)
         }
-        if output.json { return try Output.printJSON(BudgetView(status)) }
+        if output.json { return try Output.printJSON(BudgetView(status, limits: use, keys: keys)) }
         print("Customer \(customer.id): \(customer.name) <\(customer.email)>")
         print("Period:    \(period) (UTC calendar month)")
         print("Budget:    \(status.budget?.description ?? "unlimited")")
         print("Spent:     \(status.spent)")
-        print("Held:      \(status.held) (requests in flight)")
+        print("Held:      \(status.held) (\(use.inFlight) requests in flight)")
         if let remaining = status.remaining, let budget = status.budget {
             let used = budget.nanos > 0 ? Double(status.spent.nanos + status.held.nanos) / Double(budget.nanos) * 100 : 100
             print("Remaining: \(remaining) (\(String(format: "%.1f", used))% used)")
         }
+        print("Limits:    \(LimitText.describe(customer.limits, budget: nil))\(Self.useText(use))")
+        guard !keys.isEmpty else { return }
+        print("")
+        Output.printTable(
+            ["KEY", "PREFIX", "SPENT", "HELD", "KEY BUDGET", "LIMITS", "IN USE"],
+            keys.map { k in
+                [String(k.key.id), k.key.displayPrefix + "…", k.spent.description, k.held.description,
+                 k.key.monthlyBudget?.description ?? "-", LimitText.describe(k.key.limits, budget: nil),
+                 "\(k.use.inFlight) in flight, \(k.use.requests) req and \(k.use.tokens) tok in the last minute"]
+            },
+            rightAligned: [0])
+    }
+
+    static func useText(_ use: LimitUse) -> String {
+        use.limits.isEmpty ? "" : " (\(use.requests) requests and \(use.tokens) tokens in the last minute)"
     }
 }
 

@@ -6,13 +6,16 @@ public struct BudgetStatus: Sendable, Hashable, Codable {
     public var budget: Money?
     public var spent: Money
     public var held: Money
+    /// Set when these figures are a key's own budget (which refused a request), not its customer's.
+    public var keyId: Int64?
 
-    public init(customerId: Int64, period: BudgetPeriod, budget: Money?, spent: Money, held: Money) {
+    public init(customerId: Int64, period: BudgetPeriod, budget: Money?, spent: Money, held: Money, keyId: Int64? = nil) {
         self.customerId = customerId
         self.period = period
         self.budget = budget
         self.spent = spent
         self.held = held
+        self.keyId = keyId
     }
 
     /// What can still be spent or held; `nil` when unlimited.
@@ -25,6 +28,9 @@ public struct HoldRequest: Sendable, Hashable {
     public var customerId: Int64
     public var keyId: Int64?
     public var amount: Money
+    /// The most tokens the request can use (prompt bound plus output bound): what it takes from
+    /// tokens-per-minute limits until its settle gives back the unused part.
+    public var tokens: Int64
     public var nowMicros: Int64
     public var expiresAtMicros: Int64
     /// What the request is, so that a hold released after a crash leaves a meaningful usage row.
@@ -33,13 +39,14 @@ public struct HoldRequest: Sendable, Hashable {
     public var provider: String
     public var model: String
 
-    public init(holdId: String, customerId: Int64, keyId: Int64?, amount: Money, nowMicros: Int64,
+    public init(holdId: String, customerId: Int64, keyId: Int64?, amount: Money, tokens: Int64 = 0, nowMicros: Int64,
                 expiresAtMicros: Int64, endpoint: String = "", dialect: String = "", provider: String = "",
                 model: String = "") {
         self.holdId = holdId
         self.customerId = customerId
         self.keyId = keyId
         self.amount = amount
+        self.tokens = tokens
         self.nowMicros = nowMicros
         self.expiresAtMicros = expiresAtMicros
         self.endpoint = endpoint
@@ -53,8 +60,11 @@ public struct HoldRequest: Sendable, Hashable {
 public enum HoldDecision: Sendable, Hashable {
     /// The amount is set aside in this period.
     case admitted(period: BudgetPeriod)
-    /// spent + held + amount would exceed the budget; nothing was changed.
+    /// spent + held + amount would exceed the budget (the customer's, or the key's own when
+    /// `keyId` is set); nothing was changed.
     case refused(BudgetStatus)
+    /// A rate or concurrency limit of the key or the customer is reached; nothing was changed.
+    case limited(LimitRefusal)
 }
 
 /// What a settle did.

@@ -6,13 +6,17 @@ public struct Customer: Sendable, Hashable, Codable {
     /// The monthly budget; `nil` means unlimited.
     public var monthlyBudget: Money?
     public var createdAtMicros: Int64
+    /// Rate limits over all of the customer's keys together.
+    public var limits: RateLimits
 
-    public init(id: Int64, name: String, email: String, monthlyBudget: Money?, createdAtMicros: Int64) {
+    public init(id: Int64, name: String, email: String, monthlyBudget: Money?, createdAtMicros: Int64,
+                limits: RateLimits = .none) {
         self.id = id
         self.name = name
         self.email = email
         self.monthlyBudget = monthlyBudget
         self.createdAtMicros = createdAtMicros
+        self.limits = limits
     }
 }
 

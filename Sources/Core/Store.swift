@@ -13,12 +13,29 @@ public protocol Store: Sendable {
 
     // MARK: Keys
     /// Stores a new key's hash; `nil` when the customer does not exist.
-    func createKey(customerId: Int64, name: String?, nowMicros: Int64) async throws -> NewKey?
+    func createKey(customerId: Int64, options: KeyOptions, nowMicros: Int64) async throws -> NewKey?
+    /// Gives a key a new secret; the current one keeps working for `graceMicros` more (a secret
+    /// rotated out before stops now). Scopes, limits, budget and ledger stay with the key.
+    /// `nil` when there is no such key or it is revoked.
+    func rotateKey(id: Int64, graceMicros: Int64, nowMicros: Int64) async throws -> NewKey?
     /// Revokes a key; returns it (already revoked keys keep their first revocation time), or `nil`.
     func revokeKey(id: Int64, nowMicros: Int64) async throws -> KeyRecord?
+    func key(id: Int64) async throws -> KeyRecord?
     func listKeys(customerId: Int64) async throws -> [KeyRecord]
-    /// Resolves a key hash to its owner; revoked keys are returned with `revoked` set.
+    /// Changes what a key may call: each argument left alone when `nil`, cleared when `.some(nil)`.
+    func setKeyScope(id: Int64, apis: Set<APIFamily>??, models: [String]??) async throws -> KeyRecord?
+    func setLimits(keyId: Int64, _ change: LimitChange) async throws -> KeyRecord?
+    /// Changes a customer's rate limits (`change.monthlyBudget` is ignored: see `setBudget`).
+    func setLimits(customerId: Int64, _ change: LimitChange) async throws -> Customer?
+    /// Resolves a key hash (current or rotated-out secret) to its owner; revoked keys are
+    /// returned with `revoked` set, expired ones with their expiry.
     func principal(forKeyHash hash: String) async throws -> Principal?
+    /// Records when keys were last used (key id → time), never moving a time back.
+    func recordKeyUse(_ lastUse: [Int64: Int64]) async throws
+    /// A key's spend this month and its limits in use.
+    func keyStanding(keyId: Int64, nowMicros: Int64) async throws -> KeyStanding?
+    /// A customer's rate limits in use.
+    func customerLimitUse(customerId: Int64, nowMicros: Int64) async throws -> LimitUse?
 
     // MARK: Pricing and models
     /// Adds a price row effective from `effectiveFromMicros`; older rows stay for history.
@@ -31,8 +48,9 @@ public protocol Store: Sendable {
     func modelMetadata() async throws -> [ModelMetadata]
 
     // MARK: Budgets
-    /// Sets `request.amount` aside if spent + held + amount ≤ budget, atomically under the
-    /// customer's period row lock.
+    /// Sets `request.amount` aside if it fits the customer's budget and the key's, and the
+    /// request fits every rate and concurrency limit of both, atomically under the customer's
+    /// period row lock: all or nothing.
     func hold(_ request: HoldRequest) async throws -> HoldDecision
     /// Drops the hold, adds the actual cost to spent and writes the usage row, in one
     /// transaction. Idempotent by request id: a second settle changes nothing. A settle that
@@ -121,5 +139,12 @@ public struct PoolStatistics: Sendable, Hashable {
         self.open = open
         self.idle = idle
         self.waiting = waiting
+    }
+}
+
+extension Store {
+    /// A key with a name and no expiry or scope.
+    public func createKey(customerId: Int64, name: String?, nowMicros: Int64) async throws -> NewKey? {
+        try await createKey(customerId: customerId, options: KeyOptions(name: name), nowMicros: nowMicros)
     }
 }

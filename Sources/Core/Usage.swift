@@ -7,6 +7,8 @@ public enum Outcome: String, Sendable, Codable, CaseIterable {
     /// upstream did not stop at the limit it was given).
     case outputLimit = "output_limit"
     case budgetExceeded = "budget_exceeded"
+    /// Refused by a rate or concurrency limit (429), at no cost.
+    case rateLimited = "rate_limited"
     case invalidRequest = "invalid_request"
     case holdExpired = "hold_expired"
     case gatewayError = "gateway_error"
@@ -92,14 +94,29 @@ public struct UsageReport: Sendable, Codable {
         }
     }
 
+    /// One UTC day's totals over all models.
+    public struct Day: Sendable, Codable, Hashable {
+        public var day: UTCDay
+        public var requests: Int64
+        public var cost: Money
+
+        public init(day: UTCDay, requests: Int64, cost: Money) {
+            self.day = day
+            self.requests = requests
+            self.cost = cost
+        }
+    }
+
     public var customerId: Int64
     public var range: DayRange
     public var byModel: [Line]
+    public var byDay: [Day]
 
-    public init(customerId: Int64, range: DayRange, byModel: [Line]) {
+    public init(customerId: Int64, range: DayRange, byModel: [Line], byDay: [Day] = []) {
         self.customerId = customerId
         self.range = range
         self.byModel = byModel
+        self.byDay = byDay
     }
 
     public var totalRequests: Int64 { byModel.reduce(0) { $0 + $1.requests } }

@@ -154,6 +154,51 @@ END;
 -- two dialects' migrations numbered alike.
 SELECT 1;
 """#),
+        (file: "0004_scoped_keys.sql", sql: #"""
+-- Scoped keys and limits (see the PostgreSQL file for the reasoning; the statements match).
+
+-- Expiry; a rotated key's previous secret and when it stops working; last use (written in
+-- batches, never per request); scopes (comma-separated; NULL: everything); limits (NULL: none).
+ALTER TABLE api_keys ADD COLUMN expires_us INTEGER;
+ALTER TABLE api_keys ADD COLUMN previous_hash TEXT;
+ALTER TABLE api_keys ADD COLUMN previous_expires_us INTEGER;
+ALTER TABLE api_keys ADD COLUMN last_used_us INTEGER;
+ALTER TABLE api_keys ADD COLUMN apis TEXT;
+ALTER TABLE api_keys ADD COLUMN models TEXT;
+ALTER TABLE api_keys ADD COLUMN rpm INTEGER CHECK (rpm IS NULL OR rpm > 0);
+ALTER TABLE api_keys ADD COLUMN tpm INTEGER CHECK (tpm IS NULL OR tpm > 0);
+ALTER TABLE api_keys ADD COLUMN concurrency INTEGER CHECK (concurrency IS NULL OR concurrency > 0);
+ALTER TABLE api_keys ADD COLUMN monthly_budget_nanos INTEGER CHECK (monthly_budget_nanos IS NULL OR monthly_budget_nanos >= 0);
+CREATE UNIQUE INDEX api_keys_previous_hash ON api_keys (previous_hash);
+
+ALTER TABLE customers ADD COLUMN rpm INTEGER CHECK (rpm IS NULL OR rpm > 0);
+ALTER TABLE customers ADD COLUMN tpm INTEGER CHECK (tpm IS NULL OR tpm > 0);
+ALTER TABLE customers ADD COLUMN concurrency INTEGER CHECK (concurrency IS NULL OR concurrency > 0);
+
+-- What each key spent and holds per month, beside its customer's budget_periods row.
+CREATE TABLE key_periods (
+    key_id      INTEGER NOT NULL REFERENCES api_keys (id),
+    period      TEXT    NOT NULL,
+    spent_nanos INTEGER NOT NULL DEFAULT 0 CHECK (spent_nanos >= 0),
+    held_nanos  INTEGER NOT NULL DEFAULT 0 CHECK (held_nanos >= 0),
+    PRIMARY KEY (key_id, period)
+);
+
+-- Token buckets of the rate limits, per subject ('c:ID' a customer, 'k:ID' a key). A level counts
+-- 60,000,000 per request (or token) taken and drains by the limit per microsecond, so a limit of
+-- N per minute is exact in integers: full at N * 60,000,000, empty after a minute of quiet.
+CREATE TABLE rate_state (
+    subject    TEXT    PRIMARY KEY,
+    requests   INTEGER NOT NULL DEFAULT 0,
+    tokens     INTEGER NOT NULL DEFAULT 0,
+    updated_us INTEGER NOT NULL
+);
+
+-- The tokens a hold took from the token buckets, given back at settle beyond what was used.
+ALTER TABLE holds ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX holds_key ON holds (key_id);
+CREATE INDEX holds_customer ON holds (customer_id);
+"""#),
     ]
     static let postgresFiles: [(file: String, sql: String)] = [
         (file: "0001_init.sql", sql: #"""
@@ -687,6 +732,361 @@ BEGIN
     GROUP BY x.customer_id, d.period ORDER BY x.customer_id, d.period
     ON CONFLICT (customer_id, period) DO UPDATE
         SET held_nanos = b.held_nanos - EXCLUDED.held_nanos, spent_nanos = b.spent_nanos + EXCLUDED.spent_nanos;
+
+    INSERT INTO usage (request_id, customer_id, key_id, endpoint, dialect, provider, model, http_status, outcome,
+        prompt_tokens, completion_tokens, cached_tokens, token_source, cost_nanos, held_nanos, price_per_request_nanos,
+        price_per_model_nanos, price_input_per_1m_nanos, price_output_per_1m_nanos, price_cached_input_per_1m_nanos,
+        price_source, latency_us, ttfb_us, created_us, period)
+    SELECT x.request_id, x.customer_id, x.key_id, x.endpoint, x.dialect, x.provider, x.model, x.http_status, x.outcome,
+        x.prompt_tokens, x.completion_tokens, x.cached_tokens, x.token_source, x.cost_nanos, d.held,
+        x.price_per_request_nanos, x.price_per_model_nanos, x.price_input_per_1m_nanos, x.price_output_per_1m_nanos,
+        x.price_cached_input_per_1m_nanos, x.price_source, x.latency_us, x.ttfb_us, x.created_us, d.period
+    FROM unnest(v_ids, v_periods, v_held, v_results) AS d(id, period, held, result)
+    JOIN jsonb_to_recordset(p_rows) AS x(request_id TEXT, customer_id BIGINT, key_id BIGINT, endpoint TEXT, dialect TEXT,
+        provider TEXT, model TEXT, http_status BIGINT, outcome TEXT, prompt_tokens BIGINT, completion_tokens BIGINT,
+        cached_tokens BIGINT, token_source TEXT, cost_nanos BIGINT, price_per_request_nanos BIGINT,
+        price_per_model_nanos BIGINT, price_input_per_1m_nanos BIGINT, price_output_per_1m_nanos BIGINT,
+        price_cached_input_per_1m_nanos BIGINT, price_source TEXT, latency_us BIGINT, ttfb_us BIGINT, created_us BIGINT)
+        ON x.request_id = d.id
+    WHERE d.result <> 'already_settled';
+
+    RETURN QUERY SELECT d.id, d.result FROM unnest(v_ids, v_results) AS d(id, result);
+END $$;
+"""#),
+        (file: "0004_scoped_keys.sql", sql: #"""
+-- Scoped keys and limits that hold across replicas: expiry, rotation with a grace period, API and
+-- model scopes, per-key monthly budgets, and requests/tokens per minute and concurrent requests
+-- per key and per customer, all checked in the same statement as the budget hold.
+
+-- 1. Keys: expiry; a rotated key's previous secret and when it stops working; last use (written
+--    in batches, never per request); scopes (comma-separated; NULL: everything); limits (NULL:
+--    none). Customers get the same three rate limits.
+ALTER TABLE api_keys
+    ADD COLUMN expires_us BIGINT,
+    ADD COLUMN previous_hash TEXT UNIQUE,
+    ADD COLUMN previous_expires_us BIGINT,
+    ADD COLUMN last_used_us BIGINT,
+    ADD COLUMN apis TEXT,
+    ADD COLUMN models TEXT,
+    ADD COLUMN rpm BIGINT CHECK (rpm IS NULL OR rpm > 0),
+    ADD COLUMN tpm BIGINT CHECK (tpm IS NULL OR tpm > 0),
+    ADD COLUMN concurrency BIGINT CHECK (concurrency IS NULL OR concurrency > 0),
+    ADD COLUMN monthly_budget_nanos BIGINT CHECK (monthly_budget_nanos IS NULL OR monthly_budget_nanos >= 0);
+ALTER TABLE customers
+    ADD COLUMN rpm BIGINT CHECK (rpm IS NULL OR rpm > 0),
+    ADD COLUMN tpm BIGINT CHECK (tpm IS NULL OR tpm > 0),
+    ADD COLUMN concurrency BIGINT CHECK (concurrency IS NULL OR concurrency > 0);
+
+-- 2. What each key spent and holds per month, beside its customer's budget_periods row. Locked
+--    after the customer's period row, always.
+CREATE TABLE key_periods (
+    key_id      BIGINT NOT NULL REFERENCES api_keys (id),
+    period      TEXT   NOT NULL,
+    spent_nanos BIGINT NOT NULL DEFAULT 0 CHECK (spent_nanos >= 0),
+    held_nanos  BIGINT NOT NULL DEFAULT 0 CHECK (held_nanos >= 0),
+    PRIMARY KEY (key_id, period)
+);
+
+-- 3. Token buckets of the rate limits, per subject ('c:ID' a customer, 'k:ID' a key). A level
+--    counts 60,000,000 per request (or token) taken and drains by the limit per microsecond, so a
+--    limit of N per minute is exact in integers: full at N * 60,000,000, empty after a minute of
+--    quiet. Locked after the customer's period row, always.
+CREATE TABLE rate_state (
+    subject    TEXT   PRIMARY KEY,
+    requests   BIGINT NOT NULL DEFAULT 0,
+    tokens     BIGINT NOT NULL DEFAULT 0,
+    updated_us BIGINT NOT NULL
+);
+
+-- 4. The tokens a hold took from the token buckets (given back at settle beyond what was used),
+--    and the indexes that count a key's and a customer's requests in flight.
+ALTER TABLE holds ADD COLUMN tokens BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX holds_key ON holds (key_id);
+CREATE INDEX holds_customer ON holds (customer_id);
+
+-- A bucket level drained over `p_elapsed` microseconds at `p_limit` per minute (0 without a limit;
+-- a minute drains any level).
+CREATE FUNCTION lmsvr_drain(p_level BIGINT, p_elapsed BIGINT, p_limit BIGINT) RETURNS BIGINT
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_limit IS NULL THEN 0
+                ELSE GREATEST(0, p_level - LEAST(GREATEST(p_elapsed, 0), 60000000) * p_limit) END
+$$;
+
+-- 5. Admission: lmsvr_hold_many plus the limits, one statement for a batch of any customers'
+--    requests. Per customer (in id order, as settles lock them): its period row, its rate row,
+--    then its keys' period and rate rows (in key id order), all locked; then each request in
+--    order is checked against concurrency, requests per minute, tokens per minute, the
+--    customer's budget and the key's budget, and takes its share of all of them only if every
+--    one fits. Returns per request an outcome ('ok', 'budget', 'key_budget', or
+--    '<customer|key>_<concurrency|rpm|tpm>'), the budget, spent and held after the batch of the
+--    budget that decided (the key's for 'key_budget'), the limit that refused it and the microseconds until
+--    it would fit (-1: never, the request alone is over the limit).
+DROP FUNCTION lmsvr_hold_many(TEXT, BIGINT[], BIGINT[], BIGINT[], TEXT[], BIGINT[], BIGINT[], TEXT[], TEXT[], TEXT[], TEXT[]);
+CREATE FUNCTION lmsvr_admit_many(p_period TEXT, p_customers BIGINT[], p_nows BIGINT[], p_expires BIGINT[], p_ids TEXT[],
+                                 p_amounts BIGINT[], p_tokens BIGINT[], p_keys BIGINT[], p_endpoints TEXT[],
+                                 p_dialects TEXT[], p_providers TEXT[], p_models TEXT[])
+RETURNS TABLE (outcomes TEXT[], budgets BIGINT[], spent BIGINT[], held BIGINT[], limits BIGINT[], retry BIGINT[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    u CONSTANT BIGINT := 60000000;
+    v_n INT := COALESCE(array_length(p_ids, 1), 0);
+    v_out TEXT[] := array_fill('ok'::TEXT, ARRAY[v_n]);
+    v_budgets BIGINT[] := array_fill(NULL::BIGINT, ARRAY[v_n]);
+    v_spent BIGINT[] := array_fill(0::BIGINT, ARRAY[v_n]);
+    v_held BIGINT[] := array_fill(0::BIGINT, ARRAY[v_n]);
+    v_limits BIGINT[] := array_fill(NULL::BIGINT, ARRAY[v_n]);
+    v_retry BIGINT[] := array_fill(0::BIGINT, ARRAY[v_n]);
+    c RECORD;
+    cu RECORD;
+    kr RECORD;
+    i INT;
+    j INT;
+    v_now BIGINT;
+    v_amount BIGINT;
+    v_tok BIGINT;
+    v_outcome TEXT;
+    v_limit BIGINT;
+    v_wait BIGINT;
+    -- the customer's state
+    v_s BIGINT; v_h BIGINT; v_flight BIGINT; v_rq BIGINT; v_tk BIGINT; v_upd BIGINT; v_crq BIGINT; v_ctk BIGINT;
+    v_any BOOLEAN;
+    -- its keys' state, by position in v_kids
+    v_kids BIGINT[];
+    k_budget BIGINT[]; k_rpm BIGINT[]; k_tpm BIGINT[]; k_conc BIGINT[];
+    k_s BIGINT[]; k_h BIGINT[]; k_flight BIGINT[]; k_rq BIGINT[]; k_tk BIGINT[]; k_upd BIGINT[]; k_any BOOLEAN[];
+    v_krq BIGINT; v_ktk BIGINT;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    FOR c IN SELECT x.customer, array_agg(x.idx ORDER BY x.idx) AS idxs
+             FROM unnest(p_customers) WITH ORDINALITY AS x(customer, idx) GROUP BY x.customer ORDER BY x.customer LOOP
+        SELECT monthly_budget_nanos AS budget, customers.rpm, customers.tpm, customers.concurrency INTO cu
+            FROM customers WHERE id = c.customer;
+        SELECT b.spent_nanos, b.held_nanos INTO v_s, v_h FROM budget_periods b
+            WHERE b.customer_id = c.customer AND b.period = p_period FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES (c.customer, p_period, 0, 0)
+                ON CONFLICT (customer_id, period) DO NOTHING;
+            SELECT b.spent_nanos, b.held_nanos INTO v_s, v_h FROM budget_periods b
+                WHERE b.customer_id = c.customer AND b.period = p_period FOR UPDATE;
+        END IF;
+        v_rq := 0; v_tk := 0; v_upd := 0; v_flight := 0;
+        IF cu.rpm IS NOT NULL OR cu.tpm IS NOT NULL THEN
+            INSERT INTO rate_state (subject, requests, tokens, updated_us) VALUES ('c:' || c.customer, 0, 0, 0)
+                ON CONFLICT (subject) DO NOTHING;
+            SELECT r.requests, r.tokens, r.updated_us INTO v_rq, v_tk, v_upd FROM rate_state r
+                WHERE r.subject = 'c:' || c.customer FOR UPDATE;
+        END IF;
+        IF cu.concurrency IS NOT NULL THEN
+            SELECT count(*) INTO v_flight FROM holds h WHERE h.customer_id = c.customer;
+        END IF;
+
+        v_kids := ARRAY(SELECT DISTINCT a.id FROM unnest(c.idxs) AS x JOIN api_keys a ON a.id = p_keys[x] ORDER BY 1);
+        k_budget := '{}'; k_rpm := '{}'; k_tpm := '{}'; k_conc := '{}'; k_s := '{}'; k_h := '{}'; k_flight := '{}';
+        k_rq := '{}'; k_tk := '{}'; k_upd := '{}'; k_any := '{}';
+        FOR j IN 1 .. COALESCE(array_length(v_kids, 1), 0) LOOP
+            SELECT a.monthly_budget_nanos, a.rpm, a.tpm, a.concurrency INTO kr FROM api_keys a WHERE a.id = v_kids[j];
+            k_budget[j] := kr.monthly_budget_nanos; k_rpm[j] := kr.rpm; k_tpm[j] := kr.tpm; k_conc[j] := kr.concurrency;
+            INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) VALUES (v_kids[j], p_period, 0, 0)
+                ON CONFLICT (key_id, period) DO NOTHING;
+            SELECT kp.spent_nanos, kp.held_nanos INTO v_krq, v_ktk FROM key_periods kp
+                WHERE kp.key_id = v_kids[j] AND kp.period = p_period FOR UPDATE;
+            k_s[j] := v_krq; k_h[j] := v_ktk;
+            k_rq[j] := 0; k_tk[j] := 0; k_upd[j] := 0; k_flight[j] := 0; k_any[j] := false;
+            IF kr.rpm IS NOT NULL OR kr.tpm IS NOT NULL THEN
+                INSERT INTO rate_state (subject, requests, tokens, updated_us) VALUES ('k:' || v_kids[j], 0, 0, 0)
+                    ON CONFLICT (subject) DO NOTHING;
+                SELECT r.requests, r.tokens, r.updated_us INTO v_krq, v_ktk, v_wait FROM rate_state r
+                    WHERE r.subject = 'k:' || v_kids[j] FOR UPDATE;
+                k_rq[j] := v_krq; k_tk[j] := v_ktk; k_upd[j] := v_wait;
+            END IF;
+            IF kr.concurrency IS NOT NULL THEN
+                SELECT count(*) INTO v_wait FROM holds h WHERE h.key_id = v_kids[j];
+                k_flight[j] := v_wait;
+            END IF;
+        END LOOP;
+
+        v_any := false;
+        FOREACH i IN ARRAY c.idxs LOOP
+            j := array_position(v_kids, p_keys[i]);
+            v_now := p_nows[i]; v_amount := p_amounts[i]; v_tok := p_tokens[i];
+            v_crq := lmsvr_drain(v_rq, v_now - v_upd, cu.rpm);
+            v_ctk := lmsvr_drain(v_tk, v_now - v_upd, cu.tpm);
+            IF j IS NOT NULL THEN
+                v_krq := lmsvr_drain(k_rq[j], v_now - k_upd[j], k_rpm[j]);
+                v_ktk := lmsvr_drain(k_tk[j], v_now - k_upd[j], k_tpm[j]);
+            END IF;
+            v_outcome := 'ok'; v_limit := NULL; v_wait := 0;
+            IF cu.concurrency IS NOT NULL AND v_flight >= cu.concurrency THEN
+                v_outcome := 'customer_concurrency'; v_limit := cu.concurrency; v_wait := 1000000;
+            ELSIF j IS NOT NULL AND k_conc[j] IS NOT NULL AND k_flight[j] >= k_conc[j] THEN
+                v_outcome := 'key_concurrency'; v_limit := k_conc[j]; v_wait := 1000000;
+            ELSIF cu.rpm IS NOT NULL AND v_crq + u > cu.rpm * u THEN
+                v_outcome := 'customer_rpm'; v_limit := cu.rpm; v_wait := (v_crq + u - cu.rpm * u + cu.rpm - 1) / cu.rpm;
+            ELSIF j IS NOT NULL AND k_rpm[j] IS NOT NULL AND v_krq + u > k_rpm[j] * u THEN
+                v_outcome := 'key_rpm'; v_limit := k_rpm[j]; v_wait := (v_krq + u - k_rpm[j] * u + k_rpm[j] - 1) / k_rpm[j];
+            ELSIF cu.tpm IS NOT NULL AND v_ctk + v_tok * u > cu.tpm * u THEN
+                v_outcome := 'customer_tpm'; v_limit := cu.tpm;
+                v_wait := CASE WHEN v_tok > cu.tpm THEN -1 ELSE (v_ctk + v_tok * u - cu.tpm * u + cu.tpm - 1) / cu.tpm END;
+            ELSIF j IS NOT NULL AND k_tpm[j] IS NOT NULL AND v_ktk + v_tok * u > k_tpm[j] * u THEN
+                v_outcome := 'key_tpm'; v_limit := k_tpm[j];
+                v_wait := CASE WHEN v_tok > k_tpm[j] THEN -1 ELSE (v_ktk + v_tok * u - k_tpm[j] * u + k_tpm[j] - 1) / k_tpm[j] END;
+            ELSIF cu.budget IS NOT NULL AND v_s + v_h + v_amount > cu.budget THEN
+                v_outcome := 'budget';
+            ELSIF j IS NOT NULL AND k_budget[j] IS NOT NULL AND k_s[j] + k_h[j] + v_amount > k_budget[j] THEN
+                v_outcome := 'key_budget';
+            END IF;
+            IF v_outcome = 'ok' THEN
+                v_any := true;
+                v_h := v_h + v_amount;
+                v_flight := v_flight + 1;
+                IF cu.rpm IS NOT NULL OR cu.tpm IS NOT NULL THEN
+                    v_rq := CASE WHEN cu.rpm IS NULL THEN 0 ELSE v_crq + u END;
+                    v_tk := CASE WHEN cu.tpm IS NULL THEN 0 ELSE v_ctk + v_tok * u END;
+                    v_upd := GREATEST(v_upd, v_now);
+                END IF;
+                IF j IS NOT NULL THEN
+                    k_any[j] := true;
+                    k_h[j] := k_h[j] + v_amount;
+                    k_flight[j] := k_flight[j] + 1;
+                    IF k_rpm[j] IS NOT NULL OR k_tpm[j] IS NOT NULL THEN
+                        k_rq[j] := CASE WHEN k_rpm[j] IS NULL THEN 0 ELSE v_krq + u END;
+                        k_tk[j] := CASE WHEN k_tpm[j] IS NULL THEN 0 ELSE v_ktk + v_tok * u END;
+                        k_upd[j] := GREATEST(k_upd[j], v_now);
+                    END IF;
+                END IF;
+            END IF;
+            v_out[i] := v_outcome;
+            v_limits[i] := v_limit;
+            v_retry[i] := v_wait;
+        END LOOP;
+        -- The figures after the batch: what is really left for a retry with a smaller bound.
+        FOREACH i IN ARRAY c.idxs LOOP
+            j := array_position(v_kids, p_keys[i]);
+            IF v_out[i] = 'key_budget' THEN
+                v_budgets[i] := k_budget[j]; v_spent[i] := k_s[j]; v_held[i] := k_h[j];
+            ELSE
+                v_budgets[i] := cu.budget; v_spent[i] := v_s; v_held[i] := v_h;
+            END IF;
+        END LOOP;
+
+        IF v_any THEN
+            UPDATE budget_periods SET held_nanos = v_h WHERE customer_id = c.customer AND period = p_period;
+            IF cu.rpm IS NOT NULL OR cu.tpm IS NOT NULL THEN
+                UPDATE rate_state SET requests = v_rq, tokens = v_tk, updated_us = v_upd WHERE subject = 'c:' || c.customer;
+            END IF;
+        END IF;
+        FOR j IN 1 .. COALESCE(array_length(v_kids, 1), 0) LOOP
+            CONTINUE WHEN NOT k_any[j];
+            UPDATE key_periods SET held_nanos = k_h[j] WHERE key_id = v_kids[j] AND period = p_period;
+            IF k_rpm[j] IS NOT NULL OR k_tpm[j] IS NOT NULL THEN
+                UPDATE rate_state SET requests = k_rq[j], tokens = k_tk[j], updated_us = k_upd[j] WHERE subject = 'k:' || v_kids[j];
+            END IF;
+        END LOOP;
+    END LOOP;
+    INSERT INTO holds (id, customer_id, key_id, period, amount_nanos, tokens, created_us, expires_us, endpoint, dialect,
+                       provider, model)
+    SELECT r.id, r.customer, r.key_id, p_period, r.amount, r.tokens, r.now, r.expires, r.endpoint, r.dialect, r.provider,
+           r.model
+    FROM unnest(p_ids, p_customers, p_amounts, p_tokens, p_keys, p_nows, p_expires, p_endpoints, p_dialects, p_providers,
+                p_models, v_out)
+        AS r(id, customer, amount, tokens, key_id, now, expires, endpoint, dialect, provider, model, outcome)
+    WHERE r.outcome = 'ok';
+    RETURN QUERY SELECT v_out, v_budgets, v_spent, v_held, v_limits, v_retry;
+END $$;
+
+-- 6. Settles (as 0003's) also charge the key's month and give back the tokens a hold took beyond
+--    those used (taking more if more were used), in the key's and the customer's token buckets.
+--    Holds from before this migration took no key share: the key's held amount never goes
+--    below 0.
+CREATE OR REPLACE FUNCTION lmsvr_settle(p_rows JSONB) RETURNS TABLE (request_id TEXT, result TEXT) LANGUAGE plpgsql AS $$
+DECLARE
+    r RECORD;
+    v_period TEXT;
+    v_ids TEXT[] := '{}';
+    v_periods TEXT[] := '{}';
+    v_held BIGINT[] := '{}';
+    v_tokens BIGINT[] := '{}';
+    v_results TEXT[] := '{}';
+BEGIN
+    WITH dropped AS (
+        DELETE FROM holds h WHERE h.id IN (SELECT x.request_id FROM jsonb_to_recordset(p_rows) AS x(request_id TEXT))
+        RETURNING h.id, h.period, h.amount_nanos, h.tokens
+    )
+    SELECT COALESCE(array_agg(d.id), '{}'), COALESCE(array_agg(d.period), '{}'), COALESCE(array_agg(d.amount_nanos), '{}'),
+           COALESCE(array_agg(d.tokens), '{}'), COALESCE(array_agg('settled'::TEXT), '{}')
+    INTO v_ids, v_periods, v_held, v_tokens, v_results FROM dropped d;
+
+    FOR r IN SELECT x.request_id, x.start_period FROM jsonb_to_recordset(p_rows) AS x(request_id TEXT, start_period TEXT)
+             WHERE NOT (x.request_id = ANY (v_ids)) LOOP
+        DELETE FROM usage u WHERE u.request_id = r.request_id AND u.outcome = 'hold_expired' RETURNING u.period INTO v_period;
+        IF FOUND THEN
+            v_results := v_results || 'settled_without_hold'::TEXT;
+        ELSIF EXISTS (SELECT 1 FROM usage u WHERE u.request_id = r.request_id) THEN
+            v_results := v_results || 'already_settled'::TEXT;
+        ELSE
+            v_period := r.start_period;
+            v_results := v_results || 'settled_without_hold'::TEXT;
+        END IF;
+        v_ids := v_ids || r.request_id;
+        v_periods := v_periods || v_period;
+        v_held := v_held || 0::BIGINT;
+        v_tokens := v_tokens || 0::BIGINT;
+    END LOOP;
+
+    INSERT INTO budget_periods AS b (customer_id, period, spent_nanos, held_nanos)
+    SELECT x.customer_id, d.period, SUM(x.cost_nanos), SUM(d.held)
+    FROM unnest(v_ids, v_periods, v_held, v_results) AS d(id, period, held, result)
+    JOIN jsonb_to_recordset(p_rows) AS x(request_id TEXT, customer_id BIGINT, cost_nanos BIGINT) ON x.request_id = d.id
+    WHERE d.result <> 'already_settled'
+    GROUP BY x.customer_id, d.period ORDER BY x.customer_id, d.period
+    ON CONFLICT (customer_id, period) DO UPDATE
+        SET held_nanos = b.held_nanos - EXCLUDED.held_nanos, spent_nanos = b.spent_nanos + EXCLUDED.spent_nanos;
+
+    -- A key's month row is made first (held 0: a hold from before this migration took nothing
+    -- from it), then charged; rows in key order, after every period row of their customers.
+    INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos)
+    SELECT DISTINCT x.key_id, d.period, 0::BIGINT, 0::BIGINT
+    FROM unnest(v_ids, v_periods, v_results) AS d(id, period, result)
+    JOIN jsonb_to_recordset(p_rows) AS x(request_id TEXT, key_id BIGINT) ON x.request_id = d.id
+    JOIN api_keys a ON a.id = x.key_id
+    WHERE d.result <> 'already_settled'
+    ORDER BY 1, 2
+    ON CONFLICT (key_id, period) DO NOTHING;
+    UPDATE key_periods k SET held_nanos = GREATEST(0, k.held_nanos - n.held), spent_nanos = k.spent_nanos + n.cost
+    FROM (
+        SELECT x.key_id, d.period, SUM(d.held) AS held, SUM(x.cost_nanos) AS cost
+        FROM unnest(v_ids, v_periods, v_held, v_results) AS d(id, period, held, result)
+        JOIN jsonb_to_recordset(p_rows) AS x(request_id TEXT, key_id BIGINT, cost_nanos BIGINT) ON x.request_id = d.id
+        WHERE d.result <> 'already_settled' AND x.key_id IS NOT NULL
+        GROUP BY x.key_id, d.period
+    ) n
+    WHERE k.key_id = n.key_id AND k.period = n.period;
+
+    -- Token buckets: subjects with a rate row and a token limit, in subject order.
+    UPDATE rate_state s SET
+        tokens = GREATEST(0, lmsvr_drain(s.tokens, n.now - s.updated_us, n.tpm) - n.credit * 60000000),
+        requests = lmsvr_drain(s.requests, n.now - s.updated_us, n.rpm),
+        updated_us = GREATEST(s.updated_us, n.now)
+    FROM (
+        SELECT t.subject, SUM(t.credit) AS credit, MAX(t.now) AS now, MAX(t.rpm) AS rpm, MAX(t.tpm) AS tpm
+        FROM (
+            SELECT 'c:' || x.customer_id AS subject, d.tokens - x.prompt_tokens - x.completion_tokens AS credit,
+                   x.created_us AS now, c.rpm, c.tpm
+            FROM unnest(v_ids, v_tokens, v_results) AS d(id, tokens, result)
+            JOIN jsonb_to_recordset(p_rows) AS x(request_id TEXT, customer_id BIGINT, prompt_tokens BIGINT,
+                completion_tokens BIGINT, created_us BIGINT) ON x.request_id = d.id
+            JOIN customers c ON c.id = x.customer_id
+            WHERE d.result = 'settled' AND d.tokens > 0 AND c.tpm IS NOT NULL
+            UNION ALL
+            SELECT 'k:' || x.key_id, d.tokens - x.prompt_tokens - x.completion_tokens, x.created_us, a.rpm, a.tpm
+            FROM unnest(v_ids, v_tokens, v_results) AS d(id, tokens, result)
+            JOIN jsonb_to_recordset(p_rows) AS x(request_id TEXT, key_id BIGINT, prompt_tokens BIGINT,
+                completion_tokens BIGINT, created_us BIGINT) ON x.request_id = d.id
+            JOIN api_keys a ON a.id = x.key_id
+            WHERE d.result = 'settled' AND d.tokens > 0 AND a.tpm IS NOT NULL
+        ) t GROUP BY t.subject
+    ) n
+    WHERE s.subject = n.subject;
 
     INSERT INTO usage (request_id, customer_id, key_id, endpoint, dialect, provider, model, http_status, outcome,
         prompt_tokens, completion_tokens, cached_tokens, token_source, cost_nanos, held_nanos, price_per_request_nanos,

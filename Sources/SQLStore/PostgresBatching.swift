@@ -2,7 +2,7 @@ import Core
 import JSONKit
 
 /// PostgreSQL's fast path for the two statements every request makes. Holds that arrive together,
-/// whatever their customers, become one call of `lmsvr_hold_many` (one round trip; period rows
+/// whatever their customers, become one call of `lmsvr_admit_many` (budgets and limits together) (one round trip; period rows
 /// locked only while it runs; an asynchronous commit); settles that arrive together become one
 /// call of `lmsvr_settle` (one round trip, one durable commit for all). Neither waits to gather a
 /// batch: see `Coalescer`.
@@ -56,30 +56,40 @@ final class PostgresBatching<Database: SQLDatabase>: Sendable {
             .text(period.description), .text(PGArray.int(requests.map(\.customerId))),
             .text(PGArray.int(requests.map(\.nowMicros))), .text(PGArray.int(requests.map(\.expiresAtMicros))),
             .text(PGArray.text(requests.map(\.holdId))), .text(PGArray.int(requests.map(\.amount.nanos))),
-            .text(PGArray.int(requests.map(\.keyId))), .text(PGArray.text(requests.map(\.endpoint))),
-            .text(PGArray.text(requests.map(\.dialect))), .text(PGArray.text(requests.map(\.provider))),
-            .text(PGArray.text(requests.map(\.model))),
+            .text(PGArray.int(requests.map(\.tokens))), .text(PGArray.int(requests.map(\.keyId))),
+            .text(PGArray.text(requests.map(\.endpoint))), .text(PGArray.text(requests.map(\.dialect))),
+            .text(PGArray.text(requests.map(\.provider))), .text(PGArray.text(requests.map(\.model))),
         ]
         let row = try await call(database, priority: .normal) { c in
             try c.execute("""
-                SELECT array_to_string(admitted, ','), array_to_string(budgets, ',', ''), array_to_string(spent, ','), \
-                array_to_string(held, ',') FROM lmsvr_hold_many($1, $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], \
-                $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[], $11::text[])
+                SELECT array_to_string(outcomes, ','), array_to_string(budgets, ',', ''), array_to_string(spent, ','), \
+                array_to_string(held, ','), array_to_string(limits, ',', ''), array_to_string(retry, ',') \
+                FROM lmsvr_admit_many($1, $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], \
+                $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[])
                 """, binds)[0]
         }
-        func fields(_ column: Int) throws -> [Substring] {
-            try row.text(column).split(separator: ",", omittingEmptySubsequences: false)
+        let columns = try (0..<6).map { try row.text($0).split(separator: ",", omittingEmptySubsequences: false) }
+        guard columns.allSatisfy({ $0.count == requests.count }) else {
+            throw StoreError.failed("lmsvr_admit_many answered \(columns[0].count) decisions for \(requests.count) holds")
         }
-        let admitted = try fields(0), budgets = try fields(1), spent = try fields(2), held = try fields(3)
-        guard admitted.count == requests.count, budgets.count == requests.count, spent.count == requests.count,
-              held.count == requests.count else {
-            throw StoreError.failed("lmsvr_hold_many answered \(admitted.count) decisions for \(requests.count) holds")
-        }
-        return requests.indices.map { i in
-            if admitted[i] == "true" || admitted[i] == "t" { return .admitted(period: period) }
-            return .refused(BudgetStatus(customerId: requests[i].customerId, period: period,
-                                         budget: Int64(budgets[i]).map(Money.init(nanos:)),
-                                         spent: Money(nanos: Int64(spent[i]) ?? 0), held: Money(nanos: Int64(held[i]) ?? 0)))
+        let (outcomes, budgets, spent, held, limits, retry) = (columns[0], columns[1], columns[2], columns[3], columns[4], columns[5])
+        return try requests.indices.map { i in
+            let request = requests[i]
+            switch outcomes[i] {
+            case "ok":
+                return .admitted(period: period)
+            case "budget", "key_budget":
+                return .refused(BudgetStatus(customerId: request.customerId, period: period,
+                                             budget: Int64(budgets[i]).map(Money.init(nanos:)),
+                                             spent: Money(nanos: Int64(spent[i]) ?? 0), held: Money(nanos: Int64(held[i]) ?? 0),
+                                             keyId: outcomes[i] == "key_budget" ? request.keyId : nil))
+            default:
+                guard let refusal = LimitRefusal(code: String(outcomes[i]), customerId: request.customerId, keyId: request.keyId,
+                                                 limit: Int64(limits[i]) ?? 0, retryAfterMicros: Int64(retry[i]) ?? 0,
+                                                 requestedTokens: request.tokens)
+                else { throw StoreError.failed("lmsvr_admit_many answered '\(outcomes[i])'") }
+                return .limited(refusal)
+            }
         }
     }
 

@@ -10,42 +10,94 @@ extension SQLStore {
         // settle that follows is durable, and its fsync writes this commit out too. That saves
         // one of the two fsyncs a request costs. PostgreSQL commits it durably regardless.
         return try await write(durable: false) { c in
-            // The conditional UPDATE takes the period row lock; PostgreSQL re-checks the condition
-            // against the latest committed row after waiting for it, so concurrent holds queue here
-            // and each sees the others' amounts. On SQLite, BEGIN IMMEDIATE already serialises.
-            func reserve() throws(SQLError) -> [SQLRow] {
-                try c.execute(
-                    """
-                    UPDATE budget_periods SET held_nanos = held_nanos + $3 WHERE customer_id = $1 AND period = $2 \
-                    AND ((SELECT monthly_budget_nanos FROM customers WHERE id = $1) IS NULL \
-                    OR spent_nanos + held_nanos + $3 <= (SELECT monthly_budget_nanos FROM customers WHERE id = $1)) \
-                    RETURNING spent_nanos
-                    """, .int(request.customerId), .text(period.description), .int(request.amount.nanos))
+            // BEGIN IMMEDIATE serialises writers on SQLite, so reading the state and then writing
+            // it back is exact. (PostgreSQL runs the same rules in `lmsvr_admit_many`.)
+            let p = period.description
+            guard let customerRow = try c.execute(
+                "SELECT monthly_budget_nanos, rpm, tpm, concurrency FROM customers WHERE id = $1", .int(request.customerId)).first
+            else { throw SQLError.other("no customer with id \(request.customerId)") }
+            var admission = Admission(customer: try Self.subject(customerRow))
+            try Self.loadPeriod(c, &admission.customer, table: "budget_periods", column: "customer_id", id: request.customerId, period: p)
+            try Self.loadUse(c, &admission.customer, subject: "c:\(request.customerId)", column: "customer_id", id: request.customerId)
+            if let keyId = request.keyId, let keyRow = try c.execute(
+                "SELECT monthly_budget_nanos, rpm, tpm, concurrency FROM api_keys WHERE id = $1", .int(keyId)).first {
+                var key = try Self.subject(keyRow)
+                try Self.loadPeriod(c, &key, table: "key_periods", column: "key_id", id: keyId, period: p)
+                try Self.loadUse(c, &key, subject: "k:\(keyId)", column: "key_id", id: keyId)
+                admission.key = key
             }
-            var admitted = try reserve()
-            if admitted.isEmpty {
-                // No row for this month yet (its first hold), or no room. Create the row (a no-op
-                // if it exists; on PostgreSQL it waits for a concurrent creator to commit) and try
-                // once more with a fresh snapshot: a real refusal costs one more round trip, the
-                // common path one fewer.
-                try c.execute(
-                    "INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT (customer_id, period) DO NOTHING",
-                    .int(request.customerId), .text(period.description))
-                admitted = try reserve()
+            switch admission.admit(amount: request.amount.nanos, tokens: request.tokens, now: request.nowMicros) {
+            case .budget:
+                return .refused(BudgetStatus(customerId: request.customerId, period: period, budget: admission.customer.budget,
+                                             spent: Money(nanos: admission.customer.spent), held: Money(nanos: admission.customer.held)))
+            case .keyBudget:
+                let key = admission.key!
+                return .refused(BudgetStatus(customerId: request.customerId, period: period, budget: key.budget,
+                                             spent: Money(nanos: key.spent), held: Money(nanos: key.held), keyId: request.keyId))
+            case .limited(let code, let limit, let wait):
+                return .limited(LimitRefusal(code: code, customerId: request.customerId, keyId: request.keyId, limit: limit,
+                                             retryAfterMicros: wait, requestedTokens: request.tokens)!)
+            case .admitted:
+                break
             }
-            guard !admitted.isEmpty else {
-                return .refused(try Self.budgetStatus(c, customerId: request.customerId, period: period)
-                    ?? BudgetStatus(customerId: request.customerId, period: period, budget: .zero, spent: .zero, held: .zero))
+            try Self.store(c, admission.customer, table: "budget_periods", column: "customer_id", id: request.customerId,
+                           period: p, subject: "c:\(request.customerId)")
+            if let key = admission.key, let keyId = request.keyId {
+                try Self.store(c, key, table: "key_periods", column: "key_id", id: keyId, period: p, subject: "k:\(keyId)")
             }
             try c.execute(
                 """
-                INSERT INTO holds (id, customer_id, key_id, period, amount_nanos, created_us, expires_us, endpoint, dialect, \
-                provider, model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                INSERT INTO holds (id, customer_id, key_id, period, amount_nanos, tokens, created_us, expires_us, endpoint, \
+                dialect, provider, model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                 """,
-                .text(request.holdId), .int(request.customerId), .optional(request.keyId), .text(period.description),
-                .int(request.amount.nanos), .int(request.nowMicros), .int(request.expiresAtMicros),
+                .text(request.holdId), .int(request.customerId), .optional(request.keyId), .text(p),
+                .int(request.amount.nanos), .int(request.tokens), .int(request.nowMicros), .int(request.expiresAtMicros),
                 .text(request.endpoint), .text(request.dialect), .text(request.provider), .text(request.model))
             return .admitted(period: period)
+        }
+    }
+
+    /// A subject's limits from `monthly_budget_nanos, rpm, tpm, concurrency`.
+    static func subject(_ row: SQLRow) throws -> Admission.Subject {
+        Admission.Subject(limits: RateLimits(requestsPerMinute: try row.optionalInt(1), tokensPerMinute: try row.optionalInt(2),
+                                             concurrency: try row.optionalInt(3)),
+                          budget: try row.optionalInt(0).map(Money.init(nanos:)))
+    }
+
+    /// Its month's spent and held (the row is made if missing).
+    static func loadPeriod(_ c: any SQLConnection, _ s: inout Admission.Subject, table: String, column: String, id: Int64,
+                           period: String) throws {
+        try c.execute("INSERT INTO \(table) (\(column), period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT DO NOTHING",
+                      .int(id), .text(period))
+        let row = try c.execute("SELECT spent_nanos, held_nanos FROM \(table) WHERE \(column) = $1 AND period = $2",
+                                .int(id), .text(period))[0]
+        s.spent = try row.int(0)
+        s.held = try row.int(1)
+    }
+
+    /// Its bucket levels and requests in flight, where it has limits that need them.
+    static func loadUse(_ c: any SQLConnection, _ s: inout Admission.Subject, subject: String, column: String, id: Int64) throws {
+        if s.hasBucket, let row = try c.execute("SELECT requests, tokens, updated_us FROM rate_state WHERE subject = $1",
+                                                .text(subject)).first {
+            s.requests = try row.int(0)
+            s.tokens = try row.int(1)
+            s.updatedMicros = try row.int(2)
+        }
+        if s.limits.concurrency != nil {
+            s.inFlight = try c.execute("SELECT count(*) FROM holds WHERE \(column) = $1", .int(id))[0].int(0)
+        }
+    }
+
+    /// Writes back what an admitted request took.
+    static func store(_ c: any SQLConnection, _ s: Admission.Subject, table: String, column: String, id: Int64,
+                      period: String, subject: String) throws {
+        try c.execute("UPDATE \(table) SET held_nanos = $3 WHERE \(column) = $1 AND period = $2", .int(id), .text(period), .int(s.held))
+        if s.hasBucket {
+            try c.execute(
+                """
+                INSERT INTO rate_state (subject, requests, tokens, updated_us) VALUES ($1, $2, $3, $4) \
+                ON CONFLICT (subject) DO UPDATE SET requests = excluded.requests, tokens = excluded.tokens, updated_us = excluded.updated_us
+                """, .text(subject), .int(s.requests), .int(s.tokens), .int(s.updatedMicros))
         }
     }
 
@@ -59,11 +111,13 @@ extension SQLStore {
                 // The usual case: the hold is there. Deleting it takes its row lock, so a racing
                 // settle of the same request waits here and then finds it gone.
                 if let hold = try c.execute(
-                    "DELETE FROM holds WHERE id = $1 RETURNING customer_id, period, amount_nanos", .text(holdId)).first {
-                    let period = try hold.text(1), amount = try hold.int(2)
+                    "DELETE FROM holds WHERE id = $1 RETURNING customer_id, period, amount_nanos, tokens", .text(holdId)).first {
+                    let period = try hold.text(1), amount = try hold.int(2), tokens = try hold.int(3)
                     try c.execute(
                         "UPDATE budget_periods SET held_nanos = held_nanos - $3, spent_nanos = spent_nanos + $4 WHERE customer_id = $1 AND period = $2",
                         .int(try hold.int(0)), .text(period), .int(amount), .int(usage.cost.nanos))
+                    try Self.chargeKey(c, usage, period: period, released: amount)
+                    if tokens > 0 { try Self.returnTokens(c, usage, unused: tokens - usage.promptTokens - usage.completionTokens) }
                     var row = usage
                     row.held = Money(nanos: amount)
                     try Self.insertUsage(c, row, period: period)
@@ -98,9 +152,43 @@ extension SQLStore {
         try c.execute(
             "UPDATE budget_periods SET spent_nanos = spent_nanos + $3 WHERE customer_id = $1 AND period = $2",
             .int(usage.customerId), .text(period), .int(usage.cost.nanos))
+        try chargeKey(c, usage, period: period, released: 0)
         var row = usage
         row.held = .zero
         try insertUsage(c, row, period: period)
+    }
+
+    /// Charges the key's month (made if missing: a hold from before keys had months took nothing
+    /// from it, so what it releases never takes the key's held amount below 0).
+    static func chargeKey(_ c: any SQLConnection, _ usage: UsageRecord, period: String, released: Int64) throws {
+        guard let keyId = usage.keyId,
+              try !c.execute("SELECT 1 FROM api_keys WHERE id = $1", .int(keyId)).isEmpty else { return }
+        try c.execute(
+            "INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT DO NOTHING",
+            .int(keyId), .text(period))
+        try c.execute(
+            """
+            UPDATE key_periods SET held_nanos = CASE WHEN held_nanos > $3 THEN held_nanos - $3 ELSE 0 END, \
+            spent_nanos = spent_nanos + $4 WHERE key_id = $1 AND period = $2
+            """, .int(keyId), .text(period), .int(released), .int(usage.cost.nanos))
+    }
+
+    /// Gives the tokens a hold took but did not use back to the token buckets of its key and its
+    /// customer (takes more if it used more), as `lmsvr_settle` does on PostgreSQL.
+    static func returnTokens(_ c: any SQLConnection, _ usage: UsageRecord, unused: Int64) throws {
+        var subjects: [(String, String, Int64)] = [("c:\(usage.customerId)", "customers", usage.customerId)]
+        if let keyId = usage.keyId { subjects.append(("k:\(keyId)", "api_keys", keyId)) }
+        for (subject, table, id) in subjects {
+            guard let limits = try c.execute("SELECT rpm, tpm FROM \(table) WHERE id = $1", .int(id)).first,
+                  let tpm = try limits.optionalInt(1),
+                  let state = try c.execute("SELECT requests, tokens, updated_us FROM rate_state WHERE subject = $1",
+                                            .text(subject)).first else { continue }
+            let elapsed = usage.createdAtMicros - (try state.int(2))
+            let requests = RateBucket.drain(try state.int(0), elapsed: elapsed, limit: try limits.optionalInt(0))
+            let tokens = max(0, RateBucket.drain(try state.int(1), elapsed: elapsed, limit: tpm) - unused * RateBucket.unit)
+            try c.execute("UPDATE rate_state SET requests = $2, tokens = $3, updated_us = $4 WHERE subject = $1",
+                          .text(subject), .int(requests), .int(tokens), .int(max(try state.int(2), usage.createdAtMicros)))
+        }
     }
 
     public func extendHolds(ids: [String], untilMicros: Int64) async throws -> Int {
@@ -150,6 +238,11 @@ extension SQLStore {
                 try c.execute(
                     "UPDATE budget_periods SET held_nanos = held_nanos - $3 WHERE customer_id = $1 AND period = $2",
                     .int(customerId), .text(period), .int(amount))
+                if let keyId = try h.optionalInt(1) {
+                    try c.execute(
+                        "UPDATE key_periods SET held_nanos = CASE WHEN held_nanos > $3 THEN held_nanos - $3 ELSE 0 END WHERE key_id = $1 AND period = $2",
+                        .int(keyId), .text(period), .int(amount))
+                }
                 let usage = UsageRecord(
                     requestId: id, customerId: customerId, keyId: try h.optionalInt(1), endpoint: try h.text(4),
                     dialect: try h.text(5), provider: try h.text(6), model: try h.text(7), httpStatus: 0,

@@ -49,11 +49,13 @@ public struct SQLStore<Database: SQLDatabase>: Store {
 
     // MARK: Customers
 
-    static var customerColumns: String { "id, name, email, monthly_budget_nanos, created_us" }
+    static var customerColumns: String { "id, name, email, monthly_budget_nanos, created_us, rpm, tpm, concurrency" }
 
     static func customer(from row: SQLRow) throws -> Customer {
         Customer(id: try row.int(0), name: try row.text(1), email: try row.text(2),
-                 monthlyBudget: try row.optionalInt(3).map(Money.init(nanos:)), createdAtMicros: try row.int(4))
+                 monthlyBudget: try row.optionalInt(3).map(Money.init(nanos:)), createdAtMicros: try row.int(4),
+                 limits: RateLimits(requestsPerMinute: try row.optionalInt(5), tokensPerMinute: try row.optionalInt(6),
+                                    concurrency: try row.optionalInt(7)))
     }
 
     public func createCustomer(name: String, email: String, monthlyBudget: Money?, nowMicros: Int64) async throws -> Customer {
@@ -89,54 +91,6 @@ public struct SQLStore<Database: SQLDatabase>: Store {
             guard let row = rows.first else { return nil }
             try c.notifyChange(ChangeNotice.customer(customerId).payload)
             return try Self.customer(from: row)
-        }
-    }
-
-    // MARK: Keys
-
-    static var keyColumns: String { "id, customer_id, name, display_prefix, created_us, revoked_us" }
-
-    static func key(from row: SQLRow) throws -> KeyRecord {
-        KeyRecord(id: try row.int(0), customerId: try row.int(1), name: row.optionalText(2),
-                  displayPrefix: try row.text(3), createdAtMicros: try row.int(4), revokedAtMicros: try row.optionalInt(5))
-    }
-
-    public func createKey(customerId: Int64, name: String?, nowMicros: Int64) async throws -> NewKey? {
-        let plaintext = APIKey.generate()
-        let hash = APIKey.hash(plaintext)
-        let prefix = APIKey.displayPrefix(of: plaintext)
-        return try await write { c in
-            guard try !c.execute("SELECT 1 FROM customers WHERE id = $1", .int(customerId)).isEmpty else { return nil }
-            let rows = try c.execute(
-                "INSERT INTO api_keys (customer_id, name, key_hash, display_prefix, created_us) VALUES ($1, $2, $3, $4, $5) RETURNING \(Self.keyColumns)",
-                .int(customerId), .optional(name), .text(hash), .text(prefix), .int(nowMicros))
-            return NewKey(record: try Self.key(from: rows[0]), plaintext: plaintext)
-        }
-    }
-
-    public func revokeKey(id: Int64, nowMicros: Int64) async throws -> KeyRecord? {
-        try await write { c in
-            let rows = try c.execute(
-                "UPDATE api_keys SET revoked_us = COALESCE(revoked_us, $2) WHERE id = $1 RETURNING \(Self.keyColumns)",
-                .int(id), .int(nowMicros))
-            guard let row = rows.first else { return nil }
-            try c.notifyChange(ChangeNotice.key(id).payload)
-            return try Self.key(from: row)
-        }
-    }
-
-    public func listKeys(customerId: Int64) async throws -> [KeyRecord] {
-        try await read { c in
-            try c.execute("SELECT \(Self.keyColumns) FROM api_keys WHERE customer_id = $1 ORDER BY id", .int(customerId))
-                .map(Self.key)
-        }
-    }
-
-    public func principal(forKeyHash hash: String) async throws -> Principal? {
-        try await read { c in
-            try c.execute("SELECT id, customer_id, revoked_us FROM api_keys WHERE key_hash = $1", .text(hash)).first.map {
-                Principal(keyId: try $0.int(0), customerId: try $0.int(1), revoked: try $0.optionalInt(2) != nil)
-            }
         }
     }
 }

@@ -69,6 +69,8 @@ struct Billing: Sendable {
     func hold(_ plan: CallPlan, principal: Principal, requestId: String, startedAt: ContinuousClock.Instant)
         async throws(GatewayError) -> Ticket
     {
+        // Scope first: a model the key may not use is refused before anything is held or written.
+        guard principal.scope.allows(model: plan.model) else { throw .forbiddenModel(plan.model) }
         let (price, source) = try await self.price(for: plan.model)
         let imageTokens = BillingPolicy.imageTokens(plan.model, configuration)
         let promptBound = BillingPolicy.promptBound(plan.prompt, imageTokens: imageTokens, configuration)
@@ -83,7 +85,7 @@ struct Billing: Sendable {
                                     cacheWrites: BillingPolicy.holdCacheWrites(plan.provider, promptBound: promptBound))
             let now = nowMicros()
             let request = HoldRequest(holdId: requestId, customerId: principal.customerId, keyId: principal.keyId,
-                                      amount: amount, nowMicros: now,
+                                      amount: amount, tokens: promptBound + (output ?? 0) * plan.choices, nowMicros: now,
                                       expiresAtMicros: now + Int64(configuration.holdExpirySeconds) * 1_000_000,
                                       endpoint: plan.endpoint, dialect: plan.dialect.rawValue,
                                       provider: plan.provider.rawValue, model: plan.model)
@@ -109,18 +111,30 @@ struct Billing: Sendable {
                     continue
                 }
                 metrics.budgetRefused()
-                var row = usage(ticket, status: 402, outcome: .budgetExceeded)
-                row.held = .zero
-                do {
-                    try await store.recordUnheld(row)
-                } catch {
-                    metrics.usageWriteFailed()
-                    logger.error("could not record a budget refusal", metadata: ["request_id": "\(requestId)", "error": "\(error)"])
-                }
+                await recordRefusal(ticket, status: 402, outcome: .budgetExceeded)
                 throw .budgetExceeded(status)
+            case .limited(let refusal):
+                metrics.rateLimited(refusal)
+                await recordRefusal(ticket, status: 429, outcome: .rateLimited)
+                throw .rateLimited(refusal)
             }
         }
         preconditionFailure("the hold loop returns or throws")
+    }
+
+    /// Writes a refused request to the ledger at no cost (a failure to write is counted and
+    /// logged: the refusal itself stands).
+    private func recordRefusal(_ ticket: Ticket, status: Int, outcome: Outcome) async {
+        var row = usage(ticket, status: status, outcome: outcome)
+        row.held = .zero
+        do {
+            try await store.recordUnheld(row)
+        } catch {
+            metrics.usageWriteFailed()
+            logger.error("could not record a refusal", metadata: [
+                "request_id": "\(ticket.requestId)", "outcome": "\(outcome.rawValue)", "error": "\(error)",
+            ])
+        }
     }
 
     /// Settles a ticket by how its call ended: one ledger row, the charge added to spent, the

@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import HTTPTypes
 import Hummingbird
 
 /// Renders a `GatewayError` as the response body each dialect's clients expect.
@@ -10,8 +11,33 @@ enum ErrorRenderer {
             return Response(status: error.status, headers: [.contentType: "application/json; charset=utf-8"],
                             body: .init(byteBuffer: body))
         }
-        return Response(status: error.status, headers: [.contentType: "application/json; charset=utf-8"],
-                        body: .init(byteBuffer: body(error, dialect: dialect)))
+        var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
+        if case .rateLimited(let refusal) = error { addRateLimitHeaders(refusal, dialect: dialect, to: &headers) }
+        return Response(status: error.status, headers: headers, body: .init(byteBuffer: body(error, dialect: dialect)))
+    }
+
+    /// `Retry-After` (whole seconds) and `retry-after-ms` (which the OpenAI and Anthropic SDKs
+    /// prefer), unless the request can never fit; and the limit that refused it in the headers
+    /// each dialect's clients read (`x-ratelimit-*` for OpenAI, `anthropic-ratelimit-*`).
+    static func addRateLimitHeaders(_ refusal: LimitRefusal, dialect: Dialect, to headers: inout HTTPFields) {
+        if refusal.retryAfterMicros >= 0 {
+            headers[.retryAfter] = String(refusal.retryAfterSeconds)
+            headers[HTTPField.Name("retry-after-ms")!] = String((refusal.retryAfterMicros + 999) / 1000)
+        }
+        let reset = LimitRefusal.seconds(max(refusal.retryAfterMicros, 0))
+        let (openAI, anthropic): (String, String) = switch refusal.kind {
+        case .requestsPerMinute, .concurrency: ("requests", "requests")
+        case .tokensPerMinute: ("tokens", "tokens")
+        }
+        switch dialect {
+        case .anthropic:
+            headers[HTTPField.Name("anthropic-ratelimit-\(anthropic)-limit")!] = String(refusal.limit)
+            headers[HTTPField.Name("anthropic-ratelimit-\(anthropic)-remaining")!] = "0"
+        case .openai, .ollama:
+            headers[HTTPField.Name("x-ratelimit-limit-\(openAI)")!] = String(refusal.limit)
+            headers[HTTPField.Name("x-ratelimit-remaining-\(openAI)")!] = "0"
+            headers[HTTPField.Name("x-ratelimit-reset-\(openAI)")!] = reset
+        }
     }
 
     static func body(_ error: GatewayError, dialect: Dialect) -> ByteBuffer {
@@ -29,7 +55,10 @@ enum ErrorRenderer {
     /// OpenAI's (type, code, param) for an error.
     static func openAIVocabulary(_ error: GatewayError) -> (String, String?, String?) {
         switch error {
-        case .missingKey, .invalidKey, .revokedKey: ("invalid_request_error", "invalid_api_key", nil)
+        case .missingKey, .invalidKey, .revokedKey, .expiredKey: ("invalid_request_error", "invalid_api_key", nil)
+        case .forbiddenAPI, .forbiddenModel: ("permission_error", "permission_denied", nil)
+        case .rateLimited(let refusal):
+            (refusal.kind == .tokensPerMinute ? "tokens" : "requests", "rate_limit_exceeded", nil)
         case .invalidRequest, .bodyTooLarge, .routeNotFound: ("invalid_request_error", nil, nil)
         case .unknownModel, .upstreamStatus(404, _, _, _): ("invalid_request_error", "model_not_found", "model")
         case .budgetExceeded: ("insufficient_quota", "insufficient_quota", nil)
@@ -43,7 +72,9 @@ enum ErrorRenderer {
 
     static func anthropicType(_ error: GatewayError) -> String {
         switch error {
-        case .missingKey, .invalidKey, .revokedKey: "authentication_error"
+        case .missingKey, .invalidKey, .revokedKey, .expiredKey: "authentication_error"
+        case .forbiddenAPI, .forbiddenModel: "permission_error"
+        case .rateLimited: "rate_limit_error"
         case .invalidRequest, .routeNotFound: "invalid_request_error"
         case .bodyTooLarge: "request_too_large"
         case .unknownModel, .upstreamStatus(404, _, _, _): "not_found_error"

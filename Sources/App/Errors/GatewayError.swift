@@ -9,6 +9,7 @@ public enum GatewayError: Error, Sendable {
     case missingKey
     case invalidKey
     case revokedKey
+    case expiredKey
     case invalidRequest(String)
     case bodyTooLarge(limit: Int)
     case routeNotFound(String)
@@ -16,6 +17,11 @@ public enum GatewayError: Error, Sendable {
     // Policy.
     case budgetExceeded(BudgetStatus)
     case forbiddenRoute(String)
+    /// The key's scope does not include this API family.
+    case forbiddenAPI(APIFamily)
+    /// The key's scope does not include this model.
+    case forbiddenModel(String)
+    case rateLimited(LimitRefusal)
     // The upstream provider.
     case upstreamUnreachable(String)
     case upstreamInvalid(String)
@@ -31,12 +37,13 @@ public enum GatewayError: Error, Sendable {
 
     public var status: HTTPResponse.Status {
         switch self {
-        case .missingKey, .invalidKey, .revokedKey: .unauthorized
+        case .missingKey, .invalidKey, .revokedKey, .expiredKey: .unauthorized
         case .invalidRequest: .badRequest
         case .bodyTooLarge: .contentTooLarge
         case .routeNotFound, .unknownModel: .notFound
         case .budgetExceeded: HTTPResponse.Status(code: 402, reasonPhrase: "Payment Required")
-        case .forbiddenRoute: .forbidden
+        case .forbiddenRoute, .forbiddenAPI, .forbiddenModel: .forbidden
+        case .rateLimited: .tooManyRequests
         case .upstreamUnreachable, .upstreamInvalid: .badGateway
         case .upstreamTimeout: .gatewayTimeout
         case .upstreamStatus(let status, _, _, _): HTTPResponse.Status(code: status)
@@ -51,13 +58,19 @@ public enum GatewayError: Error, Sendable {
         case .missingKey: "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
         case .invalidKey: "invalid API key"
         case .revokedKey: "this API key has been revoked"
+        case .expiredKey: "this API key has expired"
         case .invalidRequest(let m): m
         case .bodyTooLarge(let limit): "request body is larger than the limit of \(limit) bytes"
         case .routeNotFound(let path): "no route for \(path)"
         case .unknownModel(let model): "model '\(model)' not found"
+        case .budgetExceeded(let s) where s.keyId != nil:
+            "key budget exceeded: this API key spent \(s.spent) and \(s.held) in flight of its \(s.budget?.description ?? "unlimited") monthly budget for \(s.period)"
         case .budgetExceeded(let s):
             "budget exceeded: spent \(s.spent) and \(s.held) in flight of the \(s.budget?.description ?? "unlimited") monthly budget for \(s.period)"
         case .forbiddenRoute(let path): "\(path) is not available through this gateway: models are managed by the operator"
+        case .forbiddenAPI(let family): "this API key may not use the \(family.rawValue) API"
+        case .forbiddenModel(let model): "this API key may not use model '\(model)'"
+        case .rateLimited(let refusal): refusal.message
         case .upstreamUnreachable(let m): "upstream unreachable: \(m)"
         case .upstreamInvalid(let m): "invalid response from upstream: \(m)"
         case .upstreamTimeout: "upstream timed out"
@@ -74,6 +87,15 @@ public enum Dialect: String, Sendable {
     case ollama
     case openai
     case anthropic
+
+    /// The API family a key's scope names for this dialect.
+    var family: APIFamily {
+        switch self {
+        case .ollama: .ollama
+        case .openai: .openai
+        case .anthropic: .anthropic
+        }
+    }
 
     /// The dialect of a path (the Anthropic models list is told apart by its headers).
     static func of(path: String, headers: HTTPFields) -> Dialect {

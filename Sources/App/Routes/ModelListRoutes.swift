@@ -12,19 +12,19 @@ struct ModelListRoutes: Sendable {
     let configuration: Configuration
 
     func register(on router: Router<GatewayContext>) {
-        router.get("/v1/models") { request, _ in try await list(request) }
+        router.get("/v1/models") { request, context in try await list(request, for: context.principal) }
         router.get("/v1/models/{id}") { request, context in
             let id = try context.parameters.require("id")
             let anthropic = request.headers[.anthropicVersion] != nil
-            guard let entry = try await entries().first(where: { $0["id"] as? String == id }) else {
+            guard let entry = try await entries(for: context.principal).first(where: { $0["id"] as? String == id }) else {
                 throw GatewayError.unknownModel(id)
             }
             return json(anthropic ? anthropicShape(entry) : entry)
         }
     }
 
-    func list(_ request: Request) async throws -> Response {
-        let models = try await entries()
+    func list(_ request: Request, for principal: Principal?) async throws -> Response {
+        let models = try await entries(for: principal)
         if request.headers[.anthropicVersion] != nil {
             let data = models.map(anthropicShape)
             return json(["data": data, "has_more": false, "first_id": data.first?["id"] ?? NSNull(),
@@ -33,8 +33,12 @@ struct ModelListRoutes: Sendable {
         return json(["object": "list", "data": models])
     }
 
-    /// Every callable model in OpenAI's shape, with `pricing` and `metadata`.
-    func entries() async throws -> [[String: Any]] {
+    /// Every model the key may call, in OpenAI's shape, with `pricing` and `metadata`.
+    func entries(for principal: Principal?) async throws -> [[String: Any]] {
+        try await allEntries().filter { ScopedListing.allows(principal, ollamaName: $0["id"] as? String ?? "") }
+    }
+
+    func allEntries() async throws -> [[String: Any]] {
         let catalog = ModelCatalog(upstream: upstream, store: store, configuration: configuration)
         var out: [[String: Any]] = try await catalog.entries().map { entry in
             var object = entry.json

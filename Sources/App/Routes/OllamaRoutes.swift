@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Core
+import Foundation
 import Hummingbird
 import JSONKit
 import Logging
@@ -22,13 +23,15 @@ struct OllamaRoutes: Sendable {
                 return try await metered.run(try plan(endpoint, read), principal: read.principal, context: context)
             }
         }
-        router.get("/api/tags") { _, _ in try await passThrough(.GET, "/api/tags") }
-        router.get("/api/ps") { _, _ in try await passThrough(.GET, "/api/ps") }
+        router.get("/api/tags") { _, context in try await listing("/api/tags", for: context.principal) }
+        router.get("/api/ps") { _, context in try await listing("/api/ps", for: context.principal) }
         router.get("/api/version") { _, _ in try await passThrough(.GET, "/api/version") }
-        router.post("/api/show") { request, _ in
-            try await passThrough(.POST, "/api/show", body: try await readRequestBody(request, limit: configuration.maxBodyBytes))
+        router.post("/api/show") { request, context in
+            let body = try await readRequestBody(request, limit: configuration.maxBodyBytes)
+            try Self.checkShowScope(body, principal: context.principal)
+            return try await passThrough(.POST, "/api/show", body: body)
         }
-        router.get("/api/models") { _, _ in try await modelsWithPricing() }
+        router.get("/api/models") { _, context in try await modelsWithPricing(for: context.principal) }
         router.on("/", method: .get) { _, _ in Self.running() }
         router.on("/", method: .head) { _, _ in Self.running() }
     }
@@ -93,11 +96,34 @@ struct OllamaRoutes: Sendable {
         })
     }
 
+    /// `/api/tags` or `/api/ps`: passed through as it is, or, for a key scoped to some models,
+    /// read whole (a listing is small) and cut to those.
+    func listing(_ path: String, for principal: Principal?) async throws -> Response {
+        guard principal?.scope.models != nil else { return try await passThrough(.GET, path) }
+        let response = try await upstream.send(method: .GET, url: configuration.ollamaBaseURL + path)
+        let body = try await upstream.collect(response, limit: 64 << 20)
+        guard response.status.code == 200 else {
+            throw MeteredCall.upstreamError(status: Int(response.status.code), body: body, provider: .ollama)
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
+                        body: .init(byteBuffer: ScopedListing.filterOllamaListing(body, for: principal)))
+    }
+
+    /// `/api/show` of a model outside the key's scope is refused (403) before Ollama is asked.
+    static func checkShowScope(_ body: ByteBuffer, principal: Principal?) throws {
+        guard principal?.scope.models != nil else { return }
+        let object = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any]
+        // Ollama reads `model`, or the older `name`, ignoring the case of the key.
+        let name = object?.first { $0.key.lowercased() == "model" }?.value as? String
+            ?? object?.first { $0.key.lowercased() == "name" }?.value as? String ?? ""
+        guard ScopedListing.allows(principal, ollamaName: name) else { throw GatewayError.forbiddenModel(name) }
+    }
+
     /// `GET /api/models`: what Ollama serves, each with the price it is charged at and the
     /// metadata `sync-models` stored.
-    func modelsWithPricing() async throws -> Response {
+    func modelsWithPricing(for principal: Principal?) async throws -> Response {
         let catalog = ModelCatalog(upstream: upstream, store: store, configuration: configuration)
-        let models = try await catalog.entries()
+        let models = try await catalog.entries().filter { ScopedListing.allows(principal, ollamaName: $0.name) }
         return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
                         body: .init(byteBuffer: JSONText.encode(["models": models.map(\.json)])))
     }

@@ -3,12 +3,13 @@ import HTTPTypes
 import Hummingbird
 import Logging
 
-/// Resolves the API key a request carries to its owner. Deny by default: missing, unknown and
-/// revoked keys are refused; a database failure is a 503, never a pass.
+/// Resolves the API key a request carries to its owner. Deny by default: missing, unknown,
+/// revoked and expired keys are refused; a database failure is a 503, never a pass.
 struct Authenticator: Sendable {
     let store: any Store
     let logger: Logger
     let cache: LookupCache
+    let keyUse: KeyUseRecorder
 
     func authenticate(_ headers: HTTPFields) async throws(GatewayError) -> Principal {
         guard let key = Self.presentedKey(headers) else { throw .missingKey }
@@ -26,6 +27,8 @@ struct Authenticator: Sendable {
         }
         guard let principal else { throw .invalidKey }
         guard !principal.revoked else { throw .revokedKey }
+        guard !principal.isExpired(atMicros: nowMicros()) else { throw .expiredKey }
+        keyUse.record(principal.keyId)
         return principal
     }
 

@@ -99,6 +99,15 @@ public final class GatewayMetrics: Sendable {
     }
 
     func budgetRefused() { budgetRefusals.increment() }
+    /// A request refused by a rate or concurrency limit, by whose limit and which.
+    func rateLimited(_ refusal: LimitRefusal) {
+        let subject = switch refusal.subject {
+        case .key: "key"
+        case .customer: "customer"
+        }
+        Counter(label: "lmsvr_rate_limited_total", dimensions: [("subject", subject), ("limit", refusal.kind.rawValue)],
+                factory: factory).increment()
+    }
     func usageWriteFailed() { usageWriteFailures.increment() }
     func settledWithoutHold() { settlesWithoutHold.increment() }
     /// A settle the database could not take went to the journal.

@@ -34,7 +34,13 @@ struct GatewayMiddleware: RouterMiddleware {
             }
             if !Self.publicPaths.contains(path) {
                 guard !journal.isFull else { throw GatewayError.chargesBacklogged }
-                context.principal = try await authenticator.authenticate(request.headers)
+                let principal = try await authenticator.authenticate(request.headers)
+                // A key scoped to some API families reaches only their routes (its own usage is
+                // every key's to read).
+                if !principal.scope.allows(dialect.family), !SelfServiceRoutes.paths.contains(path) {
+                    throw GatewayError.forbiddenAPI(dialect.family)
+                }
+                context.principal = principal
             }
             response = try await next(request, context)
         } catch let error as GatewayError {

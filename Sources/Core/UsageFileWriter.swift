@@ -1,4 +1,3 @@
-import Core
 import Foundation
 
 /// Writes ledger rows to a file or stdout in an export format (`UsageExport`), in 256 KiB writes.
@@ -8,7 +7,7 @@ import Foundation
 /// are not on disk.
 ///
 /// `@unchecked Sendable`: the store calls the row closure sequentially on one thread.
-final class UsageFileWriter: @unchecked Sendable {
+public final class UsageFileWriter: @unchecked Sendable {
     private let file: UnsafeMutablePointer<FILE>
     private let path: String?
     private let temporaryPath: String?
@@ -18,11 +17,11 @@ final class UsageFileWriter: @unchecked Sendable {
     private var buffer: UnsafeMutablePointer<UInt8>
     private var capacity = UsageFileWriter.flushAt
     private var count = 0
-    private(set) var rows = 0
+    public private(set) var rows = 0
     private var closed = false
     private static let flushAt = 256 * 1024
 
-    init(path: String?, format: UsageExportFormat) throws {
+    public init(path: String?, format: UsageExportFormat) throws {
         self.path = path
         self.format = format
         if let path {
@@ -41,7 +40,7 @@ final class UsageFileWriter: @unchecked Sendable {
     deinit { buffer.deallocate() }
 
     /// Appends one row; throws when the disk refuses it (full, gone), which ends the export.
-    func append(_ row: UsageRecord) throws {
+    public func append(_ row: UsageRecord) throws {
         let bound = UsageExport.maximumBytes(of: row)
         if count + bound > capacity {
             try flush()
@@ -52,7 +51,7 @@ final class UsageFileWriter: @unchecked Sendable {
     }
 
     /// Closes the format, writes everything and, for a file, makes it durable and moves it into place.
-    func finish() throws {
+    public func finish() throws {
         try flush()
         put(format.closing(rows: rows))
         try flush()
@@ -74,7 +73,7 @@ final class UsageFileWriter: @unchecked Sendable {
     }
 
     /// Drops what was written (after a failure).
-    func abandon() {
+    public func abandon() {
         close()
         if let temporaryPath { unlink(temporaryPath) }
     }
@@ -109,7 +108,12 @@ final class UsageFileWriter: @unchecked Sendable {
         capacity = size
     }
 
-    private static func failure(_ what: String) -> CLIError {
-        CLIError.operational("\(what): \(String(cString: strerror(errno)))")
+    private static func failure(_ what: String) -> UsageFileError {
+        UsageFileError(description: "\(what): \(String(cString: strerror(errno)))")
     }
+}
+
+/// A usage file could not be written (the disk refused it).
+public struct UsageFileError: Error, CustomStringConvertible {
+    public var description: String
 }

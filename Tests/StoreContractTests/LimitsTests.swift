@@ -1,0 +1,188 @@
+import Core
+import Foundation
+import SQLStore
+import TestSupport
+import Testing
+
+/// Scoped keys and limits, held to the same results on both backends: SQLite runs the admission
+/// rules in Swift, PostgreSQL in `lmsvr_admit_many`.
+@Suite("Keys and limits")
+struct LimitsTests {
+    /// A customer with one key; returns their ids.
+    func customerWithKey(_ store: any Store, budget: Int64? = nil) async throws -> (customer: Int64, key: Int64) {
+        let customer = try await store.createCustomer(name: "Limited", email: "limited-\(UUID().uuidString)@example.com",
+                                                      monthlyBudget: budget.map(Money.init(nanos:)), nowMicros: nowMicros())
+        let key = try #require(try await store.createKey(customerId: customer.id, name: "k", nowMicros: nowMicros()))
+        return (customer.id, key.record.id)
+    }
+
+    func hold(_ id: String, _ ids: (customer: Int64, key: Int64), amount: Int64 = 1, tokens: Int64 = 0, now: Int64) -> HoldRequest {
+        HoldRequest(holdId: id, customerId: ids.customer, keyId: ids.key, amount: Money(nanos: amount), tokens: tokens,
+                    nowMicros: now, expiresAtMicros: now + 600_000_000, endpoint: "/api/chat", dialect: "ollama",
+                    provider: "ollama", model: "llama3")
+    }
+
+    /// Runs the holds at once; returns the decisions in order.
+    func burst(_ store: any Store, _ requests: [HoldRequest]) async throws -> [HoldDecision] {
+        try await withThrowingTaskGroup(of: (Int, HoldDecision).self) { group in
+            for (i, request) in requests.enumerated() { group.addTask { (i, try await store.hold(request)) } }
+            var out = [HoldDecision?](repeating: nil, count: requests.count)
+            for try await (i, decision) in group { out[i] = decision }
+            return out.map { $0! }
+        }
+    }
+
+    func admitted(_ decisions: [HoldDecision]) -> Int {
+        decisions.filter { if case .admitted = $0 { true } else { false } }.count
+    }
+
+    func refusals(_ decisions: [HoldDecision]) -> [LimitRefusal] {
+        decisions.compactMap { if case .limited(let r) = $0 { r } else { nil } }
+    }
+
+    @Test(arguments: Backend.allCases)
+    func aBurstAgainstARequestLimitAdmitsExactlyThatMany(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store)
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(requestsPerMinute: .some(7)))
+        let now = nowMicros()
+        let decisions = try await burst(store, (0..<40).map { hold("r\($0)", ids, now: now) })
+        #expect(admitted(decisions) == 7)
+        let refused = refusals(decisions)
+        #expect(refused.count == 33)
+        #expect(refused.allSatisfy { $0.subject == .key(ids.key) && $0.kind == .requestsPerMinute && $0.limit == 7 })
+        // The bucket refills one request every 60/7 s: the wait named is exactly that.
+        #expect(refused.allSatisfy { $0.retryAfterMicros == (60_000_000 + 6) / 7 })
+        let refill = now + (60_000_000 + 6) / 7
+        #expect(admitted(try await burst(store, [hold("late1", ids, now: refill - 1)])) == 0)
+        #expect(admitted(try await burst(store, [hold("late2", ids, now: refill), hold("late3", ids, now: refill)])) == 1)
+        // The customer's own limit applies over all its keys, beside the key's.
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(requestsPerMinute: .some(nil)))
+        _ = try await store.setLimits(customerId: ids.customer, LimitChange(requestsPerMinute: .some(2)))
+        let later = refill + 120_000_000
+        let second = try await burst(store, (0..<5).map { hold("c\($0)", ids, now: later) })
+        #expect(admitted(second) == 2)
+        #expect(refusals(second).allSatisfy { $0.subject == .customer(ids.customer) })
+    }
+
+    @Test(arguments: Backend.allCases)
+    func tokensPerMinuteTakeTheBoundAndGiveBackWhatWasNotUsed(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store)
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(tokensPerMinute: .some(1000)))
+        let now = nowMicros()
+        let decisions = try await burst(store, (0..<10).map { hold("t\($0)", ids, tokens: 300, now: now) })
+        #expect(admitted(decisions) == 3)
+        #expect(refusals(decisions).allSatisfy { $0.kind == .tokensPerMinute && $0.retryAfterMicros > 0 })
+        // One of them used 100 of its 300: 200 come back, and a 300 fits again (900 - 200 + 300).
+        let settledId = decisions.indices.first { if case .admitted = decisions[$0] { true } else { false } }!
+        var row = usage("t\(settledId)", customer: ids.customer, cost: 1, at: now, prompt: 60, completion: 40)
+        row.keyId = ids.key
+        _ = try await store.settle(holdId: row.requestId, usage: row)
+        #expect(admitted(try await burst(store, [hold("again", ids, tokens: 300, now: now)])) == 1)
+        #expect(admitted(try await burst(store, [hold("full", ids, tokens: 1, now: now)])) == 0)
+        // A request over the limit on its own can never fit.
+        let tooLarge = refusals(try await burst(store, [hold("huge", ids, tokens: 1001, now: now + 120_000_000)]))
+        #expect(tooLarge.first?.retryAfterMicros == -1)
+        let standing = try #require(try await store.keyStanding(keyId: ids.key, nowMicros: now))
+        #expect(standing.use.tokens == 1000)
+        #expect(standing.use.inFlight == 3)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func concurrencyLimitsCountRequestsInFlight(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store)
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(concurrency: .some(3)))
+        let now = nowMicros()
+        let decisions = try await burst(store, (0..<12).map { hold("f\($0)", ids, now: now) })
+        #expect(admitted(decisions) == 3)
+        #expect(refusals(decisions).allSatisfy { $0.kind == .concurrency && $0.limit == 3 })
+        let first = decisions.indices.first { if case .admitted = decisions[$0] { true } else { false } }!
+        var row = usage("f\(first)", customer: ids.customer, cost: 1, at: now)
+        row.keyId = ids.key
+        _ = try await store.settle(holdId: row.requestId, usage: row)
+        #expect(admitted(try await burst(store, (0..<4).map { hold("g\($0)", ids, now: now) })) == 1)
+        // An expired hold that is released frees its place too.
+        _ = try await store.releaseExpiredHolds(nowMicros: now + 700_000_000, limit: 100)
+        #expect(admitted(try await burst(store, (0..<5).map { hold("h\($0)", ids, now: now + 700_000_000) })) == 3)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func aKeyBudgetSitsInsideItsCustomersBudget(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store, budget: 1000)
+        let other = try #require(try await store.createKey(customerId: ids.customer, name: "other", nowMicros: nowMicros()))
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(monthlyBudget: .some(Money(nanos: 100))))
+        let now = nowMicros()
+        let decisions = try await burst(store, (0..<6).map { hold("b\($0)", ids, amount: 40, now: now) })
+        #expect(admitted(decisions) == 2)
+        for decision in decisions {
+            if case .refused(let status) = decision {
+                #expect(status.keyId == ids.key)
+                #expect(status.budget == Money(nanos: 100))
+                #expect(status.remaining == Money(nanos: 20))
+            }
+        }
+        // The customer's other key still has the customer's room: 1000 - 80.
+        let otherIds = (customer: ids.customer, key: other.record.id)
+        #expect(admitted(try await burst(store, (0..<30).map { hold("o\($0)", otherIds, amount: 40, now: now) })) == 23)
+        // A settle charges the key: 10 spent, 40 held, so one more 40 fits (10 + 40 + 40 ≤ 100).
+        let first = decisions.indices.first { if case .admitted = decisions[$0] { true } else { false } }!
+        var row = usage("b\(first)", customer: ids.customer, cost: 10, at: now)
+        row.keyId = ids.key
+        _ = try await store.settle(holdId: row.requestId, usage: row)
+        let standing = try #require(try await store.keyStanding(keyId: ids.key, nowMicros: now))
+        #expect(standing.spent == Money(nanos: 10))
+        #expect(standing.held == Money(nanos: 40))
+        // The customer's budget now has 1000 - 10 - 40 - 920 = 30 left: the key's room (50) is not enough.
+        let last = try await burst(store, [hold("b-last", ids, amount: 40, now: now)])
+        guard case .refused(let status) = last[0] else { Issue.record("expected a refusal"); return }
+        #expect(status.keyId == nil)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func rotationExpiryAndScopes(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "R", email: "r@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        let now = nowMicros()
+        let created = try #require(try await store.createKey(
+            customerId: customer.id,
+            options: KeyOptions(name: "ci", expiresAtMicros: now + 3_600_000_000,
+                                scope: KeyScope(apis: [.openai, .anthropic], models: ["llama3*", "gpt-4o-mini"])),
+            nowMicros: now))
+        let first = try #require(try await store.principal(forKeyHash: APIKey.hash(created.plaintext)))
+        #expect(first.expiresAtMicros == now + 3_600_000_000)
+        #expect(first.scope.allows(.openai) && !first.scope.allows(.ollama))
+        #expect(first.scope.allows(model: "llama3.2") && first.scope.allows(model: "gpt-4o-mini") && !first.scope.allows(model: "gpt-4o"))
+
+        let rotated = try #require(try await store.rotateKey(id: created.record.id, graceMicros: 60_000_000, nowMicros: now))
+        #expect(rotated.record.id == created.record.id)
+        #expect(rotated.record.scope == created.record.scope)
+        let old = try #require(try await store.principal(forKeyHash: APIKey.hash(created.plaintext)))
+        #expect(old.expiresAtMicros == now + 60_000_000)
+        #expect(old.keyId == created.record.id)
+        let new = try #require(try await store.principal(forKeyHash: APIKey.hash(rotated.plaintext)))
+        #expect(new.expiresAtMicros == now + 3_600_000_000)
+        // A second rotation drops the first secret at once.
+        let again = try #require(try await store.rotateKey(id: created.record.id, graceMicros: 0, nowMicros: now))
+        #expect(try await store.principal(forKeyHash: APIKey.hash(created.plaintext)) == nil)
+        #expect(try await store.principal(forKeyHash: APIKey.hash(rotated.plaintext))?.expiresAtMicros == now)
+        #expect(try await store.principal(forKeyHash: APIKey.hash(again.plaintext)) != nil)
+
+        let cleared = try #require(try await store.setKeyScope(id: created.record.id, apis: .some(nil), models: nil))
+        #expect(cleared.scope.apis == nil)
+        #expect(cleared.scope.models == ["llama3*", "gpt-4o-mini"])
+        _ = try await store.revokeKey(id: created.record.id, nowMicros: now)
+        #expect(try await store.rotateKey(id: created.record.id, graceMicros: 0, nowMicros: now) == nil)
+
+        try await store.recordKeyUse([created.record.id: now + 5])
+        try await store.recordKeyUse([created.record.id: now + 1]) // never moves back
+        #expect(try await store.key(id: created.record.id)?.lastUsedAtMicros == now + 5)
+    }
+}
