@@ -36,8 +36,8 @@ struct KeyView: Encodable {
     var previous_secret_expires_at: String?
     var last_used_at: String?
     /// `null`: every API family / every model.
-    var apis: [String]?
-    var models: [String]?
+    var apis: Nullable<[String]>
+    var models: Nullable<[String]>
     var limits: LimitsView
     /// Present only right after `generate-key` or `rotate-key`.
     var key: String?
@@ -54,8 +54,8 @@ struct KeyView: Encodable {
         expires_at = k.expiresAtMicros.map { Timestamp.iso8601(micros: $0) }
         previous_secret_expires_at = k.previousExpiresAtMicros.map { Timestamp.iso8601(micros: $0) }
         last_used_at = k.lastUsedAtMicros.map { Timestamp.iso8601(micros: $0) }
-        apis = k.scope.apis.map { APIFamily.allCases.filter($0.contains).map(\.rawValue) }
-        models = k.scope.models
+        apis = Nullable(k.scope.apis.map { APIFamily.allCases.filter($0.contains).map(\.rawValue) })
+        models = Nullable(k.scope.models)
         limits = LimitsView(k.limits, budget: k.monthlyBudget)
         key = plaintext
         warning = plaintext == nil ? nil : "Store this key now: it cannot be shown again."
@@ -64,17 +64,30 @@ struct KeyView: Encodable {
 
 /// Limits: each `null` for none.
 struct LimitsView: Encodable {
-    var rpm: Int64?
-    var tpm: Int64?
-    var concurrency: Int64?
+    var rpm: Nullable<Int64>
+    var tpm: Nullable<Int64>
+    var concurrency: Nullable<Int64>
     /// A key's own monthly budget (keys only).
-    var monthly_budget_usd: String?
+    var monthly_budget_usd: Nullable<String>
 
     init(_ limits: RateLimits, budget: Money?) {
-        rpm = limits.requestsPerMinute
-        tpm = limits.tokensPerMinute
-        concurrency = limits.concurrency
-        monthly_budget_usd = budget?.decimalString
+        rpm = Nullable(limits.requestsPerMinute)
+        tpm = Nullable(limits.tokensPerMinute)
+        concurrency = Nullable(limits.concurrency)
+        monthly_budget_usd = Nullable(budget?.decimalString)
+    }
+}
+
+/// An optional written as `null` when absent (plain optionals are left out), where "none" is
+/// an answer worth showing.
+struct Nullable<Value: Encodable>: Encodable {
+    var value: Value?
+
+    init(_ value: Value?) { self.value = value }
+
+    func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        if let value { try container.encode(value) } else { try container.encodeNil() }
     }
 }
 

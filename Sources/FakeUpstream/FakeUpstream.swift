@@ -13,7 +13,7 @@ import NIOCore
 /// - `drip`: the same answer with `dripMillis` between chunks (for streaming and cancel tests);
 /// - `slowstream`: `chunks` words with `dripMillis` between them (long-lived streams for the
 ///   memory benchmark);
-/// - `slow`: waits `slowSeconds` before answering;
+/// - `slow`: waits `slowSeconds` before answering (`/_fake/stats` reports the most waiting at once);
 /// - `error500`: HTTP 500 with Ollama's error body;
 /// - `fail-midstream`: two chunks, then an error line;
 /// - `truncated`: two chunks, then the connection ends without the final chunk;
@@ -61,6 +61,8 @@ public struct FakeUpstream: Sendable {
             var lastChunkSentAt: [String: ContinuousClock.Instant] = [:]
             var lastAuthorization: String?
             var lastBody: [String: String] = [:]
+            var inFlight = 0
+            var maxInFlight = 0
         }
 
         public func calls(_ path: String) -> Int { state.withLockedValue { $0.calls[path] ?? 0 } }
@@ -83,6 +85,16 @@ public struct FakeUpstream: Sendable {
         func recordBody(_ path: String, _ body: [UInt8]) {
             state.withLockedValue { $0.lastBody[path] = String(decoding: body, as: UTF8.self) }
         }
+        /// The most `slow` requests that were waiting at once since the last reset.
+        public var maxInFlight: Int { state.withLockedValue { $0.maxInFlight } }
+        func resetMaxInFlight() { state.withLockedValue { $0.maxInFlight = $0.inFlight } }
+        func enter() {
+            state.withLockedValue {
+                $0.inFlight += 1
+                $0.maxInFlight = max($0.maxInFlight, $0.inFlight)
+            }
+        }
+        func leave() { state.withLockedValue { $0.inFlight -= 1 } }
         func recordCancel() { state.withLockedValue { $0.cancelledStreams += 1 } }
         func recordLastChunk(model: String) { state.withLockedValue { $0.lastChunkSentAt[model] = .now } }
     }
@@ -137,7 +149,10 @@ public struct FakeUpstream: Sendable {
         }
         registerProviders(on: router)
         // For tests that run the fake as a separate process: how many calls it has served.
-        router.get("/_fake/stats") { _, _ in Self.json(.ok, "{\"calls\":\(recorder.totalCalls)}") }
+        router.get("/_fake/stats") { request, _ in
+            if request.uri.queryParameters["reset"] != nil { recorder.resetMaxInFlight() }
+            return Self.json(.ok, "{\"calls\":\(recorder.totalCalls),\"max_in_flight\":\(recorder.maxInFlight)}")
+        }
         return router
     }
 
@@ -153,7 +168,11 @@ public struct FakeUpstream: Sendable {
         guard let name = Self.resolve(requested) else { return Self.error(.notFound, "model '\(requested)' not found") }
         if options.latencyMillis > 0 { try await Task.sleep(for: .milliseconds(options.latencyMillis)) }
         switch name {
-        case "slow": try await Task.sleep(for: .seconds(options.slowSeconds))
+        case "slow":
+            // Counted while it waits: the most at once is what a concurrency limit must bound.
+            recorder.enter()
+            defer { recorder.leave() }
+            try await Task.sleep(for: .seconds(options.slowSeconds))
         case "error500": return Self.error(.internalServerError, "an error was encountered while running the model")
         default: break
         }
