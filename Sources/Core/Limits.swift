@@ -50,19 +50,31 @@ public struct LimitChange: Sendable, Hashable {
 public enum RateBucket {
     public static let unit: Int64 = 60_000_000
 
-    /// The level after `elapsed` microseconds at `limit` per minute (0 without a limit).
+    /// The level after `elapsed` microseconds at `limit` per minute (0 without a limit, and after
+    /// a minute or more), never above the bucket's capacity: a level left above it (the limit
+    /// was lowered, a settle used more than it held) waits at most a minute, never longer.
     public static func drain(_ level: Int64, elapsed: Int64, limit: Int64?) -> Int64 {
-        guard let limit else { return 0 }
-        return max(0, level - min(max(elapsed, 0), unit) * limit)
+        guard let limit, elapsed < unit else { return 0 }
+        return min(max(0, level - max(elapsed, 0) * limit), limit * unit)
     }
 
     /// Whether `amount` more fits a drained `level`; if not, the microseconds until it would
-    /// (-1: never, `amount` alone is over the limit).
+    /// (-1: never, `amount` alone is over the limit). `amount` is at most `RateLimits.maximum + 1`.
     public static func wait(level: Int64, amount: Int64, limit: Int64) -> Int64? {
+        if amount > limit { return -1 }
         let over = level + amount * unit - limit * unit
         guard over > 0 else { return nil }
-        if amount > limit { return -1 }
         return (over + limit - 1) / limit
+    }
+
+    /// What a settle gives back to a bucket: the tokens held but not used (negative: used beyond
+    /// the bound, taken now), scaled by how much of the minute the hold is still in the bucket
+    /// for. A hold a minute old has drained away already; giving its tokens back would let the
+    /// same minute admit them twice. Clamped, so no count can overflow the arithmetic.
+    public static func giveBack(held: Int64, used: Int64, heldForMicros age: Int64) -> Int64 {
+        let unused = max(-RateLimits.maximum, min(RateLimits.maximum, held - min(used, RateLimits.maximum)))
+        guard unused > 0 else { return unused }
+        return unused * max(0, unit - max(age, 0)) / unit
     }
 
     /// How many requests or tokens a drained level stands for (rounded up).

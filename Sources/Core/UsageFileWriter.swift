@@ -50,8 +50,9 @@ public final class UsageFileWriter: @unchecked Sendable {
         rows += 1
     }
 
-    /// Closes the format, writes everything and, for a file, makes it durable and moves it into place.
-    public func finish() throws {
+    /// Closes the format, writes everything and, for a file, makes it durable (unless `durable`
+    /// is false: a scratch file about to be read and removed) and moves it into place.
+    public func finish(durable: Bool = true) throws {
         try flush()
         put(format.closing(rows: rows))
         try flush()
@@ -60,9 +61,10 @@ public final class UsageFileWriter: @unchecked Sendable {
             close()
             return
         }
-        guard fsync(fileno(file)) == 0 else { throw Self.failure("cannot write \(path)") }
+        guard !durable || fsync(fileno(file)) == 0 else { throw Self.failure("cannot write \(path)") }
         guard close() else { throw Self.failure("cannot write \(path)") }
         guard rename(temporaryPath, path) == 0 else { throw Self.failure("cannot move the export into \(path)") }
+        guard durable else { return }
         // The rename itself is durable once the directory is.
         let directory = open((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent,
                              O_RDONLY)

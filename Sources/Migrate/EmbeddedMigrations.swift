@@ -194,8 +194,10 @@ CREATE TABLE rate_state (
     updated_us INTEGER NOT NULL
 );
 
--- The tokens a hold took from the token buckets, given back at settle beyond what was used.
+-- The tokens a hold took from the token buckets (given back at settle beyond what was used), and
+-- what it took from its key's month (0 for holds from before keys had months).
 ALTER TABLE holds ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE holds ADD COLUMN key_nanos INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX holds_key ON holds (key_id);
 CREATE INDEX holds_customer ON holds (customer_id);
 """#),
@@ -799,17 +801,30 @@ CREATE TABLE rate_state (
 );
 
 -- 4. The tokens a hold took from the token buckets (given back at settle beyond what was used),
---    and the indexes that count a key's and a customer's requests in flight.
+--    what it took from its key's month (0 for holds from before this migration, which took
+--    nothing), and the indexes that count a key's and a customer's requests in flight.
 ALTER TABLE holds ADD COLUMN tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE holds ADD COLUMN key_nanos BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX holds_key ON holds (key_id);
 CREATE INDEX holds_customer ON holds (customer_id);
 
--- A bucket level drained over `p_elapsed` microseconds at `p_limit` per minute (0 without a limit;
--- a minute drains any level).
+-- A bucket level drained over `p_elapsed` microseconds at `p_limit` per minute: 0 without a limit
+-- and after a minute or more, never above the bucket's capacity (a level left above it, by a
+-- lowered limit or a settle that used more than it held, waits a minute at most). As
+-- `RateBucket.drain` in Swift.
 CREATE FUNCTION lmsvr_drain(p_level BIGINT, p_elapsed BIGINT, p_limit BIGINT) RETURNS BIGINT
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN p_limit IS NULL THEN 0
-                ELSE GREATEST(0, p_level - LEAST(GREATEST(p_elapsed, 0), 60000000) * p_limit) END
+    SELECT CASE WHEN p_limit IS NULL OR p_elapsed >= 60000000 THEN 0
+                ELSE LEAST(GREATEST(0, p_level - GREATEST(p_elapsed, 0) * p_limit), p_limit * 60000000) END
+$$;
+
+-- What a settle gives back to a token bucket: the tokens held but not used (negative: used
+-- beyond the bound), the unused part scaled by how much of the minute the hold is still in the
+-- bucket for, clamped. As `RateBucket.giveBack` in Swift.
+CREATE FUNCTION lmsvr_give_back(p_held BIGINT, p_used BIGINT, p_age BIGINT) RETURNS BIGINT
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN u <= 0 THEN u ELSE u * GREATEST(0, 60000000 - GREATEST(p_age, 0)) / 60000000 END
+    FROM (SELECT GREATEST(-10000000000, LEAST(10000000000, p_held - LEAST(p_used, 10000000000))) AS u) x
 $$;
 
 -- 5. Admission: lmsvr_hold_many plus the limits, one statement for a batch of any customers'
@@ -861,6 +876,15 @@ BEGIN
              FROM unnest(p_customers) WITH ORDINALITY AS x(customer, idx) GROUP BY x.customer ORDER BY x.customer LOOP
         SELECT monthly_budget_nanos AS budget, customers.rpm, customers.tpm, customers.concurrency INTO cu
             FROM customers WHERE id = c.customer;
+        -- A customer with limits: its rate row first. Unlike the period row it is the same in
+        -- every month, so batches on both sides of a month boundary queue here too.
+        v_rq := 0; v_tk := 0; v_upd := 0; v_flight := 0;
+        IF cu.rpm IS NOT NULL OR cu.tpm IS NOT NULL OR cu.concurrency IS NOT NULL THEN
+            INSERT INTO rate_state (subject, requests, tokens, updated_us) VALUES ('c:' || c.customer, 0, 0, 0)
+                ON CONFLICT (subject) DO NOTHING;
+            SELECT r.requests, r.tokens, r.updated_us INTO v_rq, v_tk, v_upd FROM rate_state r
+                WHERE r.subject = 'c:' || c.customer FOR UPDATE;
+        END IF;
         SELECT b.spent_nanos, b.held_nanos INTO v_s, v_h FROM budget_periods b
             WHERE b.customer_id = c.customer AND b.period = p_period FOR UPDATE;
         IF NOT FOUND THEN
@@ -868,13 +892,6 @@ BEGIN
                 ON CONFLICT (customer_id, period) DO NOTHING;
             SELECT b.spent_nanos, b.held_nanos INTO v_s, v_h FROM budget_periods b
                 WHERE b.customer_id = c.customer AND b.period = p_period FOR UPDATE;
-        END IF;
-        v_rq := 0; v_tk := 0; v_upd := 0; v_flight := 0;
-        IF cu.rpm IS NOT NULL OR cu.tpm IS NOT NULL THEN
-            INSERT INTO rate_state (subject, requests, tokens, updated_us) VALUES ('c:' || c.customer, 0, 0, 0)
-                ON CONFLICT (subject) DO NOTHING;
-            SELECT r.requests, r.tokens, r.updated_us INTO v_rq, v_tk, v_upd FROM rate_state r
-                WHERE r.subject = 'c:' || c.customer FOR UPDATE;
         END IF;
         IF cu.concurrency IS NOT NULL THEN
             SELECT count(*) INTO v_flight FROM holds h WHERE h.customer_id = c.customer;
@@ -892,7 +909,7 @@ BEGIN
                 WHERE kp.key_id = v_kids[j] AND kp.period = p_period FOR UPDATE;
             k_s[j] := v_krq; k_h[j] := v_ktk;
             k_rq[j] := 0; k_tk[j] := 0; k_upd[j] := 0; k_flight[j] := 0; k_any[j] := false;
-            IF kr.rpm IS NOT NULL OR kr.tpm IS NOT NULL THEN
+            IF kr.rpm IS NOT NULL OR kr.tpm IS NOT NULL OR kr.concurrency IS NOT NULL THEN
                 INSERT INTO rate_state (subject, requests, tokens, updated_us) VALUES ('k:' || v_kids[j], 0, 0, 0)
                     ON CONFLICT (subject) DO NOTHING;
                 SELECT r.requests, r.tokens, r.updated_us INTO v_krq, v_ktk, v_wait FROM rate_state r
@@ -908,7 +925,7 @@ BEGIN
         v_any := false;
         FOREACH i IN ARRAY c.idxs LOOP
             j := array_position(v_kids, p_keys[i]);
-            v_now := p_nows[i]; v_amount := p_amounts[i]; v_tok := p_tokens[i];
+            v_now := p_nows[i]; v_amount := p_amounts[i]; v_tok := LEAST(p_tokens[i], 10000000001);
             v_crq := lmsvr_drain(v_rq, v_now - v_upd, cu.rpm);
             v_ctk := lmsvr_drain(v_tk, v_now - v_upd, cu.tpm);
             IF j IS NOT NULL THEN
@@ -983,10 +1000,11 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
-    INSERT INTO holds (id, customer_id, key_id, period, amount_nanos, tokens, created_us, expires_us, endpoint, dialect,
-                       provider, model)
-    SELECT r.id, r.customer, r.key_id, p_period, r.amount, r.tokens, r.now, r.expires, r.endpoint, r.dialect, r.provider,
-           r.model
+    INSERT INTO holds (id, customer_id, key_id, period, amount_nanos, tokens, key_nanos, created_us, expires_us, endpoint,
+                       dialect, provider, model)
+    SELECT r.id, r.customer, r.key_id, p_period, r.amount, LEAST(r.tokens, 10000000001),
+           CASE WHEN EXISTS (SELECT 1 FROM api_keys a WHERE a.id = r.key_id) THEN r.amount ELSE 0 END,
+           r.now, r.expires, r.endpoint, r.dialect, r.provider, r.model
     FROM unnest(p_ids, p_customers, p_amounts, p_tokens, p_keys, p_nows, p_expires, p_endpoints, p_dialects, p_providers,
                 p_models, v_out)
         AS r(id, customer, amount, tokens, key_id, now, expires, endpoint, dialect, provider, model, outcome)
@@ -1006,15 +1024,23 @@ DECLARE
     v_periods TEXT[] := '{}';
     v_held BIGINT[] := '{}';
     v_tokens BIGINT[] := '{}';
+    v_key_held BIGINT[] := '{}';
+    v_created BIGINT[] := '{}';
     v_results TEXT[] := '{}';
+    v_subjects TEXT[];
+    v_credits BIGINT[];
+    v_nows BIGINT[];
+    v_rpms BIGINT[];
+    v_tpms BIGINT[];
 BEGIN
     WITH dropped AS (
         DELETE FROM holds h WHERE h.id IN (SELECT x.request_id FROM jsonb_to_recordset(p_rows) AS x(request_id TEXT))
-        RETURNING h.id, h.period, h.amount_nanos, h.tokens
+        RETURNING h.id, h.period, h.amount_nanos, h.tokens, h.key_nanos, h.created_us
     )
     SELECT COALESCE(array_agg(d.id), '{}'), COALESCE(array_agg(d.period), '{}'), COALESCE(array_agg(d.amount_nanos), '{}'),
-           COALESCE(array_agg(d.tokens), '{}'), COALESCE(array_agg('settled'::TEXT), '{}')
-    INTO v_ids, v_periods, v_held, v_tokens, v_results FROM dropped d;
+           COALESCE(array_agg(d.tokens), '{}'), COALESCE(array_agg(d.key_nanos), '{}'), COALESCE(array_agg(d.created_us), '{}'),
+           COALESCE(array_agg('settled'::TEXT), '{}')
+    INTO v_ids, v_periods, v_held, v_tokens, v_key_held, v_created, v_results FROM dropped d;
 
     FOR r IN SELECT x.request_id, x.start_period FROM jsonb_to_recordset(p_rows) AS x(request_id TEXT, start_period TEXT)
              WHERE NOT (x.request_id = ANY (v_ids)) LOOP
@@ -1031,6 +1057,8 @@ BEGIN
         v_periods := v_periods || v_period;
         v_held := v_held || 0::BIGINT;
         v_tokens := v_tokens || 0::BIGINT;
+        v_key_held := v_key_held || 0::BIGINT;
+        v_created := v_created || 0::BIGINT;
     END LOOP;
 
     INSERT INTO budget_periods AS b (customer_id, period, spent_nanos, held_nanos)
@@ -1052,40 +1080,53 @@ BEGIN
     WHERE d.result <> 'already_settled'
     ORDER BY 1, 2
     ON CONFLICT (key_id, period) DO NOTHING;
+    PERFORM 1 FROM key_periods k
+        JOIN unnest(v_ids, v_periods, v_results) AS d(id, period, result) ON k.period = d.period
+        JOIN jsonb_to_recordset(p_rows) AS x(request_id TEXT, key_id BIGINT) ON x.request_id = d.id AND k.key_id = x.key_id
+        WHERE d.result <> 'already_settled'
+        ORDER BY k.key_id, k.period FOR UPDATE OF k;
     UPDATE key_periods k SET held_nanos = GREATEST(0, k.held_nanos - n.held), spent_nanos = k.spent_nanos + n.cost
     FROM (
         SELECT x.key_id, d.period, SUM(d.held) AS held, SUM(x.cost_nanos) AS cost
-        FROM unnest(v_ids, v_periods, v_held, v_results) AS d(id, period, held, result)
+        FROM unnest(v_ids, v_periods, v_key_held, v_results) AS d(id, period, held, result)
         JOIN jsonb_to_recordset(p_rows) AS x(request_id TEXT, key_id BIGINT, cost_nanos BIGINT) ON x.request_id = d.id
         WHERE d.result <> 'already_settled' AND x.key_id IS NOT NULL
         GROUP BY x.key_id, d.period
     ) n
     WHERE k.key_id = n.key_id AND k.period = n.period;
 
-    -- Token buckets: subjects with a rate row and a token limit, in subject order.
-    UPDATE rate_state s SET
-        tokens = GREATEST(0, lmsvr_drain(s.tokens, n.now - s.updated_us, n.tpm) - n.credit * 60000000),
-        requests = lmsvr_drain(s.requests, n.now - s.updated_us, n.rpm),
-        updated_us = GREATEST(s.updated_us, n.now)
+    -- Token buckets: subjects with a rate row and a token limit, locked in subject order.
+    SELECT COALESCE(array_agg(g.subject ORDER BY g.subject), '{}'), COALESCE(array_agg(g.credit ORDER BY g.subject), '{}'),
+           COALESCE(array_agg(g.now ORDER BY g.subject), '{}'), COALESCE(array_agg(g.rpm ORDER BY g.subject), '{}'),
+           COALESCE(array_agg(g.tpm ORDER BY g.subject), '{}')
+    INTO v_subjects, v_credits, v_nows, v_rpms, v_tpms
     FROM (
-        SELECT t.subject, SUM(t.credit) AS credit, MAX(t.now) AS now, MAX(t.rpm) AS rpm, MAX(t.tpm) AS tpm
+        SELECT t.subject, SUM(t.credit)::BIGINT AS credit, MAX(t.now) AS now, MAX(t.rpm) AS rpm, MAX(t.tpm) AS tpm
         FROM (
-            SELECT 'c:' || x.customer_id AS subject, d.tokens - x.prompt_tokens - x.completion_tokens AS credit,
+            SELECT 'c:' || x.customer_id AS subject,
+                   lmsvr_give_back(d.tokens, LEAST(x.prompt_tokens, 10000000000) + LEAST(x.completion_tokens, 10000000000), x.created_us - d.created) AS credit,
                    x.created_us AS now, c.rpm, c.tpm
-            FROM unnest(v_ids, v_tokens, v_results) AS d(id, tokens, result)
+            FROM unnest(v_ids, v_tokens, v_created, v_results) AS d(id, tokens, created, result)
             JOIN jsonb_to_recordset(p_rows) AS x(request_id TEXT, customer_id BIGINT, prompt_tokens BIGINT,
                 completion_tokens BIGINT, created_us BIGINT) ON x.request_id = d.id
             JOIN customers c ON c.id = x.customer_id
             WHERE d.result = 'settled' AND d.tokens > 0 AND c.tpm IS NOT NULL
             UNION ALL
-            SELECT 'k:' || x.key_id, d.tokens - x.prompt_tokens - x.completion_tokens, x.created_us, a.rpm, a.tpm
-            FROM unnest(v_ids, v_tokens, v_results) AS d(id, tokens, result)
+            SELECT 'k:' || x.key_id, lmsvr_give_back(d.tokens, LEAST(x.prompt_tokens, 10000000000) + LEAST(x.completion_tokens, 10000000000), x.created_us - d.created),
+                   x.created_us, a.rpm, a.tpm
+            FROM unnest(v_ids, v_tokens, v_created, v_results) AS d(id, tokens, created, result)
             JOIN jsonb_to_recordset(p_rows) AS x(request_id TEXT, key_id BIGINT, prompt_tokens BIGINT,
                 completion_tokens BIGINT, created_us BIGINT) ON x.request_id = d.id
             JOIN api_keys a ON a.id = x.key_id
             WHERE d.result = 'settled' AND d.tokens > 0 AND a.tpm IS NOT NULL
         ) t GROUP BY t.subject
-    ) n
+    ) g;
+    PERFORM 1 FROM rate_state s WHERE s.subject = ANY (v_subjects) ORDER BY s.subject FOR UPDATE;
+    UPDATE rate_state s SET
+        tokens = GREATEST(0, lmsvr_drain(s.tokens, n.now - s.updated_us, n.tpm) - n.credit * 60000000),
+        requests = lmsvr_drain(s.requests, n.now - s.updated_us, n.rpm),
+        updated_us = GREATEST(s.updated_us, n.now)
+    FROM unnest(v_subjects, v_credits, v_nows, v_rpms, v_tpms) AS n(subject, credit, now, rpm, tpm)
     WHERE s.subject = n.subject;
 
     INSERT INTO usage (request_id, customer_id, key_id, endpoint, dialect, provider, model, http_status, outcome,

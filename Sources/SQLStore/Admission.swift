@@ -40,6 +40,7 @@ struct Admission {
 
     /// Decides one request and, if admitted, takes its share.
     mutating func admit(amount: Int64, tokens: Int64, now: Int64) -> Outcome {
+        let tokens = min(tokens, RateLimits.maximum + 1) // past every limit already; keeps the arithmetic in range
         let c = customer.drained(now), k = key?.drained(now)
         if let limit = customer.limits.concurrency, customer.inFlight >= limit {
             return .limited(code: "customer_concurrency", limit: limit, retryAfterMicros: 1_000_000)

@@ -47,11 +47,12 @@ extension SQLStore {
             }
             try c.execute(
                 """
-                INSERT INTO holds (id, customer_id, key_id, period, amount_nanos, tokens, created_us, expires_us, endpoint, \
-                dialect, provider, model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                INSERT INTO holds (id, customer_id, key_id, period, amount_nanos, tokens, key_nanos, created_us, expires_us, \
+                endpoint, dialect, provider, model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                 """,
                 .text(request.holdId), .int(request.customerId), .optional(request.keyId), .text(p),
-                .int(request.amount.nanos), .int(request.tokens), .int(request.nowMicros), .int(request.expiresAtMicros),
+                .int(request.amount.nanos), .int(min(request.tokens, RateLimits.maximum + 1)),
+                .int(admission.key == nil ? 0 : request.amount.nanos), .int(request.nowMicros), .int(request.expiresAtMicros),
                 .text(request.endpoint), .text(request.dialect), .text(request.provider), .text(request.model))
             return .admitted(period: period)
         }
@@ -111,13 +112,18 @@ extension SQLStore {
                 // The usual case: the hold is there. Deleting it takes its row lock, so a racing
                 // settle of the same request waits here and then finds it gone.
                 if let hold = try c.execute(
-                    "DELETE FROM holds WHERE id = $1 RETURNING customer_id, period, amount_nanos, tokens", .text(holdId)).first {
+                    "DELETE FROM holds WHERE id = $1 RETURNING customer_id, period, amount_nanos, tokens, key_nanos, created_us",
+                    .text(holdId)).first {
                     let period = try hold.text(1), amount = try hold.int(2), tokens = try hold.int(3)
                     try c.execute(
                         "UPDATE budget_periods SET held_nanos = held_nanos - $3, spent_nanos = spent_nanos + $4 WHERE customer_id = $1 AND period = $2",
                         .int(try hold.int(0)), .text(period), .int(amount), .int(usage.cost.nanos))
-                    try Self.chargeKey(c, usage, period: period, released: amount)
-                    if tokens > 0 { try Self.returnTokens(c, usage, unused: tokens - usage.promptTokens - usage.completionTokens) }
+                    try Self.chargeKey(c, usage, period: period, released: try hold.int(4))
+                    if tokens > 0 {
+                        try Self.returnTokens(c, usage, credit: RateBucket.giveBack(
+                            held: tokens, used: min(usage.promptTokens, RateLimits.maximum) + min(usage.completionTokens, RateLimits.maximum),
+                            heldForMicros: usage.createdAtMicros - (try hold.int(5))))
+                    }
                     var row = usage
                     row.held = Money(nanos: amount)
                     try Self.insertUsage(c, row, period: period)
@@ -173,9 +179,9 @@ extension SQLStore {
             """, .int(keyId), .text(period), .int(released), .int(usage.cost.nanos))
     }
 
-    /// Gives the tokens a hold took but did not use back to the token buckets of its key and its
-    /// customer (takes more if it used more), as `lmsvr_settle` does on PostgreSQL.
-    static func returnTokens(_ c: any SQLConnection, _ usage: UsageRecord, unused: Int64) throws {
+    /// Gives `credit` tokens (`RateBucket.giveBack`) back to the token buckets of the request's
+    /// key and customer (takes them if negative), as `lmsvr_settle` does on PostgreSQL.
+    static func returnTokens(_ c: any SQLConnection, _ usage: UsageRecord, credit: Int64) throws {
         var subjects: [(String, String, Int64)] = [("c:\(usage.customerId)", "customers", usage.customerId)]
         if let keyId = usage.keyId { subjects.append(("k:\(keyId)", "api_keys", keyId)) }
         for (subject, table, id) in subjects {
@@ -185,7 +191,7 @@ extension SQLStore {
                                             .text(subject)).first else { continue }
             let elapsed = usage.createdAtMicros - (try state.int(2))
             let requests = RateBucket.drain(try state.int(0), elapsed: elapsed, limit: try limits.optionalInt(0))
-            let tokens = max(0, RateBucket.drain(try state.int(1), elapsed: elapsed, limit: tpm) - unused * RateBucket.unit)
+            let tokens = max(0, RateBucket.drain(try state.int(1), elapsed: elapsed, limit: tpm) - credit * RateBucket.unit)
             try c.execute("UPDATE rate_state SET requests = $2, tokens = $3, updated_us = $4 WHERE subject = $1",
                           .text(subject), .int(requests), .int(tokens), .int(max(try state.int(2), usage.createdAtMicros)))
         }
@@ -231,7 +237,7 @@ extension SQLStore {
                 guard let h = try c.execute(
                     """
                     DELETE FROM holds WHERE id = $1 AND expires_us < $2 RETURNING customer_id, key_id, period, amount_nanos, \
-                    endpoint, dialect, provider, model, created_us
+                    endpoint, dialect, provider, model, created_us, key_nanos
                     """, .text(id), .int(nowMicros)).first
                 else { return false }
                 let customerId = try h.int(0), period = try h.text(2), amount = try h.int(3)
@@ -241,7 +247,7 @@ extension SQLStore {
                 if let keyId = try h.optionalInt(1) {
                     try c.execute(
                         "UPDATE key_periods SET held_nanos = CASE WHEN held_nanos > $3 THEN held_nanos - $3 ELSE 0 END WHERE key_id = $1 AND period = $2",
-                        .int(keyId), .text(period), .int(amount))
+                        .int(keyId), .text(period), .int(try h.int(9)))
                 }
                 let usage = UsageRecord(
                     requestId: id, customerId: customerId, keyId: try h.optionalInt(1), endpoint: try h.text(4),

@@ -185,4 +185,42 @@ struct LimitsTests {
         try await store.recordKeyUse([created.record.id: now + 1]) // never moves back
         #expect(try await store.key(id: created.record.id)?.lastUsedAtMicros == now + 5)
     }
+
+    @Test(arguments: Backend.allCases)
+    func aLoweredLimitOrAnOversizedRequestNeverLocksASubjectOut(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store)
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(requestsPerMinute: .some(1000), tokensPerMinute: .some(1000)))
+        let now = nowMicros()
+        #expect(admitted(try await burst(store, (0..<50).map { hold("l\($0)", ids, now: now) })) == 50)
+        // Lowered far below what the bucket holds: the wait is at most a minute, and a minute
+        // later the key is served again.
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(requestsPerMinute: .some(10)))
+        let refused = refusals(try await burst(store, [hold("low", ids, now: now + 1)]))
+        #expect(refused.count == 1 && refused[0].retryAfterMicros <= 60_000_000)
+        #expect(admitted(try await burst(store, [hold("later", ids, now: now + 60_000_001)])) == 1)
+        // A bound far past every limit (an image-heavy prompt, say) is refused for good, and
+        // the arithmetic does not overflow.
+        let huge = refusals(try await burst(store, [hold("huge", ids, tokens: Int64.max / 2, now: now + 120_000_000)]))
+        #expect(huge.first?.kind == .tokensPerMinute && huge.first?.retryAfterMicros == -1)
+    }
+
+    @Test(arguments: Backend.allCases)
+    func aSettleGivesBackOnlyWhatIsStillInTheBucket(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store)
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(tokensPerMinute: .some(1000)))
+        let now = nowMicros()
+        #expect(admitted(try await burst(store, [hold("old", ids, tokens: 1000, now: now)])) == 1)
+        // A minute later the bucket has drained that hold's share: a burst of 1000 fits, and the
+        // old request settling unused must not give its 1000 back a second time.
+        let later = now + 60_000_000
+        #expect(admitted(try await burst(store, [hold("new", ids, tokens: 1000, now: later)])) == 1)
+        var row = usage("old", customer: ids.customer, cost: 1, at: later, prompt: 0, completion: 0)
+        row.keyId = ids.key
+        _ = try await store.settle(holdId: row.requestId, usage: row)
+        #expect(admitted(try await burst(store, [hold("extra", ids, tokens: 1, now: later)])) == 0)
+    }
 }

@@ -7,7 +7,12 @@ import SQLiteStore
 
 /// Measures hold+settle pairs per second against a real store.
 ///
-///     store-bench <database-url> [--tasks 16] [--pairs 4000] [--customers 1] [--shared]
+///     store-bench <database-url> [--tasks 16] [--pairs 4000] [--customers 1] [--shared] [--no-keys] [--limits]
+///
+/// Every request carries a key of its customer (one key each), as the gateway's do, so the key's
+/// month row is part of the path; `--no-keys` leaves it out (as before keys had months).
+/// `--limits` gives every key and customer requests-per-minute, tokens-per-minute and concurrency
+/// limits far above what the run reaches, so their bookkeeping is measured, never a refusal.
 ///
 /// `--shared` reuses the customers `bench-shared-N@example.com`, so several processes run at
 /// once (as replicas would) contend for the same rows.
@@ -53,6 +58,19 @@ struct StoreBench {
             }
         }
         let customerIds = ids
+        var keys: [Int64?] = Array(repeating: nil, count: ids.count)
+        if !args.contains("--no-keys") {
+            for (i, customer) in ids.enumerated() {
+                keys[i] = try await store.createKey(customerId: customer, name: "bench", nowMicros: nowMicros())!.record.id
+                if args.contains("--limits") {
+                    let generous = LimitChange(requestsPerMinute: .some(1_000_000_000), tokensPerMinute: .some(1_000_000_000),
+                                               concurrency: .some(1_000_000))
+                    _ = try await store.setLimits(keyId: keys[i]!, generous)
+                    _ = try await store.setLimits(customerId: customer, generous)
+                }
+            }
+        }
+        let keyIds = keys
         let start = DispatchTime.now().uptimeNanoseconds
         // Each pair's duration (hold + settle), in microseconds: what the budget path adds to a request.
         let durations = try await withThrowingTaskGroup(of: [Int64].self) { group in
@@ -62,13 +80,14 @@ struct StoreBench {
                     for n in 0..<(pairs / tasks) {
                         let pairStart = DispatchTime.now().uptimeNanoseconds
                         let id = "\(run)-\(t)-\(n)"
-                        let customer = customerIds[(t * 7919 + n) % customerIds.count]
+                        let index = (t * 7919 + n) % customerIds.count
+                        let customer = customerIds[index], key = keyIds[index]
                         let now = nowMicros()
-                        let hold = HoldRequest(holdId: id, customerId: customer, keyId: nil, amount: Money(nanos: 10_000_000),
-                                               nowMicros: now, expiresAtMicros: now + 600_000_000, endpoint: "/api/chat",
+                        let hold = HoldRequest(holdId: id, customerId: customer, keyId: key, amount: Money(nanos: 10_000_000),
+                                               tokens: 100, nowMicros: now, expiresAtMicros: now + 600_000_000, endpoint: "/api/chat",
                                                dialect: "ollama", provider: "ollama", model: "bench")
                         guard case .admitted = try await store.hold(hold) else { fatalError("refused") }
-                        let usage = UsageRecord(requestId: id, customerId: customer, keyId: nil, endpoint: "/api/chat",
+                        let usage = UsageRecord(requestId: id, customerId: customer, keyId: key, endpoint: "/api/chat",
                                                 dialect: "ollama", provider: "ollama", model: "bench", httpStatus: 200,
                                                 outcome: .ok, cost: Money(nanos: 10_000_000),
                                                 price: ModelPrice(perRequest: Money(nanos: 10_000_000)),

@@ -37,7 +37,9 @@ CREATE TABLE rate_state (
     updated_us INTEGER NOT NULL
 );
 
--- The tokens a hold took from the token buckets, given back at settle beyond what was used.
+-- The tokens a hold took from the token buckets (given back at settle beyond what was used), and
+-- what it took from its key's month (0 for holds from before keys had months).
 ALTER TABLE holds ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE holds ADD COLUMN key_nanos INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX holds_key ON holds (key_id);
 CREATE INDEX holds_customer ON holds (customer_id);

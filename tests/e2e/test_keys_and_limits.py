@@ -169,6 +169,14 @@ def test_scopes_in_all_three_dialects(gateway):
     r = httpx.post(gateway.base + "/api/chat", json=CHAT, headers=auth)
     assert r.status_code == 403 and "llama3" in r.json()["error"]
     assert httpx.get(gateway.base + "/v1/models", headers=auth).status_code == 403
+    # A path that routes elsewhere than it reads (empty or dot segments) is no way around the scope.
+    for path in ("//v1/chat/completions", "/v1//chat/completions", "/./v1/chat/completions", "/api/../v1/chat/completions"):
+        r = httpx.post(gateway.base + path, json=dict(CHAT, model="mistral"), headers=auth)
+        assert r.status_code in (403, 404), path
+    # /api/show reads the model as Ollama does; two keys equal but for case are refused.
+    r = httpx.post(gateway.base + "/api/show", content=b'{"model":"mistral","Model":"llama3"}', headers=auth)
+    assert r.status_code == 400
+    assert httpx.post(gateway.base + "/api/show", json={"MODEL": "llama3"}, headers=auth).status_code == 403
     # Refusals by scope come before any hold: only the one admitted request is in the ledger.
     assert [row["outcome"] for row in gateway.ledger(customer)] == ["ok"]
 

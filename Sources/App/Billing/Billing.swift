@@ -70,6 +70,8 @@ struct Billing: Sendable {
         async throws(GatewayError) -> Ticket
     {
         // Scope first: a model the key may not use is refused before anything is held or written.
+        // The family is checked on the path by the middleware too; this is the call's own.
+        guard principal.scope.allows(plan.dialect.family) else { throw .forbiddenAPI(plan.dialect.family) }
         guard principal.scope.allows(model: plan.model) else { throw .forbiddenModel(plan.model) }
         let (price, source) = try await self.price(for: plan.model)
         let imageTokens = BillingPolicy.imageTokens(plan.model, configuration)
@@ -85,7 +87,7 @@ struct Billing: Sendable {
                                     cacheWrites: BillingPolicy.holdCacheWrites(plan.provider, promptBound: promptBound))
             let now = nowMicros()
             let request = HoldRequest(holdId: requestId, customerId: principal.customerId, keyId: principal.keyId,
-                                      amount: amount, tokens: promptBound + (output ?? 0) * plan.choices, nowMicros: now,
+                                      amount: amount, tokens: Self.tokenBound(promptBound, output, plan.choices), nowMicros: now,
                                       expiresAtMicros: now + Int64(configuration.holdExpirySeconds) * 1_000_000,
                                       endpoint: plan.endpoint, dialect: plan.dialect.rawValue,
                                       provider: plan.provider.rawValue, model: plan.model)
@@ -114,12 +116,28 @@ struct Billing: Sendable {
                 await recordRefusal(ticket, status: 402, outcome: .budgetExceeded)
                 throw .budgetExceeded(status)
             case .limited(let refusal):
+                // A bound over the token limit by itself can never fit: with a smaller output
+                // bound it may (as a budget refusal lowers it). A request that waits for room does not.
+                if attempt < 4, refusal.kind == .tokensPerMinute, refusal.retryAfterMicros < 0, let current = output,
+                   case let fitted = min(current - 1, (refusal.limit - promptBound) / max(plan.choices, 1)), fitted >= 1 {
+                    output = fitted
+                    continue
+                }
                 metrics.rateLimited(refusal)
                 await recordRefusal(ticket, status: 429, outcome: .rateLimited)
                 throw .rateLimited(refusal)
             }
         }
         preconditionFailure("the hold loop returns or throws")
+    }
+
+    /// The most tokens a call can use, for tokens-per-minute limits: clamped just past the
+    /// largest limit, so that no bound (an image-heavy prompt, say) can overflow the arithmetic.
+    static func tokenBound(_ promptBound: Int64, _ output: Int64?, _ choices: Int64) -> Int64 {
+        let cap = RateLimits.maximum + 1
+        let (outputs, o1) = (output ?? 0).multipliedReportingOverflow(by: choices)
+        let (total, o2) = promptBound.addingReportingOverflow(outputs)
+        return o1 || o2 ? cap : min(total, cap)
     }
 
     /// Writes a refused request to the ledger at no cost (a failure to write is counted and

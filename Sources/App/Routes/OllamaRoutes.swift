@@ -101,7 +101,7 @@ struct OllamaRoutes: Sendable {
     func listing(_ path: String, for principal: Principal?) async throws -> Response {
         guard principal?.scope.models != nil else { return try await passThrough(.GET, path) }
         let response = try await upstream.send(method: .GET, url: configuration.ollamaBaseURL + path)
-        let body = try await upstream.collect(response, limit: 64 << 20)
+        let body = try await upstream.collect(response, limit: 8 << 20)
         guard response.status.code == 200 else {
             throw MeteredCall.upstreamError(status: Int(response.status.code), body: body, provider: .ollama)
         }
@@ -110,13 +110,20 @@ struct OllamaRoutes: Sendable {
     }
 
     /// `/api/show` of a model outside the key's scope is refused (403) before Ollama is asked.
+    /// The body is read as Ollama reads it (keys ignoring case, the last one winning) and
+    /// refused when two keys collide ignoring case, so what is checked is what Ollama shows.
     static func checkShowScope(_ body: ByteBuffer, principal: Principal?) throws {
         guard principal?.scope.models != nil else { return }
-        let object = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any]
-        // Ollama reads `model`, or the older `name`, ignoring the case of the key.
-        let name = object?.first { $0.key.lowercased() == "model" }?.value as? String
-            ?? object?.first { $0.key.lowercased() == "name" }?.value as? String ?? ""
-        guard ScopedListing.allows(principal, ollamaName: name) else { throw GatewayError.forbiddenModel(name) }
+        let parsed = Result { () throws(JSONError) in try JSONDocument.parse(Array(buffer: body), limits: .request) }
+        guard case .success(let document) = parsed else {
+            if case .failure(let error) = parsed { throw GatewayError.invalidRequest(MeteredRequest.message(error)) }
+            return
+        }
+        let root = document.root
+        // Ollama shows `model`, or the older `name` when `model` is empty: both must be allowed.
+        for name in [root.field("model")?.string, root.field("name")?.string].compactMap({ $0 }) where !name.isEmpty {
+            guard ScopedListing.allows(principal, ollamaName: name) else { throw GatewayError.forbiddenModel(name) }
+        }
     }
 
     /// `GET /api/models`: what Ollama serves, each with the price it is charged at and the

@@ -14,9 +14,18 @@ struct SelfServiceRoutes: Sendable {
 
     /// Open to every valid key, whatever API families its scope names.
     static let paths: Set<String> = ["/v1/usage", "/v1/usage/export"]
-    /// Exports run at once per process, at most: each holds a database connection while it reads.
-    static let maxConcurrentExports = 2
-    private static let runningExports = NIOLockedValueBox(0)
+    /// Exports at once per process, and per customer: each holds a database connection while it
+    /// reads and a scratch file until its response has been read.
+    static let maxConcurrentExports = 4
+    static let maxExportsPerCustomer = 1
+    /// The longest range one export covers.
+    static let maxExportDays = 366
+    private static let runningExports = NIOLockedValueBox<[Int64: Int]>([:])
+    /// A directory only this process can read (0700), made on first use.
+    private static let scratchDirectory: String? = {
+        var template = Array((NSTemporaryDirectory() + "/lmsvr-exports-XXXXXX").utf8CString)
+        return template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map { String(cString: $0) }
+    }()
 
     func register(on router: Router<GatewayContext>) {
         router.get("/v1/usage") { _, context in try await summary(context) }
@@ -99,30 +108,29 @@ struct SelfServiceRoutes: Sendable {
         let start = try day("start", default: UTCDay(year: today.year, month: today.month, day: 1)!)
         let end = try day("end", default: today)
         guard start <= end else { throw GatewayError.invalidRequest("start must not be after end") }
-
-        let admitted = Self.runningExports.withLockedValue { running -> Bool in
-            guard running < Self.maxConcurrentExports else { return false }
-            running += 1
-            return true
+        guard end.daysSinceEpoch - start.daysSinceEpoch < Self.maxExportDays else {
+            throw GatewayError.invalidRequest("an export covers at most \(Self.maxExportDays) days: split the range")
         }
-        guard admitted else {
+        guard let directory = Self.scratchDirectory else { throw GatewayError.internalError("no scratch directory for exports") }
+        guard Self.claimSlot(principal.customerId) else {
             throw GatewayError.rateLimited(LimitRefusal(subject: .customer(principal.customerId), kind: .concurrency,
-                                                        limit: Int64(Self.maxConcurrentExports), retryAfterMicros: 1_000_000,
+                                                        limit: Int64(Self.maxExportsPerCustomer), retryAfterMicros: 1_000_000,
                                                         requestedTokens: 0))
         }
-        defer { Self.runningExports.withLockedValue { $0 -= 1 } }
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lmsvr-export-\(context.requestId).\(formatText)").path
-        let writer: UsageFileWriter
+        // The slot is held until the response has been read (or abandoned), not just written.
+        var slotHandedOver = false
+        defer { if !slotHandedOver { Self.releaseSlot(principal.customerId) } }
+        let path = directory + "/\(context.requestId).\(formatText)"
+        let writer = try UsageFileWriter(path: path, format: format)
         do {
-            writer = try UsageFileWriter(path: path, format: format)
             _ = try await store.exportUsage(customerId: principal.customerId, range: DayRange(start: start, end: end)) {
                 try writer.append($0)
             }
-            try writer.finish()
-        } catch let error as StoreError {
-            throw error.isOutage ? GatewayError.databaseUnavailable : GatewayError.internalError("the export failed")
+            try writer.finish(durable: false)
         } catch {
+            writer.abandon()
             unlink(path)
+            if let error = error as? StoreError, error.isOutage { throw GatewayError.databaseUnavailable }
             throw GatewayError.internalError("the export could not be written")
         }
         // Opened, then unlinked: the file goes away when the response ends, however it ends.
@@ -131,11 +139,16 @@ struct SelfServiceRoutes: Sendable {
         guard descriptor >= 0 else { throw GatewayError.internalError("the export could not be read") }
         let file = FileDescriptorBox(descriptor)
         let contentType = format == .csv ? "text/csv; charset=utf-8" : "application/json"
+        let customerId = principal.customerId
+        slotHandedOver = true
         return Response(status: .ok, headers: [
             .contentType: contentType,
             .contentDisposition: "attachment; filename=\"usage-\(start)-\(end).\(formatText)\"",
         ], body: ResponseBody { writer in
-            defer { file.close() }
+            defer {
+                file.close()
+                Self.releaseSlot(customerId)
+            }
             while true {
                 let chunk = try await NIOThreadPool.singleton.runIfActive { file.read(upTo: 256 << 10) }
                 guard !chunk.isEmpty else { break }
@@ -143,6 +156,22 @@ struct SelfServiceRoutes: Sendable {
             }
             try await writer.finish(nil)
         })
+    }
+
+    static func claimSlot(_ customerId: Int64) -> Bool {
+        runningExports.withLockedValue { running in
+            guard running.values.reduce(0, +) < maxConcurrentExports, running[customerId, default: 0] < maxExportsPerCustomer
+            else { return false }
+            running[customerId, default: 0] += 1
+            return true
+        }
+    }
+
+    static func releaseSlot(_ customerId: Int64) {
+        runningExports.withLockedValue { running in
+            running[customerId, default: 1] -= 1
+            if running[customerId] == 0 { running[customerId] = nil }
+        }
     }
 }
 

@@ -29,6 +29,9 @@ struct GatewayMiddleware: RouterMiddleware {
         let dialect = Dialect.of(path: path, headers: request.headers)
         var response: Response
         do {
+            // The router skips empty segments, so `//v1/chat/completions` would reach the OpenAI
+            // route while its path reads as Ollama's: a path must be what it routes as.
+            guard Self.isCanonical(path) else { throw GatewayError.routeNotFound(path) }
             if Self.forbiddenPrefixes.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
                 throw GatewayError.forbiddenRoute(path)
             }
@@ -65,6 +68,16 @@ struct GatewayMiddleware: RouterMiddleware {
             ])
         }
         return response
+    }
+
+    /// No empty, `.` or `..` segment (a trailing `/` aside): the dialect, the scope and the
+    /// forbidden prefixes are read from the path, so it must name the route it reaches.
+    static func isCanonical(_ path: String) -> Bool {
+        var segments = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()
+        if segments.count > 1, segments.last?.isEmpty == true { segments = segments.dropLast() }
+        return segments.allSatisfy { segment in
+            !segment.isEmpty && !segment.elementsEqual(".".utf8) && !segment.elementsEqual("..".utf8)
+        } || path == "/"
     }
 
     /// Hummingbird's own errors (no route, body too large, bad method) in our vocabulary.
