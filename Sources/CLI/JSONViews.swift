@@ -111,16 +111,17 @@ struct KeyStandingView: Encodable {
     var key_id: Int64
     var prefix: String
     var name: String?
-    var spent_usd: String
-    var held_usd: String
+    /// Kept only while the key has its own budget (`null` without one).
+    var spent_usd: Nullable<String>
+    var held_usd: Nullable<String>
     var use: LimitUseView
 
     init(_ s: KeyStanding) {
         key_id = s.key.id
         prefix = s.key.displayPrefix
         name = s.key.name
-        spent_usd = s.spent.decimalString
-        held_usd = s.held.decimalString
+        spent_usd = Nullable(s.spent?.decimalString)
+        held_usd = Nullable(s.held?.decimalString)
         use = LimitUseView(s.use, budget: s.key.monthlyBudget)
     }
 }

@@ -40,7 +40,7 @@ struct CheckBudget: AsyncParsableCommand, DatabaseCommand {
         Output.printTable(
             ["KEY", "PREFIX", "SPENT", "HELD", "KEY BUDGET", "LIMITS", "IN USE"],
             keys.map { k in
-                [String(k.key.id), k.key.displayPrefix + "…", k.spent.description, k.held.description,
+                [String(k.key.id), k.key.displayPrefix + "…", k.spent?.description ?? "-", k.held?.description ?? "-",
                  k.key.monthlyBudget?.description ?? "-", LimitText.describe(k.key.limits, budget: nil),
                  "\(k.use.inFlight) in flight, \(k.use.requests) req and \(k.use.tokens) tok in the last minute"]
             },

@@ -105,11 +105,13 @@ public struct LimitUse: Sendable, Hashable, Codable {
 public struct KeyStanding: Sendable, Hashable, Codable {
     public var key: KeyRecord
     public var period: BudgetPeriod
-    public var spent: Money
-    public var held: Money
+    /// What the key spent and holds this month: kept only while it has its own budget (`nil`
+    /// without one; the customer's figures count every key).
+    public var spent: Money?
+    public var held: Money?
     public var use: LimitUse
 
-    public init(key: KeyRecord, period: BudgetPeriod, spent: Money, held: Money, use: LimitUse) {
+    public init(key: KeyRecord, period: BudgetPeriod, spent: Money?, held: Money?, use: LimitUse) {
         self.key = key
         self.period = period
         self.spent = spent

@@ -11,20 +11,43 @@ extension SQLStore {
         // one of the two fsyncs a request costs. PostgreSQL commits it durably regardless.
         return try await write(durable: false) { c in
             // BEGIN IMMEDIATE serialises writers on SQLite, so reading the state and then writing
-            // it back is exact. (PostgreSQL runs the same rules in `lmsvr_admit_many`.)
+            // it back is exact. (PostgreSQL runs the same rules in `lmsvr_admit_many`.) The
+            // customer, its month and the key's limits come in one statement: keys and customers
+            // without limits cost one statement more than a plain budget hold, not five.
             let p = period.description
-            guard let customerRow = try c.execute(
-                "SELECT monthly_budget_nanos, rpm, tpm, concurrency FROM customers WHERE id = $1", .int(request.customerId)).first
+            guard let row = try c.execute(
+                """
+                SELECT c.monthly_budget_nanos, c.rpm, c.tpm, c.concurrency, b.spent_nanos, b.held_nanos, \
+                k.monthly_budget_nanos, k.rpm, k.tpm, k.concurrency, k.id FROM customers c \
+                LEFT JOIN budget_periods b ON b.customer_id = c.id AND b.period = $2 \
+                LEFT JOIN api_keys k ON k.id = $3 AND k.customer_id = c.id WHERE c.id = $1
+                """, .int(request.customerId), .text(p), .optional(request.keyId)).first
             else { throw SQLError.other("no customer with id \(request.customerId)") }
-            var admission = Admission(customer: try Self.subject(customerRow))
-            try Self.loadPeriod(c, &admission.customer, table: "budget_periods", column: "customer_id", id: request.customerId, period: p)
-            try Self.loadUse(c, &admission.customer, subject: "c:\(request.customerId)", column: "customer_id", id: request.customerId)
-            if let keyId = request.keyId, let keyRow = try c.execute(
-                "SELECT monthly_budget_nanos, rpm, tpm, concurrency FROM api_keys WHERE id = $1", .int(keyId)).first {
-                var key = try Self.subject(keyRow)
-                try Self.loadPeriod(c, &key, table: "key_periods", column: "key_id", id: keyId, period: p)
-                try Self.loadUse(c, &key, subject: "k:\(keyId)", column: "key_id", id: keyId)
-                admission.key = key
+            var admission = Admission(customer: try Self.subject(row, at: 0))
+            if let spent = try row.optionalInt(4) {
+                admission.customer.spent = spent
+                admission.customer.held = try row.int(5)
+            } else {
+                try c.execute("INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0)",
+                              .int(request.customerId), .text(p))
+            }
+            try Self.loadUse(c, &admission.customer, subject: "c:\(request.customerId)", customerId: request.customerId, keyId: nil)
+            let keyId = try row.optionalInt(10)
+            if let keyId {
+                var key = try Self.subject(row, at: 6)
+                if key.budget != nil || !key.limits.isEmpty {
+                    if key.budget != nil {
+                        try c.execute(
+                            "INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT DO NOTHING",
+                            .int(keyId), .text(p))
+                        let month = try c.execute("SELECT spent_nanos, held_nanos FROM key_periods WHERE key_id = $1 AND period = $2",
+                                                  .int(keyId), .text(p))[0]
+                        key.spent = try month.int(0)
+                        key.held = try month.int(1)
+                    }
+                    try Self.loadUse(c, &key, subject: "k:\(keyId)", customerId: request.customerId, keyId: keyId)
+                    admission.key = key
+                }
             }
             switch admission.admit(amount: request.amount.nanos, tokens: request.tokens, now: request.nowMicros) {
             case .budget:
@@ -40,44 +63,44 @@ extension SQLStore {
             case .admitted:
                 break
             }
-            try Self.store(c, admission.customer, table: "budget_periods", column: "customer_id", id: request.customerId,
-                           period: p, subject: "c:\(request.customerId)")
-            if let key = admission.key, let keyId = request.keyId {
-                try Self.store(c, key, table: "key_periods", column: "key_id", id: keyId, period: p, subject: "k:\(keyId)")
+            try c.execute("UPDATE budget_periods SET held_nanos = $3 WHERE customer_id = $1 AND period = $2",
+                          .int(request.customerId), .text(p), .int(admission.customer.held))
+            try Self.storeBucket(c, admission.customer, subject: "c:\(request.customerId)")
+            var keyShare: Int64 = 0
+            if let key = admission.key, let keyId {
+                if key.budget != nil {
+                    try c.execute("UPDATE key_periods SET held_nanos = $3 WHERE key_id = $1 AND period = $2",
+                                  .int(keyId), .text(p), .int(key.held))
+                    keyShare = request.amount.nanos
+                }
+                try Self.storeBucket(c, key, subject: "k:\(keyId)")
             }
+            // Tokens are recorded only where a token limit took them: the settle gives them back.
+            let tokenLimited = admission.customer.limits.tokensPerMinute != nil || admission.key?.limits.tokensPerMinute != nil
             try c.execute(
                 """
                 INSERT INTO holds (id, customer_id, key_id, period, amount_nanos, tokens, key_nanos, created_us, expires_us, \
                 endpoint, dialect, provider, model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                 """,
                 .text(request.holdId), .int(request.customerId), .optional(request.keyId), .text(p),
-                .int(request.amount.nanos), .int(min(request.tokens, RateLimits.maximum + 1)),
-                .int(admission.key == nil ? 0 : request.amount.nanos), .int(request.nowMicros), .int(request.expiresAtMicros),
+                .int(request.amount.nanos), .int(tokenLimited ? min(request.tokens, RateLimits.maximum + 1) : 0),
+                .int(keyShare), .int(request.nowMicros), .int(request.expiresAtMicros),
                 .text(request.endpoint), .text(request.dialect), .text(request.provider), .text(request.model))
             return .admitted(period: period)
         }
     }
 
-    /// A subject's limits from `monthly_budget_nanos, rpm, tpm, concurrency`.
-    static func subject(_ row: SQLRow) throws -> Admission.Subject {
-        Admission.Subject(limits: RateLimits(requestsPerMinute: try row.optionalInt(1), tokensPerMinute: try row.optionalInt(2),
-                                             concurrency: try row.optionalInt(3)),
-                          budget: try row.optionalInt(0).map(Money.init(nanos:)))
-    }
-
-    /// Its month's spent and held (the row is made if missing).
-    static func loadPeriod(_ c: any SQLConnection, _ s: inout Admission.Subject, table: String, column: String, id: Int64,
-                           period: String) throws {
-        try c.execute("INSERT INTO \(table) (\(column), period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT DO NOTHING",
-                      .int(id), .text(period))
-        let row = try c.execute("SELECT spent_nanos, held_nanos FROM \(table) WHERE \(column) = $1 AND period = $2",
-                                .int(id), .text(period))[0]
-        s.spent = try row.int(0)
-        s.held = try row.int(1)
+    /// A subject's limits from `monthly_budget_nanos, rpm, tpm, concurrency` starting at `column`.
+    static func subject(_ row: SQLRow, at column: Int) throws -> Admission.Subject {
+        Admission.Subject(limits: RateLimits(requestsPerMinute: try row.optionalInt(column + 1),
+                                             tokensPerMinute: try row.optionalInt(column + 2),
+                                             concurrency: try row.optionalInt(column + 3)),
+                          budget: try row.optionalInt(column).map(Money.init(nanos:)))
     }
 
     /// Its bucket levels and requests in flight, where it has limits that need them.
-    static func loadUse(_ c: any SQLConnection, _ s: inout Admission.Subject, subject: String, column: String, id: Int64) throws {
+    static func loadUse(_ c: any SQLConnection, _ s: inout Admission.Subject, subject: String, customerId: Int64,
+                        keyId: Int64?) throws {
         if s.hasBucket, let row = try c.execute("SELECT requests, tokens, updated_us FROM rate_state WHERE subject = $1",
                                                 .text(subject)).first {
             s.requests = try row.int(0)
@@ -85,21 +108,26 @@ extension SQLStore {
             s.updatedMicros = try row.int(2)
         }
         if s.limits.concurrency != nil {
-            s.inFlight = try c.execute("SELECT count(*) FROM holds WHERE \(column) = $1", .int(id))[0].int(0)
+            s.inFlight = try inFlight(c, customerId: customerId, keyId: keyId)
         }
     }
 
-    /// Writes back what an admitted request took.
-    static func store(_ c: any SQLConnection, _ s: Admission.Subject, table: String, column: String, id: Int64,
-                      period: String, subject: String) throws {
-        try c.execute("UPDATE \(table) SET held_nanos = $3 WHERE \(column) = $1 AND period = $2", .int(id), .text(period), .int(s.held))
-        if s.hasBucket {
-            try c.execute(
-                """
-                INSERT INTO rate_state (subject, requests, tokens, updated_us) VALUES ($1, $2, $3, $4) \
-                ON CONFLICT (subject) DO UPDATE SET requests = excluded.requests, tokens = excluded.tokens, updated_us = excluded.updated_us
-                """, .text(subject), .int(s.requests), .int(s.tokens), .int(s.updatedMicros))
+    /// Requests in flight (open holds) of a customer, or of one of its keys (index `holds_customer_key`).
+    static func inFlight(_ c: any SQLConnection, customerId: Int64, keyId: Int64?) throws -> Int64 {
+        if let keyId {
+            return try c.execute("SELECT count(*) FROM holds WHERE customer_id = $1 AND key_id = $2", .int(customerId), .int(keyId))[0].int(0)
         }
+        return try c.execute("SELECT count(*) FROM holds WHERE customer_id = $1", .int(customerId))[0].int(0)
+    }
+
+    /// Writes back the bucket levels an admitted request took.
+    static func storeBucket(_ c: any SQLConnection, _ s: Admission.Subject, subject: String) throws {
+        guard s.hasBucket else { return }
+        try c.execute(
+            """
+            INSERT INTO rate_state (subject, requests, tokens, updated_us) VALUES ($1, $2, $3, $4) \
+            ON CONFLICT (subject) DO UPDATE SET requests = excluded.requests, tokens = excluded.tokens, updated_us = excluded.updated_us
+            """, .text(subject), .int(s.requests), .int(s.tokens), .int(s.updatedMicros))
     }
 
     public func settle(holdId: String, usage: UsageRecord) async throws -> SettleResult {
@@ -118,7 +146,8 @@ extension SQLStore {
                     try c.execute(
                         "UPDATE budget_periods SET held_nanos = held_nanos - $3, spent_nanos = spent_nanos + $4 WHERE customer_id = $1 AND period = $2",
                         .int(try hold.int(0)), .text(period), .int(amount), .int(usage.cost.nanos))
-                    try Self.chargeKey(c, usage, period: period, released: try hold.int(4))
+                    let keyShare = try hold.int(4)
+                    if keyShare > 0 { try Self.chargeKey(c, usage, period: period, released: keyShare) }
                     if tokens > 0 {
                         try Self.returnTokens(c, usage, credit: RateBucket.giveBack(
                             held: tokens, used: min(usage.promptTokens, RateLimits.maximum) + min(usage.completionTokens, RateLimits.maximum),
@@ -164,14 +193,10 @@ extension SQLStore {
         try insertUsage(c, row, period: period)
     }
 
-    /// Charges the key's month (made if missing: a hold from before keys had months took nothing
-    /// from it, so what it releases never takes the key's held amount below 0).
+    /// Charges the key's month, if it has one (a key has one while it has a budget). What the
+    /// hold took from it (`released`) is given back; the floor at 0 is a guard, never reached.
     static func chargeKey(_ c: any SQLConnection, _ usage: UsageRecord, period: String, released: Int64) throws {
-        guard let keyId = usage.keyId,
-              try !c.execute("SELECT 1 FROM api_keys WHERE id = $1", .int(keyId)).isEmpty else { return }
-        try c.execute(
-            "INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) ON CONFLICT DO NOTHING",
-            .int(keyId), .text(period))
+        guard let keyId = usage.keyId else { return }
         try c.execute(
             """
             UPDATE key_periods SET held_nanos = CASE WHEN held_nanos > $3 THEN held_nanos - $3 ELSE 0 END, \
@@ -244,7 +269,7 @@ extension SQLStore {
                 try c.execute(
                     "UPDATE budget_periods SET held_nanos = held_nanos - $3 WHERE customer_id = $1 AND period = $2",
                     .int(customerId), .text(period), .int(amount))
-                if let keyId = try h.optionalInt(1) {
+                if let keyId = try h.optionalInt(1), try h.int(9) > 0 {
                     try c.execute(
                         "UPDATE key_periods SET held_nanos = CASE WHEN held_nanos > $3 THEN held_nanos - $3 ELSE 0 END WHERE key_id = $1 AND period = $2",
                         .int(keyId), .text(period), .int(try h.int(9)))

@@ -95,13 +95,29 @@ extension SQLStore {
     }
 
     public func setLimits(keyId: Int64, _ change: LimitChange) async throws -> KeyRecord? {
-        try await write { c in
+        let period = BudgetPeriod(containingMicros: nowMicros()).description
+        return try await write { c in
             let rows = try c.execute(
                 "UPDATE api_keys SET \(Self.limitAssignments(budget: true)) WHERE id = $1 RETURNING \(Self.keyColumns)",
                 [.int(keyId)] + Self.limitBinds(change))
             guard let row = rows.first else { return nil }
+            let key = try Self.key(from: row)
+            if key.monthlyBudget != nil {
+                // A key's month is kept while it has a budget; a budget set mid-month starts from
+                // what the key already spent this month, in the ledger. The customer's period row
+                // is taken first (as settles take it before the key's), so no settle of this key
+                // can land between the sum and the row.
+                try c.execute("UPDATE budget_periods SET held_nanos = held_nanos WHERE customer_id = $1 AND period = $2",
+                              .int(key.customerId), .text(period))
+                try c.execute(
+                    """
+                    INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) \
+                    SELECT $1, $2, COALESCE(SUM(cost_nanos), 0), 0 FROM usage WHERE customer_id = $3 AND period = $2 AND key_id = $1 \
+                    ON CONFLICT (key_id, period) DO NOTHING
+                    """, .int(keyId), .text(period), .int(key.customerId))
+            }
             try c.notifyChange(ChangeNotice.key(keyId).payload)
-            return try Self.key(from: row)
+            return key
         }
     }
 

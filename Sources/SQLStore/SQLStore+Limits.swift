@@ -6,11 +6,15 @@ extension SQLStore {
         return try await read { c in
             guard let key = try c.execute("SELECT \(Self.keyColumns) FROM api_keys WHERE id = $1", .int(keyId)).first.map(Self.key)
             else { return nil }
-            let month = try c.execute("SELECT spent_nanos, held_nanos FROM key_periods WHERE key_id = $1 AND period = $2",
-                                      .int(keyId), .text(period.description)).first
-            return KeyStanding(key: key, period: period, spent: Money(nanos: try month?.int(0) ?? 0),
-                               held: Money(nanos: try month?.int(1) ?? 0),
-                               use: try Self.limitUse(c, key.limits, subject: "k:\(keyId)", column: "key_id", id: keyId, now: nowMicros))
+            // A key's month is kept only while it has a budget.
+            let month = key.monthlyBudget == nil ? nil : try c.execute(
+                "SELECT spent_nanos, held_nanos FROM key_periods WHERE key_id = $1 AND period = $2",
+                .int(keyId), .text(period.description)).first
+            return KeyStanding(key: key, period: period,
+                               spent: key.monthlyBudget == nil ? nil : Money(nanos: try month?.int(0) ?? 0),
+                               held: key.monthlyBudget == nil ? nil : Money(nanos: try month?.int(1) ?? 0),
+                               use: try Self.limitUse(c, key.limits, subject: "k:\(keyId)", customerId: key.customerId, keyId: keyId,
+                                                      now: nowMicros))
         }
     }
 
@@ -18,13 +22,13 @@ extension SQLStore {
         try await read { c in
             guard let customer = try c.execute("SELECT \(Self.customerColumns) FROM customers WHERE id = $1", .int(customerId))
                 .first.map(Self.customer) else { return nil }
-            return try Self.limitUse(c, customer.limits, subject: "c:\(customerId)", column: "customer_id", id: customerId,
+            return try Self.limitUse(c, customer.limits, subject: "c:\(customerId)", customerId: customerId, keyId: nil,
                                      now: nowMicros)
         }
     }
 
     /// A subject's buckets drained to now, and its requests in flight.
-    static func limitUse(_ c: any SQLConnection, _ limits: RateLimits, subject: String, column: String, id: Int64,
+    static func limitUse(_ c: any SQLConnection, _ limits: RateLimits, subject: String, customerId: Int64, keyId: Int64?,
                          now: Int64) throws -> LimitUse {
         var requests: Int64 = 0, tokens: Int64 = 0
         if let state = try c.execute("SELECT requests, tokens, updated_us FROM rate_state WHERE subject = $1", .text(subject)).first {
@@ -32,7 +36,7 @@ extension SQLStore {
             requests = RateBucket.used(level: RateBucket.drain(try state.int(0), elapsed: elapsed, limit: limits.requestsPerMinute))
             tokens = RateBucket.used(level: RateBucket.drain(try state.int(1), elapsed: elapsed, limit: limits.tokensPerMinute))
         }
-        let inFlight = try c.execute("SELECT count(*) FROM holds WHERE \(column) = $1", .int(id))[0].int(0)
+        let inFlight = try Self.inFlight(c, customerId: customerId, keyId: keyId)
         return LimitUse(limits: limits, requests: requests, tokens: tokens, inFlight: inFlight)
     }
 }

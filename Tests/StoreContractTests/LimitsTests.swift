@@ -223,4 +223,24 @@ struct LimitsTests {
         _ = try await store.settle(holdId: row.requestId, usage: row)
         #expect(admitted(try await burst(store, [hold("extra", ids, tokens: 1, now: later)])) == 0)
     }
+
+    @Test(arguments: Backend.allCases)
+    func aKeyBudgetSetMidMonthStartsFromWhatTheKeySpent(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store, budget: 1000)
+        let now = nowMicros()
+        for i in 0..<3 {
+            #expect(admitted(try await burst(store, [hold("m\(i)", ids, amount: 20, now: now)])) == 1)
+            var row = usage("m\(i)", customer: ids.customer, cost: 10, at: now)
+            row.keyId = ids.key
+            _ = try await store.settle(holdId: row.requestId, usage: row)
+        }
+        // Without a budget the key's month is not kept; with one, it starts from the ledger.
+        #expect(try await store.keyStanding(keyId: ids.key, nowMicros: now)?.spent == nil)
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(monthlyBudget: .some(Money(nanos: 50))))
+        #expect(try await store.keyStanding(keyId: ids.key, nowMicros: now)?.spent == Money(nanos: 30))
+        #expect(admitted(try await burst(store, [hold("over", ids, amount: 21, now: now)])) == 0)
+        #expect(admitted(try await burst(store, [hold("fits", ids, amount: 20, now: now)])) == 1)
+    }
 }

@@ -18,7 +18,8 @@ ALTER TABLE customers ADD COLUMN rpm INTEGER CHECK (rpm IS NULL OR rpm > 0);
 ALTER TABLE customers ADD COLUMN tpm INTEGER CHECK (tpm IS NULL OR tpm > 0);
 ALTER TABLE customers ADD COLUMN concurrency INTEGER CHECK (concurrency IS NULL OR concurrency > 0);
 
--- What each key spent and holds per month, beside its customer's budget_periods row.
+-- What a key with its own budget spent and holds per month, beside its customer's budget_periods
+-- row (set-limits starts it from the ledger when a budget is set).
 CREATE TABLE key_periods (
     key_id      INTEGER NOT NULL REFERENCES api_keys (id),
     period      TEXT    NOT NULL,
@@ -41,5 +42,5 @@ CREATE TABLE rate_state (
 -- what it took from its key's month (0 for holds from before keys had months).
 ALTER TABLE holds ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE holds ADD COLUMN key_nanos INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX holds_key ON holds (key_id);
-CREATE INDEX holds_customer ON holds (customer_id);
+-- One index counts both: a key's holds are its customer's holds with that key.
+CREATE INDEX holds_customer_key ON holds (customer_id, key_id);

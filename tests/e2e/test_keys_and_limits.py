@@ -86,7 +86,9 @@ def test_a_concurrency_limit_bounds_requests_in_flight_at_the_upstream(replicas)
 
 
 def test_a_token_limit_admits_exactly_what_the_bounds_fit(replicas):
-    customer, _ = replicas.customer(budget=None)
+    # Token-priced, so the budget holds the same bound the token limit takes.
+    replicas.cli("set-pricing", "slow", "0", "0", "--input-per-1m", "1", "--output-per-1m", "2")
+    customer, _ = replicas.customer(budget="100.00")
     key_id, key = key_for(replicas, customer)
     body = dict(CHAT, model="slow", options={"num_predict": 50})
     # A limit of 1 token refuses the request for good and names its bound.
@@ -103,6 +105,10 @@ def test_a_token_limit_admits_exactly_what_the_bounds_fit(replicas):
     usage = httpx.get(f"http://127.0.0.1:{replicas.ports[1]}/v1/usage", headers={"Authorization": f"Bearer {key}"}).json()
     assert usage["key"]["limits"]["tokens_per_minute"] == 3 * bound - 1
     assert usage["key"]["limits"]["tokens_in_last_minute"] < bound
+    rows = replicas.cli("export-usage", str(customer))
+    charged = [r for r in rows if r["outcome"] == "ok"]
+    assert len(charged) == 2 and all(float(r["cost_usd"]) > 0 for r in charged)
+    assert replicas.cli("check-budget", str(customer))["held_nanos"] == 0
 
 
 def test_expired_and_rotated_out_keys_are_refused_by_both_replicas(replicas):
@@ -131,6 +137,32 @@ def test_expired_and_rotated_out_keys_are_refused_by_both_replicas(replicas):
     for port in replicas.ports:
         assert httpx.get(f"http://127.0.0.1:{port}/api/version",
                          headers={"Authorization": f"Bearer {rotated['key']}"}).status_code == 200
+
+
+def test_a_narrowed_scope_reaches_both_replicas_as_fast_as_a_revocation(replicas):
+    customer, _ = replicas.customer(budget=None)
+    key_id, key = key_for(replicas, customer)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def until_both(client, status: int) -> float:
+        started = time.perf_counter()
+        pending = set(replicas.ports)
+        while pending:
+            for port in list(pending):
+                if client.get(f"http://127.0.0.1:{port}/api/version", headers=headers).status_code == status:
+                    pending.discard(port)
+            assert time.perf_counter() - started < 5, "a replica kept an old scope"
+        return (time.perf_counter() - started) * 1000
+
+    delays = []
+    with httpx.Client(timeout=10) as client:
+        for _ in range(30):
+            until_both(client, 200)  # both have the key cached with every API allowed
+            replicas.cli("set-scopes", str(key_id), "--apis", "openai")
+            delays.append(until_both(client, 403))
+            replicas.cli("set-scopes", str(key_id), "--apis", "none")
+    delays.sort()
+    print(f"\nscope narrowed until both replicas refuse: p50 {delays[len(delays) // 2]:.2f} ms, max of 30 {delays[-1]:.2f} ms")
 
 
 # MARK: one gateway

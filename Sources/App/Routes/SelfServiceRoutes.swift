@@ -76,14 +76,16 @@ struct SelfServiceRoutes: Sendable {
     static func json(_ standing: KeyStanding) -> [String: Any] {
         let key = standing.key
         var remaining: Any = NSNull()
-        if let budget = key.monthlyBudget { remaining = (budget - standing.spent - standing.held).decimalString }
+        if let budget = key.monthlyBudget, let spent = standing.spent, let held = standing.held {
+            remaining = (budget - spent - held).decimalString
+        }
         return [
             "id": key.id, "name": key.name ?? NSNull(), "prefix": key.displayPrefix,
             "expires_at": key.expiresAtMicros.map { Timestamp.iso8601(micros: $0) } ?? NSNull(),
             "apis": key.scope.apis.map { APIFamily.allCases.filter($0.contains).map(\.rawValue) } ?? NSNull(),
             "models": key.scope.models ?? NSNull(),
-            "budget_usd": key.monthlyBudget?.decimalString ?? NSNull(), "spent_usd": standing.spent.decimalString,
-            "held_usd": standing.held.decimalString, "remaining_usd": remaining, "limits": json(standing.use),
+            "budget_usd": key.monthlyBudget?.decimalString ?? NSNull(), "spent_usd": standing.spent?.decimalString ?? NSNull(),
+            "held_usd": standing.held?.decimalString ?? NSNull(), "remaining_usd": remaining, "limits": json(standing.use),
         ]
     }
 
