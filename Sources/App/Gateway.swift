@@ -18,6 +18,8 @@ public struct Gateway: Sendable {
     public let journal: SettleJournal
     /// When keys were last used, written in batches.
     public let keyUse = KeyUseRecorder()
+    /// The Ollama servers and which one serves each call.
+    public let ollama: OllamaPool
 
     public init(configuration: Configuration, store: any Store, upstream: UpstreamClient, journal: SettleJournal,
                 logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) {
@@ -28,6 +30,7 @@ public struct Gateway: Sendable {
         self.logger = logger
         self.metrics = metrics
         self.cache = LookupCache(ttlSeconds: configuration.cacheTTLSeconds, onReconnect: { metrics.listenerReconnected() })
+        self.ollama = OllamaPool(servers: configuration.ollamaServers, upstream: upstream, metrics: metrics, logger: logger)
     }
 
     /// The router with all routes and the gateway middleware.
@@ -39,17 +42,20 @@ public struct Gateway: Sendable {
                                                  maxBodyBytes: configuration.maxBodyBytes))
         let billing = Billing(store: store, configuration: configuration, logger: logger, metrics: metrics, cache: cache,
                               liveHolds: liveHolds, journal: journal)
-        let metered = MeteredCall(billing: billing, upstream: upstream)
-        router.get("/metrics") { [metrics, store, journal] _, _ in
+        let metered = MeteredCall(billing: billing, upstream: upstream, ollama: ollama)
+        router.get("/metrics") { [metrics, store, journal, ollama] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(pool: store.poolStatistics, journal: journal))))
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(pool: store.poolStatistics, journal: journal,
+                                                                                  ollama: ollama))))
         }
-        HealthRoutes(store: store, upstream: upstream, journal: journal, configuration: configuration).register(on: router)
-        OllamaRoutes(upstream: upstream, metered: metered, store: store, configuration: configuration).register(on: router)
-        let modelRouter = ModelRouter(upstream: upstream, configuration: configuration, logger: logger)
+        HealthRoutes(store: store, upstream: upstream, journal: journal, configuration: configuration, ollama: ollama)
+            .register(on: router)
+        OllamaRoutes(upstream: upstream, metered: metered, store: store, configuration: configuration, ollama: ollama)
+            .register(on: router)
+        let modelRouter = ModelRouter(upstream: upstream, configuration: configuration, logger: logger, ollama: ollama)
         OpenAIRoutes(metered: metered, router: modelRouter, configuration: configuration).register(on: router)
         AnthropicRoutes(metered: metered, router: modelRouter, configuration: configuration).register(on: router)
-        ModelListRoutes(upstream: upstream, store: store, configuration: configuration).register(on: router)
+        ModelListRoutes(upstream: upstream, store: store, configuration: configuration, ollama: ollama).register(on: router)
         SelfServiceRoutes(store: store).register(on: router)
         return router
     }
@@ -68,7 +74,8 @@ public struct Gateway: Sendable {
                                     interval: .seconds(max(1, min(30, configuration.holdExpirySeconds / 4)))),
                        HoldKeeper(store: store, holds: liveHolds, expiry: .seconds(configuration.holdExpirySeconds),
                                   logger: logger),
-                       KeyUseFlusher(recorder: keyUse, store: store, interval: .seconds(30), logger: logger)],
+                       KeyUseFlusher(recorder: keyUse, store: store, interval: .seconds(30), logger: logger),
+                       OllamaPoolMonitor(pool: ollama, interval: .seconds(configuration.ollamaCheckIntervalSeconds))],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
     }

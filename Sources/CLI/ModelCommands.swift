@@ -12,18 +12,17 @@ struct ListModels: AsyncParsableCommand, DatabaseCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
-        let configuration = try database.configuration()
         let (entries, ollamaError) = try await withModelCatalog(database) { try await $0.listing() }
         if let ollamaError {
-            // One line, and the priced models anyway: exit 0, the listing is what was asked for.
+            // One line, and the models anyway: exit 0, the listing is what was asked for.
             FileHandle.standardError.write(Data(
-                "warning: could not reach Ollama at \(configuration.ollamaBaseURL) (\(ollamaError)); listing priced models only\n".utf8))
+                "warning: could not reach Ollama at \(ollamaError); listing what the other servers serve and every priced model\n".utf8))
         }
         if output.json { return try Output.printJSON(entries.map { ModelView($0) }) }
         Output.printTable(
             ["MODEL", "OLLAMA", "PRICING", "PER REQUEST", "PER MODEL", "INPUT/1M", "OUTPUT/1M", "CONTEXT"],
             entries.map {
-                [$0.name, $0.servedByOllama ? "served" : "not served",
+                [$0.name, $0.servedByOllama ? (($0.tag?["servers"] as? [String])?.joined(separator: " ") ?? "served") : "not served",
                  $0.priceSource == .configured ? "priced" : "default price", $0.price.perRequest.description,
                  $0.price.perModel.description, $0.price.inputPer1M.description, $0.price.outputPer1M.description,
                  $0.metadata?.contextLength.map(String.init) ?? ""]
@@ -92,6 +91,8 @@ struct MetadataView: Encodable {
 struct ModelView: Encodable {
     var name: String
     var served_by_ollama: Bool
+    /// The Ollama servers that list it.
+    var servers: [String]
     var pricing_source: String
     var per_request_usd: String
     var per_model_usd: String
@@ -102,6 +103,7 @@ struct ModelView: Encodable {
     init(_ e: ModelCatalog.Entry) {
         name = e.name
         served_by_ollama = e.servedByOllama
+        servers = (e.tag?["servers"] as? [String]) ?? []
         pricing_source = e.priceSource.rawValue
         per_request_usd = e.price.perRequest.decimalString
         per_model_usd = e.price.perModel.decimalString

@@ -13,7 +13,12 @@ public struct Configuration: Sendable {
     public var databaseDirectURL: String?
     /// How the pool's connections reach PostgreSQL (see `DatabasePoolMode`).
     public var databasePoolMode: DatabasePoolMode
-    public var ollamaBaseURL: String
+    /// The Ollama servers (`OLLAMA_BASE_URL`, comma-separated, each `URL[;weight=N]`).
+    public var ollamaServers: [OllamaServer]
+    /// The first Ollama server: where the CLI's model commands look first.
+    public var ollamaBaseURL: String { ollamaServers[0].url }
+    /// How often the servers' health, models and loaded models are checked (several servers only).
+    public var ollamaCheckIntervalSeconds: Int
     public var openAIAPIKey: String?
     public var openAIBaseURL: String
     public var anthropicAPIKey: String?
@@ -95,6 +100,7 @@ public struct Configuration: Sendable {
         "DATABASE_DIRECT_URL": "",
         "DATABASE_POOL_MODE": "session",
         "OLLAMA_BASE_URL": "http://localhost:11434",
+        "OLLAMA_CHECK_INTERVAL_SECONDS": "5",
         "OPENAI_API_KEY": "",
         "OPENAI_BASE_URL": "https://api.openai.com/v1",
         "ANTHROPIC_API_KEY": "",
@@ -166,7 +172,8 @@ public struct Configuration: Sendable {
             throw ConfigurationError(variable: "DATABASE_POOL_MODE", message: "'\(value("DATABASE_POOL_MODE"))' is not session or transaction")
         }
         self.databasePoolMode = poolMode
-        self.ollamaBaseURL = try url("OLLAMA_BASE_URL")
+        self.ollamaServers = try OllamaServer.parseList(value("OLLAMA_BASE_URL"))
+        self.ollamaCheckIntervalSeconds = try integer("OLLAMA_CHECK_INTERVAL_SECONDS", 1...3600)
         self.openAIAPIKey = optional("OPENAI_API_KEY")
         self.openAIBaseURL = try url("OPENAI_BASE_URL")
         self.anthropicAPIKey = optional("ANTHROPIC_API_KEY")

@@ -41,6 +41,11 @@ public struct FakeUpstream: Sendable {
         public var runawayChunks = 500
         /// The most chunks the `big` model sends.
         public var bigChunks = 16_000
+        /// Only these models (short names, magic ones included), listed in `/api/tags`: one of
+        /// several servers with different model sets. nil: the usual three, and every magic model.
+        public var models: [String]?
+        /// What `/api/ps` lists as loaded.
+        public var loaded: [String] = []
 
         public init() {}
     }
@@ -115,17 +120,17 @@ public struct FakeUpstream: Sendable {
         }
         router.get("/api/tags") { request, _ in
             recorder.record("/api/tags", authorization: request.headers[.authorization])
-            return Self.json(.ok, Self.tagsBody)
+            return Self.json(.ok, options.models.map { Self.tagsBody(for: $0.map { $0 + ":latest" }) } ?? Self.tagsBody)
         }
         router.get("/api/ps") { request, _ in
             recorder.record("/api/ps", authorization: request.headers[.authorization])
-            return Self.json(.ok, #"{"models":[]}"#)
+            return Self.json(.ok, Self.tagsBody(for: options.loaded.map { $0 + ":latest" }))
         }
         router.post("/api/show") { request, _ in
             recorder.record("/api/show", authorization: request.headers[.authorization])
             let body = try await read(request, "/api/show")
             let name = body?.field("model")?.string ?? body?.field("name")?.string ?? ""
-            guard let model = Self.resolve(name) else { return Self.error(.notFound, "model '\(name)' not found") }
+            guard let model = resolve(name) else { return Self.error(.notFound, "model '\(name)' not found") }
             return Self.json(.ok, Self.showBody(model + ":latest"))
         }
         router.post("/api/chat") { request, _ in try await generate(request, chat: true) }
@@ -134,7 +139,7 @@ public struct FakeUpstream: Sendable {
             recorder.record("/api/embed", authorization: request.headers[.authorization])
             guard let body = try await read(request, "/api/embed") else { return Self.error(.badRequest, "invalid JSON") }
             let name = body.field("model")?.string ?? ""
-            guard let model = Self.resolve(name) else { return Self.error(.notFound, "model '\(name)' not found") }
+            guard let model = resolve(name) else { return Self.error(.notFound, "model '\(name)' not found") }
             let input = body.field("input")
             let count = input?.kind == .array ? input!.count : 1
             let vectors = Array(repeating: "[0.010071029,-0.0017594862,0.05007221]", count: count).joined(separator: ",")
@@ -144,14 +149,15 @@ public struct FakeUpstream: Sendable {
             recorder.record("/api/embeddings", authorization: request.headers[.authorization])
             guard let body = try await read(request, "/api/embeddings") else { return Self.error(.badRequest, "invalid JSON") }
             let name = body.field("model")?.string ?? ""
-            guard Self.resolve(name) != nil else { return Self.error(.notFound, "model '\(name)' not found") }
+            guard resolve(name) != nil else { return Self.error(.notFound, "model '\(name)' not found") }
             return Self.json(.ok, #"{"embedding":[0.5670403838157654,0.009260174818336964,0.23178744316101074]}"#)
         }
         registerProviders(on: router)
         // For tests that run the fake as a separate process: how many calls it has served.
         router.get("/_fake/stats") { request, _ in
             if request.uri.queryParameters["reset"] != nil { recorder.resetMaxInFlight() }
-            return Self.json(.ok, "{\"calls\":\(recorder.totalCalls),\"max_in_flight\":\(recorder.maxInFlight)}")
+            let metered = ["/api/chat", "/api/generate", "/api/embed", "/api/embeddings"].map(recorder.calls).reduce(0, +)
+            return Self.json(.ok, "{\"calls\":\(recorder.totalCalls),\"metered\":\(metered),\"max_in_flight\":\(recorder.maxInFlight)}")
         }
         return router
     }
@@ -165,7 +171,7 @@ public struct FakeUpstream: Sendable {
         guard let requested = body.field("model")?.string, !requested.isEmpty else {
             return Self.error(.badRequest, "model is required")
         }
-        guard let name = Self.resolve(requested) else { return Self.error(.notFound, "model '\(requested)' not found") }
+        guard let name = resolve(requested) else { return Self.error(.notFound, "model '\(requested)' not found") }
         if options.latencyMillis > 0 { try await Task.sleep(for: .milliseconds(options.latencyMillis)) }
         switch name {
         case "slow":
@@ -257,11 +263,15 @@ public struct FakeUpstream: Sendable {
     }
 
     /// The exact `/api/tags` body this fake serves.
-    public static let tagsBody = "{\"models\":[" + served.map { name in
+    public static let tagsBody = tagsBody(for: served)
+
+    static func tagsBody(for names: [String]) -> String {
+        "{\"models\":[" + names.map { name in
         let family = name.hasPrefix("all-minilm") ? "bert" : (name.hasPrefix("mistral") ? "llama" : "llama")
         let size = name.hasPrefix("all-minilm") ? "23M" : (name.hasPrefix("mistral") ? "7.2B" : "8.0B")
         return "{\"name\":\"\(name)\",\"model\":\"\(name)\",\"modified_at\":\"2025-05-04T17:37:44.706015396-07:00\",\"size\":2019393189,\"digest\":\"a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72\",\"details\":{\"parent_model\":\"\",\"format\":\"gguf\",\"family\":\"\(family)\",\"families\":[\"\(family)\"],\"parameter_size\":\"\(size)\",\"quantization_level\":\"Q4_K_M\"}}"
     }.joined(separator: ",") + "]}"
+    }
 
     static func showBody(_ model: String) -> String {
         let embedding = model.hasPrefix("all-minilm")
@@ -275,6 +285,12 @@ public struct FakeUpstream: Sendable {
     static func resolve(_ raw: String?) -> String? {
         guard let raw, let full = OllamaReference.fullName(raw) else { return nil }
         return (served.map { String($0.dropLast(7)) } + magic).first { OllamaReference.fullName($0) == full }
+    }
+
+    /// The short name of a model this instance serves (its `models`, if set), or nil.
+    func resolve(_ raw: String?) -> String? {
+        guard let name = Self.resolve(raw) else { return nil }
+        return options.models.map { $0.contains(name) } ?? true ? name : nil
     }
 
     /// One kilobyte of text for chunk `i` of the `big` model.

@@ -4,7 +4,7 @@ import Hummingbird
 import NIOCore
 import NIOPosix
 
-/// `lmsvr-fake-upstream [--port N] [--pace-ms N] [--chunks N] [--latency-ms N] [--drip-ms N] [--fixed-clock]`:
+/// `lmsvr-fake-upstream [--port N] [--pace-ms N] [--chunks N] [--latency-ms N] [--drip-ms N] [--slow-ms N] [--models a,b] [--loaded a,b] [--fixed-clock]`:
 /// the test suite's fake Ollama as a process, for the end-to-end tests and benchmarks. Prints
 /// `listening on PORT` once ready.
 @main
@@ -21,6 +21,12 @@ struct FakeUpstreamServer {
         if let v = value("--chunks") { options.chunks = v }
         if let v = value("--latency-ms") { options.latencyMillis = v }
         if let v = value("--drip-ms") { options.dripMillis = v }
+        if let v = value("--slow-ms") { options.slowSeconds = Double(v) / 1000 }
+        func list(_ flag: String) -> [String]? {
+            args.firstIndex(of: flag).flatMap { $0 + 1 < args.count ? args[$0 + 1].split(separator: ",").map(String.init) : nil }
+        }
+        options.models = list("--models")
+        options.loaded = list("--loaded") ?? []
         options.fixedClock = args.contains("--fixed-clock")
         let fake = FakeUpstream(options: options)
         let app = Application(

@@ -18,6 +18,8 @@ struct CallPlan: Sendable {
     var producesOutput: Bool
     /// Completions asked for (`n`): the output bound is held for each.
     var choices: Int64 = 1
+    /// For OpenAI and Anthropic, the URL; for Ollama, the path (`/api/chat`) on whichever of the
+    /// servers `OllamaPool` chooses for the model.
     var url: String
     var headers: [(String, String)] = []
     /// The body to send, given the output bound that was held (nil for calls without output).

@@ -13,6 +13,7 @@ import Providers
 struct MeteredCall: Sendable {
     let billing: Billing
     let upstream: UpstreamClient
+    let ollama: OllamaPool
 
     func run(_ plan: CallPlan, principal: Principal, context: GatewayContext) async throws -> Response {
         let ticket = try await billing.hold(plan, principal: principal, requestId: context.requestId,
@@ -20,13 +21,46 @@ struct MeteredCall: Sendable {
         let settlement = Settlement(billing: billing, ticket: ticket)
         let setup = RelaySetup(requestId: ticket.requestId, model: plan.model,
                                outputLimit: ticket.outputBound ?? .max, promptEstimate: ticket.promptEstimate)
-        let response: HTTPClientResponse
-        do {
-            response = try await upstream.send(method: .POST, url: plan.url, headers: plan.headers,
-                                               body: ByteBuffer(bytes: plan.body(ticket.outputBound).bytes))
-        } catch {
-            await settlement.settle(.upstreamFailed(status: Int(error.status.code), usage: nil, delivered: .nothing))
-            throw error
+        let body = ByteBuffer(bytes: plan.body(ticket.outputBound).bytes)
+        var tried: Set<Int> = []
+        var response: HTTPClientResponse
+        while true {
+            // Ollama calls go to the server the pool chooses for the model; a server that cannot
+            // be reached or fails before answering (no byte has reached the client yet) is left
+            // for another that has the model, once. The hold and the settle stay one each.
+            var url = plan.url, lease: OllamaPool.Lease?
+            if plan.provider == .ollama {
+                guard let chosen = await ollama.acquire(model: plan.model, excluding: tried) else {
+                    await settlement.settle(.upstreamFailed(status: 502, usage: nil, delivered: .nothing))
+                    throw GatewayError.upstreamUnreachable("no Ollama server is available")
+                }
+                lease = chosen
+                settlement.attach(chosen)
+                url = chosen.url + plan.url
+            }
+            let retry = lease != nil && tried.isEmpty && ollama.servers.count > 1
+            let started = ContinuousClock.now
+            do {
+                response = try await upstream.send(method: .POST, url: url, headers: plan.headers, body: body)
+            } catch {
+                if let lease { billing.metrics.ollamaCall(lease.index, ollama, status: nil, since: started) }
+                if retry, let lease, error.failedBeforeAnswering {
+                    ollama.markFailed(lease.index, error: error.message)
+                    lease.end()
+                    tried.insert(lease.index)
+                    continue
+                }
+                await settlement.settle(.upstreamFailed(status: Int(error.status.code), usage: nil, delivered: .nothing))
+                throw error
+            }
+            if let lease { billing.metrics.ollamaCall(lease.index, ollama, status: Int(response.status.code), since: started) }
+            if retry, let lease, response.status.code >= 500 {
+                _ = try? await upstream.collect(response, limit: 1 << 20)
+                lease.end()
+                tried.insert(lease.index)
+                continue
+            }
+            break
         }
         guard response.status.code == 200 else {
             let status = Int(response.status.code)
@@ -235,6 +269,12 @@ final class Settlement: Sendable {
     let billing: Billing
     let ticket: Billing.Ticket
     private let done = NIOLockedValueBox(false)
+    /// The Ollama server the call is on: counted as in flight until the call is settled.
+    private let lease = NIOLockedValueBox<OllamaPool.Lease?>(nil)
+
+    func attach(_ lease: OllamaPool.Lease) {
+        self.lease.withLockedValue { $0 = lease }
+    }
 
     init(billing: Billing, ticket: Billing.Ticket) {
         self.billing = billing
@@ -251,6 +291,7 @@ final class Settlement: Sendable {
 
     func settle(_ ending: CallEnding, firstByte: Int64? = nil) async {
         guard claim() else { return }
+        lease.withLockedValue { $0 }?.end()
         await billing.settle(ticket, ending, timeToFirstByteMicros: firstByte)
     }
 
@@ -260,5 +301,16 @@ final class Settlement: Sendable {
         billing.logger.warning("a metered call ended without settling; settling it as abandoned",
                                metadata: ["request_id": "\(ticket.requestId)"])
         Task { await billing.settle(ticket, .clientGone(usage: nil, delivered: .nothing), timeToFirstByteMicros: nil) }
+    }
+}
+
+extension GatewayError {
+    /// The upstream could not be reached, or dropped the connection before its answer's head:
+    /// nothing reached the client, so another server may take the call.
+    var failedBeforeAnswering: Bool {
+        switch self {
+        case .upstreamUnreachable, .upstreamInvalid: true
+        default: false
+        }
     }
 }

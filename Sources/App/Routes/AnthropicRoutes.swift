@@ -53,7 +53,7 @@ struct AnthropicRoutes: Sendable {
                 let policy = configuration.ollamaOptions, body = translated.body
                 return CallPlan(endpoint: "/v1/messages", dialect: .anthropic, provider: .ollama, model: model,
                                 prompt: .anthropic(request, bodyBytes: read.bodyBytes), requestedOutput: translated.requestedOutput,
-                                producesOutput: true, url: configuration.ollamaBaseURL + "/api/chat",
+                                producesOutput: true, url: "/api/chat",
                                 body: { body.json(outputBound: $0, policy: policy) }, answer: answer)
             }
         } catch let error as TranslationError {

@@ -11,10 +11,11 @@ struct HealthRoutes: Sendable {
     let upstream: UpstreamClient
     let journal: SettleJournal
     let configuration: Configuration
+    let ollama: OllamaPool
 
     func register(on router: Router<GatewayContext>) {
         router.get("/health") { _, _ in await database() }
-        router.get("/health/ollama") { _, _ in await ollama() }
+        router.get("/health/ollama") { _, _ in await ollamaHealth() }
         // For liveness probes: a database outage must take a replica out of rotation (`/health`),
         // never get it restarted, which would cut its in-flight requests and its journal drain.
         router.get("/health/live") { _, _ in Self.json(.ok, ["status": "ok"]) }
@@ -36,7 +37,31 @@ struct HealthRoutes: Sendable {
         }
     }
 
-    func ollama() async -> Response {
+    /// One server: 200 with its version and latency, or 503. Several: each server's state,
+    /// checked now (version, latency, models, loaded models, requests in flight, healthy), and
+    /// 503 only when none is healthy.
+    func ollamaHealth() async -> Response {
+        if ollama.isSingle { return await single() }
+        await ollama.refresh()
+        let servers = ollama.servers
+        let healthy = servers.filter(\.healthy).count
+        let list: [[String: Any]] = servers.map { s in
+            var entry: [String: Any] = [
+                "url": s.server.displayName, "weight": s.server.weight, "healthy": s.healthy, "in_flight": s.inFlight,
+                "models": s.models.sorted(), "loaded": s.loaded.sorted(),
+            ]
+            if let version = s.version { entry["version"] = version }
+            if let latency = s.latencyMicros { entry["latency_ms"] = Double(latency) / 1000 }
+            if let error = s.error { entry["error"] = error }
+            return entry
+        }
+        return Self.json(healthy > 0 ? .ok : .serviceUnavailable, [
+            "status": healthy == servers.count ? "ok" : healthy > 0 ? "degraded" : "unavailable",
+            "healthy": healthy, "servers": list,
+        ])
+    }
+
+    func single() async -> Response {
         let started = ContinuousClock.now
         do {
             let response = try await upstream.send(method: .GET, url: configuration.ollamaBaseURL + "/api/version")

@@ -51,15 +51,65 @@ public struct ModelCatalog: Sendable {
         }
     }
 
-    /// Ollama's `/api/tags` models, as parsed JSON objects.
+    /// Every Ollama server's `/api/tags` models, as parsed JSON objects: the union, each model
+    /// once, with the servers that have it under `servers`. Throws only when no server answered.
     public func servedModels() async throws(GatewayError) -> [[String: Any]] {
-        let response = try await upstream.send(method: .GET, url: configuration.ollamaBaseURL + "/api/tags")
-        let body = try await upstream.collect(response)
-        guard response.status.code == 200,
-              let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any],
-              let models = object["models"] as? [[String: Any]]
-        else { throw .upstreamInvalid("Ollama's /api/tags answered \(response.status.code) without a model list") }
+        let (models, failures) = await servedAcrossServers()
+        if models.isEmpty, let first = failures.first, failures.count == configuration.ollamaServers.count { throw first.error }
         return models
+    }
+
+    /// The union of the servers' models, and the servers that could not be read (with why).
+    public func servedAcrossServers() async -> (models: [[String: Any]], failures: [(server: String, error: GatewayError)]) {
+        let servers = configuration.ollamaServers
+        var bodies = [Result<ByteBuffer, GatewayError>?](repeating: nil, count: servers.count)
+        await withTaskGroup(of: (Int, Result<ByteBuffer, GatewayError>).self) { group in
+            for (index, server) in servers.enumerated() {
+                group.addTask {
+                    do throws(GatewayError) {
+                        return (index, .success(try await self.tagsBody(server.url)))
+                    } catch {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            for await (index, result) in group { bodies[index] = result }
+        }
+        var models: [[String: Any]] = [], position: [String: Int] = [:]
+        var failures: [(server: String, error: GatewayError)] = []
+        for (server, body) in zip(servers, bodies) {
+            switch body!.flatMap(Self.models) {
+            case .failure(let error): failures.append((server.displayName, error))
+            case .success(let tags):
+                for var tag in tags {
+                    guard let name = (tag["name"] as? String) ?? (tag["model"] as? String) else { continue }
+                    if let at = position[name] {
+                        models[at]["servers"] = ((models[at]["servers"] as? [String]) ?? []) + [server.displayName]
+                    } else {
+                        tag["servers"] = [server.displayName]
+                        position[name] = models.count
+                        models.append(tag)
+                    }
+                }
+            }
+        }
+        return (models, failures)
+    }
+
+    /// One server's `/api/tags` body.
+    func tagsBody(_ baseURL: String) async throws(GatewayError) -> ByteBuffer {
+        let response = try await upstream.send(method: .GET, url: baseURL + "/api/tags")
+        let body = try await upstream.collect(response)
+        guard response.status.code == 200 else { throw .upstreamInvalid("Ollama's /api/tags answered \(response.status.code)") }
+        return body
+    }
+
+    /// The models of an `/api/tags` body.
+    static func models(_ body: ByteBuffer) -> Result<[[String: Any]], GatewayError> {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any],
+              let models = object["models"] as? [[String: Any]]
+        else { return .failure(.upstreamInvalid("Ollama's /api/tags answered without a model list")) }
+        return .success(models)
     }
 
     public func entries() async throws -> [Entry] {
@@ -70,12 +120,9 @@ public struct ModelCatalog: Sendable {
     /// the priced models alone and why Ollama could not be read (an operator listing prices
     /// should not be stopped by a server that is down).
     public func listing() async throws -> (entries: [Entry], ollamaError: String?) {
-        do {
-            return (try await entries(served: try await servedModels()), nil)
-        } catch let error as GatewayError {
-            if case .databaseUnavailable = error { throw error }
-            return (try await entries(served: []), error.message)
-        }
+        let (models, failures) = await servedAcrossServers()
+        let error = failures.isEmpty ? nil : failures.map { "\($0.server) (\($0.error.message))" }.joined(separator: ", ")
+        return (try await entries(served: models), error)
     }
 
     func entries(served: [[String: Any]]) async throws -> [Entry] {
@@ -113,7 +160,9 @@ public struct ModelCatalog: Sendable {
         var synced: [ModelMetadata] = []
         for tag in try await servedModels() {
             guard let name = (tag["name"] as? String) ?? (tag["model"] as? String) else { continue }
-            let response = try await upstream.send(method: .POST, url: configuration.ollamaBaseURL + "/api/show",
+            let server = (tag["servers"] as? [String])?.first
+                .flatMap { name in configuration.ollamaServers.first { $0.displayName == name } }?.url ?? configuration.ollamaBaseURL
+            let response = try await upstream.send(method: .POST, url: server + "/api/show",
                                                    body: JSONText.encode(["model": name]))
             let body = try await upstream.collect(response)
             guard response.status.code == 200,

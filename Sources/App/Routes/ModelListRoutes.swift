@@ -10,6 +10,7 @@ struct ModelListRoutes: Sendable {
     let upstream: UpstreamClient
     let store: any Store
     let configuration: Configuration
+    let ollama: OllamaPool
 
     func register(on router: Router<GatewayContext>) {
         router.get("/v1/models") { request, context in try await list(request, for: context.principal) }

@@ -15,6 +15,7 @@ struct OllamaRoutes: Sendable {
     let metered: MeteredCall
     let store: any Store
     let configuration: Configuration
+    let ollama: OllamaPool
 
     func register(on router: Router<GatewayContext>) {
         for endpoint in OllamaRequest.Endpoint.allCases {
@@ -25,11 +26,15 @@ struct OllamaRoutes: Sendable {
         }
         router.get("/api/tags") { _, context in try await listing("/api/tags", for: context.principal) }
         router.get("/api/ps") { _, context in try await listing("/api/ps", for: context.principal) }
-        router.get("/api/version") { _, _ in try await passThrough(.GET, "/api/version") }
+        router.get("/api/version") { _, _ in
+            try await passThrough(.GET, "/api/version", on: ollama.acquire(model: "", excluding: [])?.url)
+        }
         router.post("/api/show") { request, context in
             let body = try await readRequestBody(request, limit: configuration.maxBodyBytes)
-            try Self.checkShowScope(body, principal: context.principal)
-            return try await passThrough(.POST, "/api/show", body: body)
+            let model = try Self.checkShowScope(body, principal: context.principal)
+            // A server that has the model (the lease only picks it: `show` is not counted as load).
+            return try await passThrough(.POST, "/api/show", body: body,
+                                         on: ollama.acquire(model: (try? ModelName.ollama(model ?? "")) ?? "")?.url)
         }
         router.get("/api/models") { _, context in try await modelsWithPricing(for: context.principal) }
         router.on("/", method: .get) { _, _ in Self.running() }
@@ -72,7 +77,7 @@ struct OllamaRoutes: Sendable {
         }
         return CallPlan(endpoint: endpoint.rawValue, dialect: .ollama, provider: .ollama, model: request.model,
                         prompt: request.prompt, requestedOutput: request.requestedOutput,
-                        producesOutput: endpoint.generatesText, url: configuration.ollamaBaseURL + endpoint.rawValue,
+                        producesOutput: endpoint.generatesText, url: endpoint.rawValue,
                         body: { body.json(outputBound: $0, policy: policy) }, answer: answer)
     }
 
@@ -80,8 +85,10 @@ struct OllamaRoutes: Sendable {
 
     /// Forwards an unmetered read-only call (tags, ps, version, show) and relays its answer as
     /// it arrives, never holding it whole (a verbose `/api/show` is tens of megabytes).
-    func passThrough(_ method: NIOHTTP1.HTTPMethod, _ path: String, body: ByteBuffer? = nil) async throws -> Response {
-        let response = try await upstream.send(method: method, url: configuration.ollamaBaseURL + path, body: body)
+    func passThrough(_ method: NIOHTTP1.HTTPMethod, _ path: String, body: ByteBuffer? = nil, on server: String? = nil)
+        async throws -> Response
+    {
+        let response = try await upstream.send(method: method, url: (server ?? configuration.ollamaBaseURL) + path, body: body)
         if response.status.code != 200 {
             let bytes = try? await upstream.collect(response, limit: 1 << 20)
             throw MeteredCall.upstreamError(status: Int(response.status.code), body: bytes, provider: .ollama)
@@ -99,12 +106,30 @@ struct OllamaRoutes: Sendable {
     /// `/api/tags` or `/api/ps`: passed through as it is, or, for a key scoped to some models,
     /// read whole (a listing is small) and cut to those.
     func listing(_ path: String, for principal: Principal?) async throws -> Response {
-        guard principal?.scope.models != nil else { return try await passThrough(.GET, path) }
-        let response = try await upstream.send(method: .GET, url: configuration.ollamaBaseURL + path)
-        let body = try await upstream.collect(response, limit: 8 << 20)
-        guard response.status.code == 200 else {
-            throw MeteredCall.upstreamError(status: Int(response.status.code), body: body, provider: .ollama)
+        let servers = configuration.ollamaServers
+        if servers.count == 1 && principal?.scope.models == nil { return try await passThrough(.GET, path) }
+        // Several servers: the union of their lists, each model once (a server that cannot be
+        // read is left out; if none can, the first one's failure is the answer).
+        var models: [[String: Any]] = [], seen = Set<String>(), failure: Error?, failures = 0
+        for server in servers {
+            do {
+                let response = try await upstream.send(method: .GET, url: server.url + path)
+                let body = try await upstream.collect(response, limit: 8 << 20)
+                guard response.status.code == 200 else {
+                    throw MeteredCall.upstreamError(status: Int(response.status.code), body: body, provider: .ollama)
+                }
+                let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any]
+                for model in (object?["models"] as? [[String: Any]]) ?? [] {
+                    let name = (model["name"] as? String) ?? (model["model"] as? String) ?? ""
+                    if seen.insert(name).inserted { models.append(model) }
+                }
+            } catch {
+                if failure == nil { failure = error }
+                failures += 1
+            }
         }
+        if failures == servers.count, let failure { throw failure }
+        let body = JSONText.encode(["models": models])
         return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
                         body: .init(byteBuffer: ScopedListing.filterOllamaListing(body, for: principal)))
     }
@@ -112,18 +137,25 @@ struct OllamaRoutes: Sendable {
     /// `/api/show` of a model outside the key's scope is refused (403) before Ollama is asked.
     /// The body is read as Ollama reads it (keys ignoring case, the last one winning) and
     /// refused when two keys collide ignoring case, so what is checked is what Ollama shows.
-    static func checkShowScope(_ body: ByteBuffer, principal: Principal?) throws {
-        guard principal?.scope.models != nil else { return }
+    /// Returns the model the body names (as Ollama reads it), when it can be read.
+    @discardableResult
+    static func checkShowScope(_ body: ByteBuffer, principal: Principal?) throws -> String? {
+        guard principal?.scope.models != nil else {
+            // Only to choose a server: a body Ollama cannot read is Ollama's to refuse.
+            let root = try? JSONDocument.parse(Array(buffer: body)).root
+            return root?.field("model")?.string ?? root?.field("name")?.string
+        }
         let parsed = Result { () throws(JSONError) in try JSONDocument.parse(Array(buffer: body), limits: .request) }
         guard case .success(let document) = parsed else {
             if case .failure(let error) = parsed { throw GatewayError.invalidRequest(MeteredRequest.message(error)) }
-            return
+            return nil
         }
         let root = document.root
         // Ollama shows `model`, or the older `name` when `model` is empty: both must be allowed.
         for name in [root.field("model")?.string, root.field("name")?.string].compactMap({ $0 }) where !name.isEmpty {
             guard ScopedListing.allows(principal, ollamaName: name) else { throw GatewayError.forbiddenModel(name) }
         }
+        return root.field("model")?.string ?? root.field("name")?.string
     }
 
     /// `GET /api/models`: what Ollama serves, each with the price it is charged at and the

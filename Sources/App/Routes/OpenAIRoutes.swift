@@ -69,7 +69,7 @@ struct OpenAIRoutes: Sendable {
                         answer: CallPlan.Answer) -> CallPlan {
         let policy = configuration.ollamaOptions
         return CallPlan(endpoint: "/v1/chat/completions", dialect: .openai, provider: .ollama, model: model, prompt: prompt,
-                        requestedOutput: requestedOutput, producesOutput: true, url: configuration.ollamaBaseURL + "/api/chat",
+                        requestedOutput: requestedOutput, producesOutput: true, url: "/api/chat",
                         body: { body.json(outputBound: $0, policy: policy) }, answer: answer)
     }
 
@@ -92,7 +92,7 @@ struct OpenAIRoutes: Sendable {
         }
         let body = OpenAIEmbeddingsRequest.ollamaBody(request, input: input, model: model), policy = configuration.ollamaOptions
         return CallPlan(endpoint: "/v1/embeddings", dialect: .openai, provider: .ollama, model: model, prompt: prompt,
-                        producesOutput: false, url: configuration.ollamaBaseURL + "/api/embed",
+                        producesOutput: false, url: "/api/embed",
                         body: { body.json(outputBound: $0, policy: policy) },
                         answer: .whole(.ollamaEmbed) { object, _ in
                             WholeAnswer(body: OpenAIResponseTranslator.embeddings(object, model: model), contentType: "application/json")

@@ -119,8 +119,34 @@ public final class GatewayMetrics: Sendable {
     func streamOpened() { openStreamsGauge.record(openStreamsCount.withLockedValue { $0 += 1; return $0 }) }
     func streamClosed() { openStreamsGauge.record(openStreamsCount.withLockedValue { $0 -= 1; return $0 }) }
 
-    /// The Prometheus text exposition, with the database pool and the journal sampled now.
-    func exposition(pool: PoolStatistics?, journal: SettleJournal) -> [UInt8] {
+    // MARK: Ollama servers
+
+    /// One metered call's answer (or failure: `status` nil) from an Ollama server, and how long
+    /// its head took.
+    func ollamaCall(_ index: Int, _ pool: OllamaPool, status: Int?, since started: ContinuousClock.Instant) {
+        let server = pool.servers[index].server.displayName
+        Counter(label: "lmsvr_ollama_requests_total", dimensions: [("server", server), ("status", status.map(String.init) ?? "failed")],
+                factory: factory).increment()
+        if status.map({ $0 >= 500 }) ?? true {
+            Counter(label: "lmsvr_ollama_errors_total", dimensions: [("server", server)], factory: factory).increment()
+        }
+        let elapsed = ContinuousClock.now - started
+        Metrics.Timer(label: "lmsvr_ollama_response_seconds", dimensions: [("server", server)], factory: factory)
+            .recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+    }
+
+    /// A server's health after a check (1 healthy, 0 out of the rotation).
+    func ollamaServer(_ server: String, healthy: Bool) {
+        Gauge(label: "lmsvr_ollama_healthy", dimensions: [("server", server)], factory: factory).record(healthy ? 1 : 0)
+    }
+
+    /// The Prometheus text exposition, with the database pool, the journal and the Ollama
+    /// servers' requests in flight sampled now.
+    func exposition(pool: PoolStatistics?, journal: SettleJournal, ollama: OllamaPool? = nil) -> [UInt8] {
+        for server in ollama?.servers ?? [] {
+            Gauge(label: "lmsvr_ollama_in_flight", dimensions: [("server", server.server.displayName)], factory: factory)
+                .record(server.inFlight)
+        }
         journalDepth.record(journal.depth)
         journalAge.record(journal.oldestMicros.map { Double(nowMicros() - $0) / 1_000_000 } ?? 0)
         if let pool {

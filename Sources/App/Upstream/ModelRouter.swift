@@ -22,12 +22,14 @@ actor ModelRouter {
     let catalog: PriceCatalog
     let ttl: Duration
     let logger: Logger
+    let ollama: OllamaPool
     private var served: Set<String> = []
     private var fetchedAt: ContinuousClock.Instant?
 
-    init(upstream: UpstreamClient, configuration: Configuration, logger: Logger, catalog: PriceCatalog = .shipped,
-         ttl: Duration = .seconds(15)) {
+    init(upstream: UpstreamClient, configuration: Configuration, logger: Logger, ollama: OllamaPool,
+         catalog: PriceCatalog = .shipped, ttl: Duration = .seconds(15)) {
         self.upstream = upstream
+        self.ollama = ollama
         self.configuration = configuration
         self.logger = logger
         self.catalog = catalog
@@ -62,6 +64,8 @@ actor ModelRouter {
     }
 
     private func ollamaServes(_ model: String) async -> Bool {
+        // Several servers: the pool's checks already know every server's models.
+        if !ollama.isSingle { return ollama.servers.contains { $0.healthy && $0.models.contains(model) } }
         if fetchedAt == nil || ContinuousClock.now - fetchedAt! > ttl {
             do {
                 served = try await ModelCatalogReader(upstream: upstream, baseURL: configuration.ollamaBaseURL).servedNames()
@@ -80,19 +84,20 @@ struct ModelCatalogReader: Sendable {
     let upstream: UpstreamClient
     let baseURL: String
 
-    func servedNames() async throws(GatewayError) -> Set<String> {
-        Set(try await models().compactMap { model in
+    /// The names a listing (`/api/tags`, or `/api/ps` for the loaded ones) holds, normalised.
+    func servedNames(path: String = "/api/tags") async throws(GatewayError) -> Set<String> {
+        Set(try await models(path: path).compactMap { model in
             (model["name"]?.string ?? model["model"]?.string).flatMap { try? ModelName.ollama($0) }
         })
     }
 
-    /// Ollama's `/api/tags` entries.
-    func models() async throws(GatewayError) -> [JSONValue] {
-        let response = try await upstream.send(method: .GET, url: baseURL + "/api/tags")
+    /// Ollama's `/api/tags` (or `/api/ps`) entries.
+    func models(path: String = "/api/tags") async throws(GatewayError) -> [JSONValue] {
+        let response = try await upstream.send(method: .GET, url: baseURL + path)
         let body = try await upstream.collect(response)
         guard response.status.code == 200, let root = try? JSONDocument.parse(Array(buffer: body)).root,
               let models = root["models"], models.kind == .array
-        else { throw .upstreamInvalid("Ollama's /api/tags answered \(response.status.code) without a model list") }
+        else { throw .upstreamInvalid("Ollama's \(path) answered \(response.status.code) without a model list") }
         return Array(models.elements)
     }
 }

@@ -1,0 +1,208 @@
+import Core
+import Foundation
+import JSONKit
+import Logging
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+
+/// The Ollama servers behind the gateway (`OLLAMA_BASE_URL`), and which one serves each call.
+///
+/// Routing is model-aware: a call goes only to healthy servers that list its model in `/api/tags`,
+/// preferring those that have it loaded (`/api/ps`, so requests do not force model swaps), and
+/// among them to the one with the fewest outstanding requests per unit of weight. A model no server
+/// lists makes the pool look again (at most once a second) before the call goes to any healthy
+/// server, whose own 404 then reaches the client. `OllamaPoolMonitor` refreshes health, models and
+/// loaded models in the background; a server that fails leaves the rotation and comes back when it
+/// answers again.
+///
+/// With one server there is nothing to choose: every call goes to it, and nothing is polled.
+public final class OllamaPool: Sendable {
+    /// What the pool knows of one server.
+    public struct ServerState: Sendable {
+        public var server: OllamaServer
+        public var healthy = true
+        public var models: Set<String> = []
+        public var loaded: Set<String> = []
+        public var inFlight = 0
+        public var version: String?
+        public var latencyMicros: Int64?
+        public var error: String?
+        public var checkedAt: ContinuousClock.Instant?
+    }
+
+    let upstream: UpstreamClient
+    let metrics: GatewayMetrics
+    let logger: Logger
+    private let state: NIOLockedValueBox<[ServerState]>
+    private let lastMissRefresh = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
+    private let tieBreaker = NIOLockedValueBox(0)
+
+    public init(servers: [OllamaServer], upstream: UpstreamClient, metrics: GatewayMetrics, logger: Logger) {
+        precondition(!servers.isEmpty, "the configuration names at least one server")
+        self.upstream = upstream
+        self.metrics = metrics
+        self.logger = logger
+        self.state = NIOLockedValueBox(servers.map { ServerState(server: $0) })
+    }
+
+    public var servers: [ServerState] { state.withLockedValue { $0 } }
+    public var isSingle: Bool { state.withLockedValue { $0.count == 1 } }
+
+    // MARK: Choosing
+
+    /// A call in flight on one server, counted until `end()` (idempotent).
+    final class Lease: Sendable {
+        let pool: OllamaPool
+        let index: Int
+        let url: String
+        private let ended = NIOLockedValueBox(false)
+
+        init(pool: OllamaPool, index: Int, url: String) {
+            self.pool = pool
+            self.index = index
+            self.url = url
+        }
+
+        func end() {
+            let first = ended.withLockedValue { ended in
+                defer { ended = true }
+                return !ended
+            }
+            if first { pool.release(index) }
+        }
+
+        deinit { end() }
+    }
+
+    /// The server for a call of `model`, counted as in flight; nil when every server is excluded.
+    func acquire(model: String, excluding excluded: Set<Int> = []) async -> Lease? {
+        if let lease = pick(model: model, excluding: excluded, requireModel: true) { return lease }
+        // Nobody lists it: look again (once a second at most), then let any healthy server answer.
+        if refreshOnMiss() { await refreshModels() }
+        return pick(model: model, excluding: excluded, requireModel: true)
+            ?? pick(model: model, excluding: excluded, requireModel: false)
+    }
+
+    private func refreshOnMiss() -> Bool {
+        guard !isSingle else { return false }
+        return lastMissRefresh.withLockedValue { last in
+            if let last, ContinuousClock.now - last < .seconds(1) { return false }
+            last = .now
+            return true
+        }
+    }
+
+    private func pick(model: String, excluding excluded: Set<Int>, requireModel: Bool) -> Lease? {
+        let turn = tieBreaker.withLockedValue { t -> Int in
+            t &+= 1
+            return t
+        }
+        return state.withLockedValue { servers -> Lease? in
+            if servers.count == 1 {
+                guard !excluded.contains(0) else { return nil }
+                servers[0].inFlight += 1
+                return Lease(pool: self, index: 0, url: servers[0].server.url)
+            }
+            var candidates = servers.indices.filter { !excluded.contains($0) && servers[$0].healthy }
+            if requireModel {
+                candidates = candidates.filter { servers[$0].models.contains(model) }
+            } else if candidates.isEmpty {
+                // Nothing healthy: try a server anyway, so the client hears the real failure.
+                candidates = servers.indices.filter { !excluded.contains($0) }
+            }
+            let loaded = candidates.filter { servers[$0].loaded.contains(model) }
+            let pool = loaded.isEmpty ? candidates : loaded
+            guard !pool.isEmpty else { return nil }
+            // Fewest outstanding requests per unit of weight; ties take turns.
+            let best = pool.enumerated().min { a, b in
+                let (x, y) = ((servers[a.element].inFlight + 1) * servers[b.element].server.weight,
+                              (servers[b.element].inFlight + 1) * servers[a.element].server.weight)
+                return x != y ? x < y : (a.offset + turn) % pool.count < (b.offset + turn) % pool.count
+            }!.element
+            servers[best].inFlight += 1
+            return Lease(pool: self, index: best, url: servers[best].server.url)
+        }
+    }
+
+    fileprivate func release(_ index: Int) {
+        state.withLockedValue { $0[index].inFlight -= 1 }
+    }
+
+    /// A call's server failed before answering: it leaves the rotation until a check finds it well.
+    func markFailed(_ index: Int, error: String) {
+        let name = state.withLockedValue { servers -> String? in
+            guard servers.count > 1 else { return nil }
+            servers[index].healthy = false
+            servers[index].error = error
+            return servers[index].server.displayName
+        }
+        if let name { logger.warning("an Ollama server failed; it leaves the rotation until it answers again",
+                                     metadata: ["server": "\(name)", "error": "\(error)"]) }
+    }
+
+    // MARK: Checking
+
+    /// Checks every server at once: `/api/version` (health and latency), `/api/tags` (models) and
+    /// `/api/ps` (loaded models).
+    public func refresh() async {
+        let servers = state.withLockedValue { $0.map(\.server) }
+        await withTaskGroup(of: (Int, ServerState?).self) { group in
+            for (index, server) in servers.enumerated() {
+                group.addTask { (index, await self.check(server)) }
+            }
+            for await (index, checked) in group {
+                guard let checked else { continue }
+                let (wasHealthy, name) = state.withLockedValue { servers -> (Bool, String) in
+                    let was = servers[index].healthy
+                    let inFlight = servers[index].inFlight
+                    servers[index] = checked
+                    servers[index].inFlight = inFlight
+                    return (was, checked.server.displayName)
+                }
+                metrics.ollamaServer(name, healthy: checked.healthy)
+                if !wasHealthy && checked.healthy {
+                    logger.notice("an Ollama server answers again and rejoins the rotation", metadata: ["server": "\(name)"])
+                } else if wasHealthy && !checked.healthy {
+                    logger.warning("an Ollama server failed its check and leaves the rotation",
+                                   metadata: ["server": "\(name)", "error": "\(checked.error ?? "")"])
+                }
+            }
+        }
+    }
+
+    /// Only the model lists, after a miss.
+    func refreshModels() async { await refresh() }
+
+    private func check(_ server: OllamaServer) async -> ServerState {
+        var checked = ServerState(server: server)
+        checked.checkedAt = .now
+        let started = ContinuousClock.now
+        do {
+            let response = try await upstream.send(method: .GET, url: server.url + "/api/version")
+            let body = try await upstream.collect(response, limit: 1 << 16)
+            checked.latencyMicros = started.microsecondsElapsed
+            guard response.status.code == 200 else { throw GatewayError.upstreamInvalid("/api/version answered \(response.status.code)") }
+            checked.version = (try? JSONDocument.parse(Array(buffer: body)).root)?["version"]?.string
+            checked.models = try await ModelCatalogReader(upstream: upstream, baseURL: server.url).servedNames()
+            checked.loaded = (try? await ModelCatalogReader(upstream: upstream, baseURL: server.url).servedNames(path: "/api/ps")) ?? []
+        } catch {
+            checked.healthy = false
+            checked.error = UpstreamClient.classify(error).message
+        }
+        return checked
+    }
+}
+
+/// Checks the servers every `interval` (only when there are several: one server is simply used).
+struct OllamaPoolMonitor: Service {
+    let pool: OllamaPool
+    let interval: Duration
+
+    func run() async throws {
+        guard !pool.isSingle else { return }
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            await pool.refresh()
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+        }
+    }
+}
