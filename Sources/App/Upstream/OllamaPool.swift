@@ -199,7 +199,8 @@ struct OllamaPoolMonitor: Service {
     let interval: Duration
 
     func run() async throws {
-        guard !pool.isSingle else { return }
+        // A service that returns ends the whole group: with one server, wait for shutdown.
+        guard !pool.isSingle else { return try await gracefulShutdown() }
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             await pool.refresh()
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
