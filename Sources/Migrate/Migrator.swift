@@ -26,20 +26,35 @@ public struct Migrator<Database: SQLDatabase>: Sendable {
     }
 
     /// Every known migration with its state, plus an error for applied versions this binary lacks.
+    ///
+    /// Read-only, one statement or two, without the advisory lock: every command checks this, and
+    /// through a pooler in transaction mode a session lock taken and released in separate
+    /// statements can land on different server connections, leaving it held for good.
     public func status() async throws -> [MigrationState] {
         let migrations = self.migrations
-        return try await run { c in
-            let applied = try Self.applied(c)
-            if let unknown = applied.keys.first(where: { v in !migrations.contains { $0.version == v } }) {
-                throw MigrationError.unknownApplied(version: unknown)
+        let dialect = database.dialect
+        do {
+            return try await database.withConnection { c in
+                let exists = dialect == .postgres
+                    ? try c.execute("SELECT 1 WHERE to_regclass('schema_migrations') IS NOT NULL").isEmpty == false
+                    : try c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").isEmpty == false
+                return try Self.states(exists ? try Self.applied(c) : [:], migrations)
             }
-            return migrations.map { m in
-                guard let row = applied[m.version] else {
-                    return MigrationState(version: m.version, name: m.name, state: .pending, appliedAtMicros: nil)
-                }
-                return MigrationState(version: m.version, name: m.name,
-                                      state: row.checksum == m.checksum ? .applied : .modified, appliedAtMicros: row.at)
+        } catch let error as SQLError {
+            throw error.storeError
+        }
+    }
+
+    static func states(_ applied: [Int: (checksum: String, at: Int64)], _ migrations: [Migration]) throws -> [MigrationState] {
+        if let unknown = applied.keys.first(where: { v in !migrations.contains { $0.version == v } }) {
+            throw MigrationError.unknownApplied(version: unknown)
+        }
+        return migrations.map { m in
+            guard let row = applied[m.version] else {
+                return MigrationState(version: m.version, name: m.name, state: .pending, appliedAtMicros: nil)
             }
+            return MigrationState(version: m.version, name: m.name,
+                                  state: row.checksum == m.checksum ? .applied : .modified, appliedAtMicros: row.at)
         }
     }
 
