@@ -59,15 +59,18 @@ public struct ModelCatalog: Sendable {
         return models
     }
 
-    /// The union of the servers' models, and the servers that could not be read (with why).
-    public func servedAcrossServers() async -> (models: [[String: Any]], failures: [(server: String, error: GatewayError)]) {
+    /// The union of the servers' listings (`/api/tags`, or `/api/ps`), each model once with the
+    /// servers that list it under `servers`, and the servers that could not be read (with why).
+    public func servedAcrossServers(path: String = "/api/tags")
+        async -> (models: [[String: Any]], failures: [(server: String, error: GatewayError)])
+    {
         let servers = configuration.ollamaServers
         var bodies = [Result<ByteBuffer, GatewayError>?](repeating: nil, count: servers.count)
         await withTaskGroup(of: (Int, Result<ByteBuffer, GatewayError>).self) { group in
             for (index, server) in servers.enumerated() {
                 group.addTask {
                     do throws(GatewayError) {
-                        return (index, .success(try await self.tagsBody(server.url)))
+                        return (index, .success(try await self.tagsBody(server.url, path: path)))
                     } catch {
                         return (index, .failure(error))
                     }
@@ -96,11 +99,11 @@ public struct ModelCatalog: Sendable {
         return (models, failures)
     }
 
-    /// One server's `/api/tags` body.
-    func tagsBody(_ baseURL: String) async throws(GatewayError) -> ByteBuffer {
-        let response = try await upstream.send(method: .GET, url: baseURL + "/api/tags")
-        let body = try await upstream.collect(response)
-        guard response.status.code == 200 else { throw .upstreamInvalid("Ollama's /api/tags answered \(response.status.code)") }
+    /// One server's `/api/tags` (or `/api/ps`) body.
+    func tagsBody(_ baseURL: String, path: String = "/api/tags") async throws(GatewayError) -> ByteBuffer {
+        let response = try await upstream.send(method: .GET, url: baseURL + path)
+        let body = try await upstream.collect(response, limit: 8 << 20)
+        guard response.status.code == 200 else { throw .upstreamInvalid("Ollama's \(path) answered \(response.status.code)") }
         return body
     }
 

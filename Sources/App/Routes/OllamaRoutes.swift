@@ -110,25 +110,11 @@ struct OllamaRoutes: Sendable {
         if servers.count == 1 && principal?.scope.models == nil { return try await passThrough(.GET, path) }
         // Several servers: the union of their lists, each model once (a server that cannot be
         // read is left out; if none can, the first one's failure is the answer).
-        var models: [[String: Any]] = [], seen = Set<String>(), failure: Error?, failures = 0
-        for server in servers {
-            do {
-                let response = try await upstream.send(method: .GET, url: server.url + path)
-                let body = try await upstream.collect(response, limit: 8 << 20)
-                guard response.status.code == 200 else {
-                    throw MeteredCall.upstreamError(status: Int(response.status.code), body: body, provider: .ollama)
-                }
-                let object = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any]
-                for model in (object?["models"] as? [[String: Any]]) ?? [] {
-                    let name = (model["name"] as? String) ?? (model["model"] as? String) ?? ""
-                    if seen.insert(name).inserted { models.append(model) }
-                }
-            } catch {
-                if failure == nil { failure = error }
-                failures += 1
-            }
-        }
-        if failures == servers.count, let failure { throw failure }
+        let catalog = ModelCatalog(upstream: upstream, store: store, configuration: configuration)
+        let (served, failures) = await catalog.servedAcrossServers(path: path)
+        if failures.count == servers.count, let first = failures.first { throw first.error }
+        // Ollama's own shape: without the `servers` the catalog adds.
+        let models = served.map { $0.filter { $0.key != "servers" } }
         let body = JSONText.encode(["models": models])
         return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
                         body: .init(byteBuffer: ScopedListing.filterOllamaListing(body, for: principal)))
