@@ -47,12 +47,17 @@ public struct UsageRecord: Sendable, Hashable, Codable {
     public var latencyMicros: Int64
     public var timeToFirstByteMicros: Int64?
     public var createdAtMicros: Int64
+    /// The Ollama server that answered (its URL without credentials); nil for OpenAI and
+    /// Anthropic calls and for requests refused before any call. After a failover it is the
+    /// server the call ended on.
+    public var server: String?
 
     public init(requestId: String, customerId: Int64, keyId: Int64?, endpoint: String, dialect: String,
                 provider: String, model: String, httpStatus: Int, outcome: Outcome, promptTokens: Int64 = 0,
                 completionTokens: Int64 = 0, cachedTokens: Int64 = 0, tokenSource: TokenSource = .none,
                 cost: Money = .zero, price: ModelPrice, priceSource: PriceSource, held: Money = .zero,
-                latencyMicros: Int64 = 0, timeToFirstByteMicros: Int64? = nil, createdAtMicros: Int64) {
+                latencyMicros: Int64 = 0, timeToFirstByteMicros: Int64? = nil, createdAtMicros: Int64,
+                server: String? = nil) {
         self.requestId = requestId
         self.customerId = customerId
         self.keyId = keyId
@@ -73,6 +78,7 @@ public struct UsageRecord: Sendable, Hashable, Codable {
         self.latencyMicros = latencyMicros
         self.timeToFirstByteMicros = timeToFirstByteMicros
         self.createdAtMicros = createdAtMicros
+        self.server = server
     }
 }
 

@@ -33,7 +33,7 @@ public enum UsageExport {
         "request_id", "created_at", "customer_id", "key_id", "endpoint", "dialect", "provider", "model", "http_status",
         "outcome", "prompt_tokens", "completion_tokens", "cached_tokens", "token_source", "cost_usd", "held_usd",
         "price_per_request_usd", "price_per_model_usd", "price_input_per_1m_usd", "price_output_per_1m_usd",
-        "price_source", "latency_ms", "ttfb_ms",
+        "price_source", "latency_ms", "ttfb_ms", "server",
     ]
 
     /// Appends row number `index` (0-based) of a file in `format`.
@@ -48,7 +48,7 @@ public enum UsageExport {
     /// The most bytes `write` can make of `u`.
     public static func maximumBytes(of u: UsageRecord) -> Int {
         let text = u.requestId.utf8.count + u.endpoint.utf8.count + u.dialect.utf8.count + u.provider.utf8.count
-            + u.model.utf8.count
+            + u.model.utf8.count + (u.server?.utf8.count ?? 0)
         // Numbers, keys, enums and punctuation come to under 1 KiB (twice that is the margin); a
         // text byte becomes at most 6 (`\u001f`).
         return 2048 + 6 * text
@@ -96,6 +96,7 @@ public enum UsageExport {
         row.text(u.priceSource.rawValue)
         row.value { $0.millis(u.latencyMicros) }
         row.value { if let ttfb = u.timeToFirstByteMicros { $0.millis(ttfb) } }
+        row.text(u.server ?? "")
         row.w.byte(13)
         row.w.byte(10)
         w = row.w
@@ -177,6 +178,7 @@ public enum UsageExport {
         o.key("prompt_tokens") { $0.integer(u.promptTokens) }
         o.key("provider") { $0.string(u.provider) }
         o.key("request_id") { $0.string(u.requestId) }
+        if let server = u.server { o.key("server") { $0.string(server) } }
         o.key("token_source") { $0.string(u.tokenSource.rawValue) }
         if let ttfb = u.timeToFirstByteMicros { o.key("ttfb_ms") { $0.quoted { $0.millis(ttfb) } } }
         o.w.byte(UInt8(ascii: "}"))

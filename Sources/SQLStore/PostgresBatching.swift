@@ -141,7 +141,7 @@ final class PostgresBatching<Database: SQLDatabase>: Sendable {
             "price_cached_input_per_1m_nanos": u.price.cachedInputPer1M.map { .int($0.nanos) } ?? .null,
             "price_source": .string(u.priceSource.rawValue), "latency_us": .int(u.latencyMicros),
             "ttfb_us": u.timeToFirstByteMicros.map(JSON.int) ?? .null, "created_us": .int(u.createdAtMicros),
-            "start_period": .string(began.description),
+            "server": u.server.map(JSON.string) ?? .null, "start_period": .string(began.description),
         ]
     }
 

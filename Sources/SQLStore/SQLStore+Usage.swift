@@ -6,7 +6,7 @@ extension SQLStore {
         request_id, customer_id, key_id, endpoint, dialect, provider, model, http_status, outcome, prompt_tokens, \
         completion_tokens, cached_tokens, token_source, cost_nanos, held_nanos, price_per_request_nanos, \
         price_per_model_nanos, price_input_per_1m_nanos, price_output_per_1m_nanos, price_cached_input_per_1m_nanos, \
-        price_source, latency_us, ttfb_us, created_us
+        price_source, latency_us, ttfb_us, created_us, server
         """
     }
 
@@ -14,7 +14,7 @@ extension SQLStore {
         try c.execute(
             """
             INSERT INTO usage (\(usageColumns), period) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-            $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
+            $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)
             """,
             [.text(u.requestId), .int(u.customerId), .optional(u.keyId), .text(u.endpoint), .text(u.dialect),
              .text(u.provider), .text(u.model), .int(Int64(u.httpStatus)), .text(u.outcome.rawValue),
@@ -22,7 +22,7 @@ extension SQLStore {
              .int(u.cost.nanos), .int(u.held.nanos), .int(u.price.perRequest.nanos), .int(u.price.perModel.nanos),
              .int(u.price.inputPer1M.nanos), .int(u.price.outputPer1M.nanos), .optional(u.price.cachedInputPer1M?.nanos),
              .text(u.priceSource.rawValue), .int(u.latencyMicros), .optional(u.timeToFirstByteMicros),
-             .int(u.createdAtMicros), .text(period)])
+             .int(u.createdAtMicros), .optional(u.server), .text(period)])
     }
 
     static func usage(from r: SQLRow) throws -> UsageRecord {
@@ -36,7 +36,8 @@ extension SQLStore {
                               inputPer1M: Money(nanos: try r.int(17)), outputPer1M: Money(nanos: try r.int(18)),
                               cachedInputPer1M: try r.optionalInt(19).map(Money.init(nanos:))),
             priceSource: PriceSource(rawValue: try r.text(20)) ?? .fallback, held: Money(nanos: try r.int(14)),
-            latencyMicros: try r.int(21), timeToFirstByteMicros: try r.optionalInt(22), createdAtMicros: try r.int(23))
+            latencyMicros: try r.int(21), timeToFirstByteMicros: try r.optionalInt(22), createdAtMicros: try r.int(23),
+            server: r.optionalText(24))
     }
 
     /// Reads the per-day rollups, never the ledger: a month of ten million requests is a few

@@ -16,6 +16,7 @@ struct UsageExportTests {
         var cost_usd, held_usd, price_per_request_usd, price_per_model_usd, price_input_per_1m_usd,
             price_output_per_1m_usd, latency_ms: String
         var ttfb_ms: String?
+        var server: String?
 
         init(_ u: UsageRecord) {
             request_id = u.requestId
@@ -41,6 +42,7 @@ struct UsageExportTests {
             price_source = u.priceSource.rawValue
             latency_ms = Self.millis(u.latencyMicros)
             ttfb_ms = u.timeToFirstByteMicros.map(Self.millis)
+            server = u.server
         }
 
         static func millis(_ micros: Int64) -> String {
@@ -52,13 +54,13 @@ struct UsageExportTests {
             [request_id, created_at, String(customer_id), key_id.map(String.init) ?? "", endpoint, dialect, provider, model,
              String(http_status), outcome, String(prompt_tokens), String(completion_tokens), String(cached_tokens),
              token_source, cost_usd, held_usd, price_per_request_usd, price_per_model_usd, price_input_per_1m_usd,
-             price_output_per_1m_usd, price_source, latency_ms, ttfb_ms ?? ""]
+             price_output_per_1m_usd, price_source, latency_ms, ttfb_ms ?? "", server ?? ""]
         }
     }
 
     static func record(id: String, model: String = "llama3", endpoint: String = "/api/chat", keyId: Int64? = 7,
                        cost: Int64 = 96_000, ttfb: Int64? = 1_234, at micros: Int64 = 1_790_812_800_123_456,
-                       tokens: Int64 = 26) -> UsageRecord {
+                       tokens: Int64 = 26, server: String? = "http://gpu1:11434") -> UsageRecord {
         UsageRecord(requestId: id, customerId: 42, keyId: keyId, endpoint: endpoint, dialect: "ollama", provider: "ollama",
                     model: model, httpStatus: 200, outcome: .ok, promptTokens: tokens, completionTokens: 64, cachedTokens: 3,
                     tokenSource: .provider, cost: Money(nanos: cost),
@@ -66,12 +68,13 @@ struct UsageExportTests {
                                       inputPer1M: Money(nanos: 150_000_000), outputPer1M: Money(nanos: 600_000_000),
                                       cachedInputPer1M: nil),
                     priceSource: .configured, held: Money(nanos: 200_000_000_000), latencyMicros: 5_000_007,
-                    timeToFirstByteMicros: ttfb, createdAtMicros: micros)
+                    timeToFirstByteMicros: ttfb, createdAtMicros: micros, server: server)
     }
 
     static let records: [UsageRecord] = [
         record(id: "req-1"),
-        record(id: "no-key-no-ttfb", keyId: nil, ttfb: nil),
+        record(id: "no-key-no-ttfb-no-server", keyId: nil, ttfb: nil, server: nil),
+        record(id: "server-with-comma", server: "http://a,b:11434/\"x\""),
         record(id: "quote\"back\\slash/slash", model: "hf.co/org/Model:Q4_K_M"),
         record(id: "controls\u{0}\u{1}\u{8}\u{9}\u{a}\u{c}\u{d}\u{1f}\u{7f}", model: "ünïcödé 🦙 \u{2028}"),
         record(id: "=cmd|' /C calc'!A0", model: "+1", endpoint: "-2,3", cost: 0),
@@ -111,8 +114,8 @@ struct UsageExportTests {
             }
             #expect(row == expected)
         }
-        #expect(rows[5][0] == "'=cmd|' /C calc'!A0" && rows[5][6] == "ollama" && rows[5][7] == "+1")
-        #expect(rows[6][10] == "-5", "a negative count is a number, not a formula")
+        #expect(rows[6][0] == "'=cmd|' /C calc'!A0" && rows[6][6] == "ollama" && rows[6][7] == "+1")
+        #expect(rows[7][10] == "-5", "a negative count is a number, not a formula")
     }
 
     /// RFC 4180: CRLF between records, fields quoted with doubled quotes inside.

@@ -279,6 +279,29 @@ struct StoreContractTests {
         #expect(collected.values == ["c"])
     }
 
+    /// Every way a row reaches the ledger keeps the server that answered: a settle (batched on
+    /// PostgreSQL), a settle whose hold was gone, and a row with no hold at all.
+    @Test(arguments: Backend.allCases)
+    func ledgerRowsNameTheServerThatAnswered(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "S", email: "s@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        func answered(_ id: String, by server: String?) -> UsageRecord {
+            var row = usage(id, customer: customer.id, cost: 30)
+            row.server = server
+            return row
+        }
+        _ = try await store.hold(holdRequest("held", customer: customer.id, amount: 50))
+        #expect(try await store.settle(holdId: "held", usage: answered("held", by: "http://gpu2:11434")) == .settled)
+        #expect(try await store.settle(holdId: "gone", usage: answered("gone", by: "https://gpu3.example:443")) == .settledWithoutHold)
+        try await store.recordUnheld(answered("refused", by: nil))
+        let rows = Collected()
+        _ = try await store.exportUsage(customerId: customer.id, range: DayRange(start: nil, end: nil)) {
+            rows.append("\($0.requestId)=\($0.server ?? "-")")
+        }
+        #expect(rows.values.sorted() == ["gone=https://gpu3.example:443", "held=http://gpu2:11434", "refused=-"])
+    }
+
     @Test(arguments: Backend.allCases)
     func exportStopsWhenTheWriterFails(backend: Backend) async throws {
         let (store, _, _) = try await backend.makeStore()

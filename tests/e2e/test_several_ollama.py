@@ -3,6 +3,7 @@ only servers that have their model, load follows outstanding requests, a server 
 loses no request that had not started answering and each is billed once, a server that comes
 back rejoins, and /health/ollama, /metrics, the listings and the official `ollama` client see it."""
 import asyncio
+import collections
 import os
 import signal
 import subprocess
@@ -32,6 +33,9 @@ class Fake:
 
     def metered(self) -> int:
         return httpx.get(self.url + "/_fake/stats").json()["metered"]
+
+    def max_in_flight(self) -> int:
+        return httpx.get(self.url + "/_fake/stats").json()["max_in_flight"]
 
     def kill(self):
         self.process.send_signal(signal.SIGKILL)
@@ -68,6 +72,9 @@ class Gateway:
         import json
         out = subprocess.run([LMSVR, *args, "--json"], env=self.env, capture_output=True, text=True, check=True)
         return json.loads(out.stdout)
+
+    def rows_per_server(self) -> dict:
+        return collections.Counter(r.get("server") for r in self.cli("export-usage", str(self.customer)))
 
     def health(self) -> dict:
         return httpx.get(self.base + "/health/ollama", timeout=10).json()
@@ -120,6 +127,8 @@ def test_requests_reach_only_servers_that_have_their_model(three):
     assert [r.status_code for r in responses] == [200] * 25
     assert b.metered() == 0  # B has no mistral and no all-minilm
     assert a.metered() + c.metered() == 25 and a.metered() > 0 and c.metered() >= 5
+    # Each ledger row names the server that answered it.
+    assert gateway.rows_per_server() == {a.url: a.metered(), c.url: c.metered()}
     # A model nobody serves: Ollama's own 404 through one of them.
     r = httpx.post(gateway.base + "/api/chat", json=chat("phi3"), headers=gateway.auth)
     assert r.status_code == 404 and "not found" in r.json()["error"]
@@ -160,6 +169,8 @@ def test_a_server_killed_mid_burst_loses_nothing_and_bills_once_then_rejoins(thr
     rows = gateway.cli("export-usage", str(gateway.customer))
     assert len(rows) == 30 and len({r["request_id"] for r in rows}) == 30
     assert all(r["outcome"] == "ok" for r in rows)
+    # A died before answering any (it takes 1 s): every row names B, retried calls included.
+    assert {r["server"] for r in rows} == {b.url}
     status = gateway.cli("check-budget", str(gateway.customer))
     assert status["spent_nanos"] == 30 * 10_000_000 and status["held_nanos"] == 0
     health = gateway.health()
@@ -177,6 +188,44 @@ def test_a_server_killed_mid_burst_loses_nothing_and_bills_once_then_rejoins(thr
     before = a.metered()
     asyncio.run(burst(gateway.base, gateway.auth, [chat("mistral")] * 10, 4))
     assert a.metered() > before
+
+
+def test_weights_skew_the_load():
+    fakes = [Fake("slow", slow_ms=200), Fake("slow", slow_ms=200)]
+    gateway = Gateway(fakes, weights={0: 3})
+    try:
+        responses = asyncio.run(burst(gateway.base, gateway.auth, [chat("slow")] * 48, 8))
+        assert [r.status_code for r in responses] == [200] * 48
+        heavy, light = fakes[0].metered(), fakes[1].metered()
+        # Outstanding requests per unit of weight: 6 and 2 of the 8 at a time.
+        assert heavy + light == 48 and light > 0 and heavy > 2 * light, (heavy, light)
+        # Never more than that (the fake counts a call until it answers; the gateway until it settles).
+        assert fakes[0].max_in_flight() <= 6 and fakes[1].max_in_flight() <= 2
+        assert gateway.rows_per_server() == {fakes[0].url: heavy, fakes[1].url: light}
+    finally:
+        gateway.stop()
+        for f in fakes:
+            f.kill()
+
+
+def test_a_server_with_the_model_loaded_is_preferred_while_it_has_a_free_slot():
+    cold, warm = Fake("llama3,slow", slow_ms=300), Fake("llama3,slow", slow_ms=300, loaded="llama3,slow")
+    gateway = Gateway([cold, warm])
+    try:
+        gateway.wait_until(lambda: sorted(gateway.health()["servers"][1]["loaded"]) == ["llama3", "slow"])
+        # One at a time: every call goes where the model is loaded, none forces a load elsewhere.
+        responses = asyncio.run(burst(gateway.base, gateway.auth, [chat("llama3")] * 10, 1))
+        assert [r.status_code for r in responses] == [200] * 10
+        assert (cold.metered(), warm.metered()) == (0, 10)
+        # Eight at a time: the loaded server takes its four slots, the other the rest.
+        responses = asyncio.run(burst(gateway.base, gateway.auth, [chat("slow")] * 32, 8))
+        assert [r.status_code for r in responses] == [200] * 32
+        assert warm.max_in_flight() <= 4 and cold.max_in_flight() <= 4
+        assert cold.metered() >= 8 and warm.metered() - 10 >= 8 and cold.metered() + warm.metered() == 42
+    finally:
+        gateway.stop()
+        for f in (cold, warm):
+            f.kill()
 
 
 def test_all_servers_down_is_503_on_health_and_502_on_requests(three):

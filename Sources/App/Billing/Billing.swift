@@ -163,7 +163,7 @@ struct Billing: Sendable {
     /// does not complete before its charge is on disk somewhere.
     ///
     /// Runs outside the caller's task, so a client that disconnects cannot cancel the write.
-    func settle(_ ticket: Ticket, _ ending: CallEnding, timeToFirstByteMicros: Int64?) async {
+    func settle(_ ticket: Ticket, _ ending: CallEnding, timeToFirstByteMicros: Int64?, server: String? = nil) async {
         let charge = BillingPolicy.charge(ending, ticket: ticket)
         var row = usage(ticket, status: charge.status, outcome: charge.outcome)
         row.promptTokens = charge.usage.promptTokens
@@ -172,6 +172,7 @@ struct Billing: Sendable {
         row.tokenSource = charge.source
         row.cost = charge.cost
         row.timeToFirstByteMicros = timeToFirstByteMicros
+        row.server = server
         let store = self.store, logger = self.logger, metrics = self.metrics, journal = self.journal
         let liveHolds = self.liveHolds, finalRow = row
         metrics.settled(finalRow)

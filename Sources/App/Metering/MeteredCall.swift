@@ -291,16 +291,19 @@ final class Settlement: Sendable {
 
     func settle(_ ending: CallEnding, firstByte: Int64? = nil) async {
         guard claim() else { return }
-        lease.withLockedValue { $0 }?.end()
-        await billing.settle(ticket, ending, timeToFirstByteMicros: firstByte)
+        let lease = self.lease.withLockedValue { $0 }
+        lease?.end()
+        await billing.settle(ticket, ending, timeToFirstByteMicros: firstByte, server: lease?.name)
     }
 
     deinit {
         guard claim() else { return }
-        let billing = self.billing, ticket = self.ticket
+        let billing = self.billing, ticket = self.ticket, server = lease.withLockedValue { $0 }?.name
         billing.logger.warning("a metered call ended without settling; settling it as abandoned",
                                metadata: ["request_id": "\(ticket.requestId)"])
-        Task { await billing.settle(ticket, .clientGone(usage: nil, delivered: .nothing), timeToFirstByteMicros: nil) }
+        Task {
+            await billing.settle(ticket, .clientGone(usage: nil, delivered: .nothing), timeToFirstByteMicros: nil, server: server)
+        }
     }
 }
 

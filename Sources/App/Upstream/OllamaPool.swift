@@ -8,18 +8,20 @@ import ServiceLifecycle
 /// The Ollama servers behind the gateway (`OLLAMA_BASE_URL`), and which one serves each call.
 ///
 /// Routing is model-aware: a call goes only to healthy servers that list its model in `/api/tags`,
-/// preferring those that have it loaded (`/api/ps`, so requests do not force model swaps), and
-/// among them to the one with the fewest outstanding requests per unit of weight. A model no server
-/// lists makes the pool look again (at most once a second) before the call goes to any healthy
-/// server, whose own 404 then reaches the client. `OllamaPoolMonitor` refreshes health, models and
-/// loaded models in the background; a server that fails leaves the rotation and comes back when it
-/// answers again.
+/// preferring those that have it loaded (`/api/ps`, so requests do not force model swaps) while they
+/// have a free slot, and among them to the one with the fewest outstanding requests per unit of
+/// weight. A model no server lists makes the pool look again (at most once a second) before the
+/// call goes to any healthy server, whose own 404 then reaches the client. `OllamaPoolMonitor`
+/// refreshes health, models and loaded models in the background; a server that fails leaves the
+/// rotation and comes back when it answers again.
 ///
 /// With one server there is nothing to choose: every call goes to it, and nothing is polled.
 public final class OllamaPool: Sendable {
     /// What the pool knows of one server.
     public struct ServerState: Sendable {
         public var server: OllamaServer
+        /// `server.displayName`, made once: every ledger row of an Ollama call carries it.
+        public let name: String
         public var healthy = true
         public var models: Set<String> = []
         public var loaded: Set<String> = []
@@ -28,6 +30,11 @@ public final class OllamaPool: Sendable {
         public var latencyMicros: Int64?
         public var error: String?
         public var checkedAt: ContinuousClock.Instant?
+
+        init(server: OllamaServer) {
+            self.server = server
+            self.name = server.displayName
+        }
     }
 
     let upstream: UpstreamClient
@@ -50,17 +57,25 @@ public final class OllamaPool: Sendable {
 
     // MARK: Choosing
 
+    /// Requests a server with a model loaded takes at once per unit of weight before servers
+    /// without it loaded get some: Ollama's default `OLLAMA_NUM_PARALLEL`, beyond which its
+    /// requests queue on that server anyway.
+    static let parallelSlots = 4
+
     /// A call in flight on one server, counted until `end()` (idempotent).
     final class Lease: Sendable {
         let pool: OllamaPool
         let index: Int
         let url: String
+        /// The server's URL without credentials, as the ledger names it.
+        let name: String
         private let ended = NIOLockedValueBox(false)
 
-        init(pool: OllamaPool, index: Int, url: String) {
+        init(pool: OllamaPool, index: Int, server: ServerState) {
             self.pool = pool
             self.index = index
-            self.url = url
+            self.url = server.server.url
+            self.name = server.name
         }
 
         func end() {
@@ -101,7 +116,7 @@ public final class OllamaPool: Sendable {
             if servers.count == 1 {
                 guard !excluded.contains(0) else { return nil }
                 servers[0].inFlight += 1
-                return Lease(pool: self, index: 0, url: servers[0].server.url)
+                return Lease(pool: self, index: 0, server: servers[0])
             }
             var candidates = servers.indices.filter { !excluded.contains($0) && servers[$0].healthy }
             if requireModel {
@@ -110,17 +125,22 @@ public final class OllamaPool: Sendable {
                 // Nothing healthy: try a server anyway, so the client hears the real failure.
                 candidates = servers.indices.filter { !excluded.contains($0) }
             }
-            let loaded = candidates.filter { servers[$0].loaded.contains(model) }
-            let pool = loaded.isEmpty ? candidates : loaded
-            guard !pool.isEmpty else { return nil }
             // Fewest outstanding requests per unit of weight; ties take turns.
-            let best = pool.enumerated().min { a, b in
-                let (x, y) = ((servers[a.element].inFlight + 1) * servers[b.element].server.weight,
-                              (servers[b.element].inFlight + 1) * servers[a.element].server.weight)
-                return x != y ? x < y : (a.offset + turn) % pool.count < (b.offset + turn) % pool.count
-            }!.element
+            func leastBusy(_ pool: [Int]) -> Int? {
+                pool.enumerated().min { a, b in
+                    let (x, y) = ((servers[a.element].inFlight + 1) * servers[b.element].server.weight,
+                                  (servers[b.element].inFlight + 1) * servers[a.element].server.weight)
+                    return x != y ? x < y : (a.offset + turn) % pool.count < (b.offset + turn) % pool.count
+                }?.element
+            }
+            // A server with the model loaded answers without a swap, while it has a free slot;
+            // once every such server is that busy, the rest share the load (and load the model).
+            let loaded = candidates.filter { servers[$0].loaded.contains(model) }
+            let warm = leastBusy(loaded)
+            guard let best = warm.flatMap({ servers[$0].inFlight < Self.parallelSlots * servers[$0].server.weight ? $0 : nil })
+                ?? leastBusy(candidates) else { return nil }
             servers[best].inFlight += 1
-            return Lease(pool: self, index: best, url: servers[best].server.url)
+            return Lease(pool: self, index: best, server: servers[best])
         }
     }
 
@@ -157,7 +177,7 @@ public final class OllamaPool: Sendable {
                     let inFlight = servers[index].inFlight
                     servers[index] = checked
                     servers[index].inFlight = inFlight
-                    return (was, checked.server.displayName)
+                    return (was, checked.name)
                 }
                 metrics.ollamaServer(name, healthy: checked.healthy)
                 if !wasHealthy && checked.healthy {

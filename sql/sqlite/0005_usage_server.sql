@@ -1,0 +1,2 @@
+-- The ledger names the Ollama server that answered each call (see the PostgreSQL file).
+ALTER TABLE usage ADD COLUMN server TEXT;
