@@ -207,13 +207,19 @@ class Harness:
                     "--pace-ms", str(MOCK["pace_ms"]), "--drip-ms", str(MOCK["slow_pace_ms"]), "--fixed-clock"],
                    cpu=1, log_name="mock.log")
         wait_http(f"http://127.0.0.1:{self.stream_mock}/api/version")
-        self.answer_mock = free_port()
+        # --ollama-servers N: the same mock on N ports, listed as N servers (the answers phase).
+        self.answer_mocks = [free_port() for _ in range(self.args.ollama_servers)]
+        self.answer_mock = self.answer_mocks[0]
         answer = FIXED_ANSWER.replace("\\", "\\\\").replace("'", "\\'")
+        listens = "\n".join(f"        listen 127.0.0.1:{port};" for port in self.answer_mocks)
+        tags = '{"models":[{"name":"llama3:latest","model":"llama3:latest"}]}'
         self.nginx("mock", 1, f"""    server {{
-        listen 127.0.0.1:{self.answer_mock};
+{listens}
         default_type application/json;
         location = /api/chat {{ return 200 '{answer}'; }}
         location = /api/version {{ return 200 '{{"version":"0.5.1"}}'; }}
+        location = /api/tags {{ return 200 '{tags}'; }}
+        location = /api/ps {{ return 200 '{tags}'; }}
         location / {{ return 404 '{{"error":"not found"}}'; }}
     }}""")
         wait_http(f"http://127.0.0.1:{self.answer_mock}/api/version")
@@ -267,8 +273,9 @@ http {{
         mock = self.answer_mock if phase == "answers" else self.stream_mock
         self.rungs["R0 direct"]["url"] = f"http://127.0.0.1:{mock}"
         self.rungs["R1 nginx"]["url"] = f"http://127.0.0.1:{self.proxy_ports[phase]}"
+        servers = self.answer_mocks if phase == "answers" else [self.stream_mock]
         for rung in self.gateways:
-            self.start_gateway(rung, mock)
+            self.start_gateway(rung, servers)
         self.phase = phase
         log(f"phase: {phase}")
 
@@ -311,13 +318,13 @@ http {{
         self.rungs[rung] = dict(env=env, key=key, customer=customer["id"], pids=[])
         self.gateways.append(rung)
 
-    def start_gateway(self, rung, upstream_port):
+    def start_gateway(self, rung, upstream_ports):
         r = self.rungs[rung]
         if r.get("proc"):
             r["proc"].terminate()
             r["proc"].wait(timeout=40)
         port = free_port()
-        env = dict(r["env"], PORT=str(port), OLLAMA_BASE_URL=f"http://127.0.0.1:{upstream_port}")
+        env = dict(r["env"], PORT=str(port), OLLAMA_BASE_URL=",".join(f"http://127.0.0.1:{p}" for p in upstream_ports))
         proc = self.spawn([f"{self.bin}/lmsvr", "serve"], cpu=0, env=env, log_name=f"lmsvr-{rung[:2]}-{port}.log")
         wait_http(f"http://127.0.0.1:{port}/health")
         time.sleep(0.5)
@@ -540,6 +547,8 @@ general_settings:
         idle = {rung: (self.rungs[rung]["rss_start_kib"], self.rungs[rung]["anon_start_kib"]) for rung in self.gateways}
         result["closed_loop"] = closed = self.closed_loop()
         result["noise"] = noise_check(closed)
+        if self.args.closed_only:
+            return result
         result["open_loop"] = self.open_loop(closed)
         if self.args.litellm:
             try:
@@ -580,6 +589,10 @@ def main():
     ap.add_argument("--litellm", help="the LiteLLM proxy's `litellm` executable: adds it as a peer rung")
     ap.add_argument("--open-max-rate", type=int, default=4000,
                     help="highest open-loop rate the driver is trusted with (it shares CPU 1 with the mock)")
+    ap.add_argument("--ollama-servers", type=int, default=1,
+                    help="list the answers mock as this many Ollama servers (one port each): the routing's cost")
+    ap.add_argument("--closed-only", action="store_true",
+                    help="only the closed-loop table (for a quick A/B); prints it, keeps no result in bench/results")
     ap.add_argument("--out", help="JSON file to write (default bench/results/<date>-<sha>.json)")
     ap.add_argument("--no-report", action="store_true", help="print the table instead of regenerating docs/benchmarks.md")
     args = ap.parse_args()
@@ -594,6 +607,15 @@ def main():
         result = h.run()
     finally:
         h.stop()
+    if args.closed_only:
+        for load, rungs in result["closed_loop"].items():
+            for rung, m in rungs.items():
+                log(f"{load:10} {rung:12} {m['rps']:9.0f} req/s  p50 {m['p50_us'] / 1000:6.2f} ms  "
+                    f"p99 {m['p99_us'] / 1000:6.2f} ms  CPU/req {m.get('cpu_us_per_req', 0):6.0f} us")
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1, sort_keys=True)
+        return
     name = f"{result['meta']['date'].replace(':', '')}-{result['meta']['git_sha'][:8]}.json"
     # Smoke runs (CI) check that the harness works; their figures mean nothing and are not kept.
     default_dir = os.path.join(ROOT, "bench", "results") if args.profile == "full" else tempfile.gettempdir()

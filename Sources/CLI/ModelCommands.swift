@@ -43,7 +43,7 @@ struct SyncModels: AsyncParsableCommand, DatabaseCommand {
         let configuration = try database.configuration()
         let synced = try await withModelCatalog(database) { try await $0.sync() }
         if output.json { return try Output.printJSON(synced.map(MetadataView.init)) }
-        print("Synced \(synced.count) model(s) from \(configuration.ollamaBaseURL).")
+        print("Synced \(synced.count) model(s) from \(configuration.ollamaServerNames).")
         Output.printTable(["MODEL", "FAMILY", "PARAMETERS", "QUANTIZATION", "CONTEXT"], synced.map {
             [$0.name, $0.family ?? "", $0.parameterSize ?? "", $0.quantization ?? "", $0.contextLength.map(String.init) ?? ""]
         }, rightAligned: [4])
@@ -63,7 +63,7 @@ func withModelCatalog<T>(_ database: DatabaseOptions, _ body: (ModelCatalog) asy
         return result
     } catch let error as GatewayError {
         await upstream.shutdown()
-        throw CLIError.operational("cannot use Ollama at \(configuration.ollamaBaseURL): \(error.message)")
+        throw CLIError.operational("cannot use Ollama at \(configuration.ollamaServerNames): \(error.message)")
     } catch {
         await upstream.shutdown()
         throw error

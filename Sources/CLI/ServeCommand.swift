@@ -35,7 +35,7 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
         }
         let upstream = UpstreamClient(configuration: configuration)
         logger.notice("starting", metadata: [
-            "database": "\(configuration.database.redacted)", "ollama": "\(configuration.ollamaBaseURL)",
+            "database": "\(configuration.database.redacted)", "ollama": "\(configuration.ollamaServerNames)",
             "address": "\(configuration.host):\(configuration.port)", "journal": "\(journal.path)",
         ])
         let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, journal: journal, logger: logger)

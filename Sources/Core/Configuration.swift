@@ -17,6 +17,8 @@ public struct Configuration: Sendable {
     public var ollamaServers: [OllamaServer]
     /// The first Ollama server: where the CLI's model commands look first.
     public var ollamaBaseURL: String { ollamaServers[0].url }
+    /// The servers as logs and messages show them (no credentials or paths), comma-separated.
+    public var ollamaServerNames: String { ollamaServers.map(\.displayName).joined(separator: ", ") }
     /// How often the servers' health, models and loaded models are checked (several servers only).
     public var ollamaCheckIntervalSeconds: Int
     public var openAIAPIKey: String?

@@ -5,20 +5,30 @@ public struct OllamaServer: Sendable, Hashable {
     /// Its share of requests relative to the others (balancing divides its outstanding requests
     /// by it): a box with twice the GPUs gets `weight=2`.
     public var weight: Int
+    /// What logs, metrics, `/health/ollama` and the ledger call it: the operator's `name=`, else
+    /// the URL's scheme, host and port. Never the credentials or the path of the URL, where a
+    /// reverse proxy's secret may be.
+    public var displayName: String
 
-    public init(url: String, weight: Int = 1) {
+    public init(url: String, weight: Int = 1, name: String? = nil) {
         self.url = url
         self.weight = weight
+        self.displayName = name ?? Self.origin(of: url)
     }
 
-    /// The URL without any credentials in it, for logs, metrics and `/health/ollama`.
-    public var displayName: String {
-        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") else { return url }
-        return String(url[..<scheme.upperBound]) + String(url[url.index(after: at)...])
+    /// `scheme://host[:port]` of a URL: no user, password, path, query or fragment.
+    static func origin(of url: String) -> String {
+        guard let scheme = url.range(of: "://") else { return url }
+        let rest = url[scheme.upperBound...]
+        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        let host = authority.lastIndex(of: "@").map { authority[authority.index(after: $0)...] } ?? authority
+        return String(url[..<scheme.upperBound]) + String(host)
     }
 
-    /// `http://gpu1:11434;weight=2, http://gpu2:11434` → the servers, in order. One URL is a list
-    /// of one. Refuses anything but http(s) URLs, weights from 1 to 1000, and repeats.
+    /// `http://gpu1:11434;weight=2;name=gpu1, http://gpu2:11434` → the servers, in order. One URL
+    /// is a list of one. Refuses anything but http(s) URLs, weights from 1 to 1000, labels other
+    /// than 1 to 64 of `[A-Za-z0-9._-]`, repeats, and two servers with one name. Error messages
+    /// show a server by its origin, never its credentials or path.
     public static func parseList(_ text: String) throws(ConfigurationError) -> [OllamaServer] {
         var servers: [OllamaServer] = []
         for item in text.split(separator: ",") {
@@ -28,21 +38,43 @@ public struct OllamaServer: Sendable, Hashable {
                 throw ConfigurationError(variable: "OLLAMA_BASE_URL", message: "'\(url)' is not an http:// or https:// URL")
             }
             while url.hasSuffix("/") { url.removeLast() }
-            var weight = 1
+            var weight = 1, name: String?
             for option in parts.dropFirst() {
                 let pair = option.split(separator: "=", maxSplits: 1).map { $0.trimmingWhitespace() }
-                guard pair.count == 2, pair[0].lowercased() == "weight", let value = Int(pair[1]), (1...1000).contains(value) else {
+                switch (pair.first?.lowercased(), pair.count == 2 ? pair[1] : nil) {
+                case ("weight", let value?):
+                    guard let value = Int(value), (1...1000).contains(value) else {
+                        throw ConfigurationError(variable: "OLLAMA_BASE_URL", message: "weight after \(Self.origin(of: url)) must be 1 to 1000")
+                    }
+                    weight = value
+                case ("name", let value?):
+                    guard Self.isPlainName(value) else {
+                        throw ConfigurationError(variable: "OLLAMA_BASE_URL",
+                                                 message: "name after \(Self.origin(of: url)): 1 to 64 letters, digits, '.', '-' or '_'")
+                    }
+                    name = value
+                default:
                     throw ConfigurationError(variable: "OLLAMA_BASE_URL",
-                                             message: "'\(option)' after \(url): the only option is weight=N, N from 1 to 1000")
+                                             message: "'\(option)' after \(Self.origin(of: url)): the options are weight=N and name=LABEL")
                 }
-                weight = value
             }
+            let server = OllamaServer(url: url, weight: weight, name: name)
             guard !servers.contains(where: { $0.url == url }) else {
-                throw ConfigurationError(variable: "OLLAMA_BASE_URL", message: "\(url) is listed twice")
+                throw ConfigurationError(variable: "OLLAMA_BASE_URL", message: "\(server.displayName) is listed twice")
             }
-            servers.append(OllamaServer(url: url, weight: weight))
+            guard !servers.contains(where: { $0.displayName == server.displayName }) else {
+                throw ConfigurationError(variable: "OLLAMA_BASE_URL",
+                                         message: "two servers would both be called \(server.displayName): give them name=LABEL")
+            }
+            servers.append(server)
         }
         guard !servers.isEmpty else { throw ConfigurationError(variable: "OLLAMA_BASE_URL", message: "names no server") }
         return servers
+    }
+
+    static func isPlainName(_ text: String) -> Bool {
+        (1...64).contains(text.utf8.count)
+            && text.utf8.allSatisfy { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0 | 0x20) }
     }
 }

@@ -107,7 +107,7 @@ public struct FakeUpstream: Sendable {
     static let words = ["The ", "sky ", "is ", "blue ", "because ", "of ", "Rayleigh ", "scattering."]
     static let promptEvalCount = 26
     static let served = ["llama3:latest", "mistral:latest", "all-minilm:latest"]
-    static let magic = ["drip", "slowstream", "slow", "error500", "fail-midstream", "truncated", "runaway", "big"]
+    static let magic = ["drip", "slowstream", "slow", "error500", "busy503", "fail-midstream", "truncated", "runaway", "big"]
 
     /// The router with every Ollama route the gateway uses.
     public func router() -> Router<BasicRequestContext> {
@@ -180,6 +180,8 @@ public struct FakeUpstream: Sendable {
             defer { recorder.leave() }
             try await Task.sleep(for: .seconds(options.slowSeconds))
         case "error500": return Self.error(.internalServerError, "an error was encountered while running the model")
+        // What Ollama answers when more requests wait than OLLAMA_MAX_QUEUE allows.
+        case "busy503": return Self.error(.serviceUnavailable, "server busy, please try again.  maximum pending requests exceeded")
         default: break
         }
         // Ollama's options are a map: exact keys. A number becomes an integer by truncation;

@@ -132,13 +132,17 @@ def test_requests_reach_only_servers_that_have_their_model(three):
     # A model nobody serves: Ollama's own 404 through one of them.
     r = httpx.post(gateway.base + "/api/chat", json=chat("phi3"), headers=gateway.auth)
     assert r.status_code == 404 and "not found" in r.json()["error"]
-    # The listings are the union, each model once; /api/models says who serves what.
+    # The listings are the union, each model once; list-models says who serves what, customers
+    # are not told (/api/models), nor shown the servers in their own export.
     names = sorted(m["name"] for m in httpx.get(gateway.base + "/api/tags", headers=gateway.auth).json()["models"])
     assert names == ["all-minilm:latest", "llama3:latest", "mistral:latest", "slow:latest"]
-    served = {m["name"]: m["servers"] for m in httpx.get(gateway.base + "/api/models", headers=gateway.auth).json()["models"]
-              if m.get("served_by_ollama")}
-    assert sorted(served["mistral:latest"]) == sorted([a.url, c.url])
+    priced = httpx.get(gateway.base + "/api/models", headers=gateway.auth).json()["models"]
+    assert sorted(m["name"] for m in priced if m.get("served_by_ollama")) == names
+    assert not any("servers" in m for m in priced)
+    export = httpx.get(gateway.base + "/v1/usage/export?format=json", headers=gateway.auth).json()
+    assert len(export) == 26 and not any("server" in row for row in export)
     listed = gateway.cli("list-models")
+    assert sorted(next(m for m in listed if m["name"] == "mistral:latest")["servers"]) == sorted([a.url, c.url])
     assert sorted(next(m for m in listed if m["name"] == "llama3:latest")["servers"]) == sorted([a.url, b.url])
     # The official client, unchanged.
     client = ollama.Client(host=gateway.base, headers=gateway.auth)
@@ -226,6 +230,37 @@ def test_a_server_with_the_model_loaded_is_preferred_while_it_has_a_free_slot():
         gateway.stop()
         for f in (cold, warm):
             f.kill()
+
+
+def test_a_busy_server_is_retried_once_on_another_that_has_the_model_and_a_500_is_not():
+    a, b, c = Fake("busy503,error500,llama3"), Fake("busy503,error500"), Fake("llama3")
+    gateway = Gateway([a, b, c])
+    try:
+        def calls():
+            return a.metered(), b.metered(), c.metered()
+
+        # 503 (Ollama's queue is full): tried on the other server that has the model, once.
+        r = httpx.post(gateway.base + "/api/chat", json=chat("busy503"), headers=gateway.auth)
+        assert r.status_code == 503 and "server busy" in r.json()["error"]
+        assert calls() == (1, 1, 0)
+        # 500 is about the request: not retried.
+        r = httpx.post(gateway.base + "/api/chat", json=chat("error500"), headers=gateway.auth)
+        assert r.status_code == 500 and sum(calls()) == 3
+        # With B gone, nobody else has busy503: the first answer stands, C is never asked.
+        b.kill()
+        gateway.wait_until(lambda: gateway.health()["healthy"] == 2)
+        before = a.metered()
+        r = httpx.post(gateway.base + "/api/chat", json=chat("busy503"), headers=gateway.auth)
+        assert r.status_code == 503 and (a.metered(), c.metered()) == (before + 1, 0)
+        rows = gateway.cli("export-usage", str(gateway.customer))
+        assert [r["outcome"] for r in rows] == ["upstream_error"] * 3 and all(float(r["cost_usd"]) == 0 for r in rows)
+        assert {r["server"] for r in rows} <= {a.url, b.url}
+        assert gateway.cli("check-budget", str(gateway.customer))["held_nanos"] == 0
+    finally:
+        gateway.stop()
+        for f in (a, b, c):
+            if f.process.poll() is None:
+                f.kill()
 
 
 def test_all_servers_down_is_503_on_health_and_502_on_requests(three):

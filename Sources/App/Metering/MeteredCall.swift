@@ -22,15 +22,18 @@ struct MeteredCall: Sendable {
         let setup = RelaySetup(requestId: ticket.requestId, model: plan.model,
                                outputLimit: ticket.outputBound ?? .max, promptEstimate: ticket.promptEstimate)
         let body = ByteBuffer(bytes: plan.body(ticket.outputBound).bytes)
-        var tried: Set<Int> = []
+        var retried = false, next: OllamaPool.Lease?
         var response: HTTPClientResponse
         while true {
-            // Ollama calls go to the server the pool chooses for the model; a server that cannot
-            // be reached or fails before answering (no byte has reached the client yet) is left
-            // for another that has the model, once. The hold and the settle stay one each.
+            // Ollama calls go to the server the pool chooses for the model. A server that cannot
+            // be reached, drops the call before answering, or answers 502/503/504 (no byte has
+            // reached the client yet) is left for another healthy server that lists the model,
+            // once; without one the call ends with the first failure. One hold, one settle.
             var url = plan.url, lease: OllamaPool.Lease?
             if plan.provider == .ollama {
-                guard let chosen = await ollama.acquire(model: plan.model, excluding: tried) else {
+                let chosen: OllamaPool.Lease?
+                if let next { chosen = next } else { chosen = await ollama.acquire(model: plan.model) }
+                guard let chosen else {
                     await settlement.settle(.upstreamFailed(status: 502, usage: nil, delivered: .nothing))
                     throw GatewayError.upstreamUnreachable("no Ollama server is available")
                 }
@@ -38,26 +41,30 @@ struct MeteredCall: Sendable {
                 settlement.attach(chosen)
                 url = chosen.url + plan.url
             }
-            let retry = lease != nil && tried.isEmpty && ollama.servers.count > 1
+            let mayRetry = !retried && !ollama.isSingle
             let started = ContinuousClock.now
             do {
                 response = try await upstream.send(method: .POST, url: url, headers: plan.headers, body: body)
             } catch {
                 if let lease { billing.metrics.ollamaCall(lease.index, ollama, status: nil, since: started) }
-                if retry, let lease, error.failedBeforeAnswering {
+                if mayRetry, let lease, error.failedBeforeAnswering {
                     ollama.markFailed(lease.index, error: error.message)
-                    lease.end()
-                    tried.insert(lease.index)
-                    continue
+                    if let other = ollama.alternative(to: lease.index, model: plan.model) {
+                        lease.end()
+                        (retried, next) = (true, other)
+                        continue
+                    }
                 }
                 await settlement.settle(.upstreamFailed(status: Int(error.status.code), usage: nil, delivered: .nothing))
                 throw error
             }
             if let lease { billing.metrics.ollamaCall(lease.index, ollama, status: Int(response.status.code), since: started) }
-            if retry, let lease, response.status.code >= 500 {
+            // A 500 is about the request (a bad option, a model that fails to load): not retried.
+            if mayRetry, let lease, (502...504).contains(response.status.code),
+               let other = ollama.alternative(to: lease.index, model: plan.model) {
                 _ = try? await upstream.collect(response, limit: 1 << 20)
                 lease.end()
-                tried.insert(lease.index)
+                (retried, next) = (true, other)
                 continue
             }
             break

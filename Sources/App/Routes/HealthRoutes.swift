@@ -37,12 +37,14 @@ struct HealthRoutes: Sendable {
         }
     }
 
-    /// One server: 200 with its version and latency, or 503. Several: each server's state,
-    /// checked now (version, latency, models, loaded models, requests in flight, healthy), and
-    /// 503 only when none is healthy.
+    /// One server: 200 with its version and latency, or 503. Several: each server's state as the
+    /// latest check found it (version, latency, models, loaded models, requests in flight,
+    /// healthy), and 503 only when none is healthy.
     func ollamaHealth() async -> Response {
         if ollama.isSingle { return await single() }
-        await ollama.refresh()
+        // The monitor's latest checks (at most OLLAMA_CHECK_INTERVAL_SECONDS old): a probe or a
+        // stranger polling this cannot make the gateway call every server each time.
+        await ollama.firstCheck()
         let servers = ollama.servers
         let healthy = servers.filter(\.healthy).count
         let list: [[String: Any]] = servers.map { s in

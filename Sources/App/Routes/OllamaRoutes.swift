@@ -27,7 +27,7 @@ struct OllamaRoutes: Sendable {
         router.get("/api/tags") { _, context in try await listing("/api/tags", for: context.principal) }
         router.get("/api/ps") { _, context in try await listing("/api/ps", for: context.principal) }
         router.get("/api/version") { _, _ in
-            try await passThrough(.GET, "/api/version", on: ollama.acquire(model: "", excluding: [])?.url)
+            try await passThrough(.GET, "/api/version", on: ollama.acquire(model: "")?.url)
         }
         router.post("/api/show") { request, context in
             let body = try await readRequestBody(request, limit: configuration.maxBodyBytes)
@@ -145,11 +145,13 @@ struct OllamaRoutes: Sendable {
     }
 
     /// `GET /api/models`: what Ollama serves, each with the price it is charged at and the
-    /// metadata `sync-models` stored.
+    /// metadata `sync-models` stored. Which servers have a model is the operator's business
+    /// (`list-models`), not the customer's.
     func modelsWithPricing(for principal: Principal?) async throws -> Response {
         let catalog = ModelCatalog(upstream: upstream, store: store, configuration: configuration)
         let models = try await catalog.entries().filter { ScopedListing.allows(principal, ollamaName: $0.name) }
+        let objects = models.map { entry in entry.json.filter { $0.key != "servers" } }
         return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
-                        body: .init(byteBuffer: JSONText.encode(["models": models.map(\.json)])))
+                        body: .init(byteBuffer: JSONText.encode(["models": objects])))
     }
 }

@@ -126,7 +126,10 @@ struct SelfServiceRoutes: Sendable {
         let writer = try UsageFileWriter(path: path, format: format)
         do {
             _ = try await store.exportUsage(customerId: principal.customerId, range: DayRange(start: start, end: end)) {
-                try writer.append($0)
+                // The operator's server names stay out of what customers download.
+                var row = $0
+                row.server = nil
+                try writer.append(row)
             }
             try writer.finish(durable: false)
         } catch {

@@ -64,8 +64,12 @@ actor ModelRouter {
     }
 
     private func ollamaServes(_ model: String) async -> Bool {
-        // Several servers: the pool's checks already know every server's models.
-        if !ollama.isSingle { return ollama.servers.contains { $0.healthy && $0.models.contains(model) } }
+        // Several servers: the pool's checks know every server's models (a server out of the
+        // rotation keeps what it served when last seen, so its names never go to a provider).
+        if !ollama.isSingle {
+            await ollama.firstCheck()
+            return ollama.servers.contains { $0.models.contains(model) }
+        }
         if fetchedAt == nil || ContinuousClock.now - fetchedAt! > ttl {
             do {
                 served = try await ModelCatalogReader(upstream: upstream, baseURL: configuration.ollamaBaseURL).servedNames()
@@ -83,6 +87,8 @@ actor ModelRouter {
 struct ModelCatalogReader: Sendable {
     let upstream: UpstreamClient
     let baseURL: String
+    /// Bounds each wait for the answer (default: the upstream read timeout).
+    var timeout: Duration? = nil
 
     /// The names a listing (`/api/tags`, or `/api/ps` for the loaded ones) holds, normalised.
     func servedNames(path: String = "/api/tags") async throws(GatewayError) -> Set<String> {
@@ -93,8 +99,8 @@ struct ModelCatalogReader: Sendable {
 
     /// Ollama's `/api/tags` (or `/api/ps`) entries.
     func models(path: String = "/api/tags") async throws(GatewayError) -> [JSONValue] {
-        let response = try await upstream.send(method: .GET, url: baseURL + path)
-        let body = try await upstream.collect(response)
+        let response = try await upstream.send(method: .GET, url: baseURL + path, timeout: timeout)
+        let body = try await upstream.collect(response, idleTimeout: timeout)
         guard response.status.code == 200, let root = try? JSONDocument.parse(Array(buffer: body)).root,
               let models = root["models"], models.kind == .array
         else { throw .upstreamInvalid("Ollama's \(path) answered \(response.status.code) without a model list") }

@@ -41,7 +41,10 @@ public final class OllamaPool: Sendable {
     let metrics: GatewayMetrics
     let logger: Logger
     private let state: NIOLockedValueBox<[ServerState]>
-    private let lastMissRefresh = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
+    /// The first check of every server: calls wait for it, so none is routed on empty lists.
+    private let firstCheckTask = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    /// The check a miss started, and when: every miss within a second waits for that one.
+    private let missCheck = NIOLockedValueBox<(task: Task<Void, Never>, at: ContinuousClock.Instant)?>(nil)
     private let tieBreaker = NIOLockedValueBox(0)
 
     public init(servers: [OllamaServer], upstream: UpstreamClient, metrics: GatewayMetrics, logger: Logger) {
@@ -50,10 +53,12 @@ public final class OllamaPool: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.state = NIOLockedValueBox(servers.map { ServerState(server: $0) })
+        self.isSingle = servers.count == 1
     }
 
     public var servers: [ServerState] { state.withLockedValue { $0 } }
-    public var isSingle: Bool { state.withLockedValue { $0.count == 1 } }
+    /// One server: every call goes to it and nothing is checked.
+    public let isSingle: Bool
 
     // MARK: Choosing
 
@@ -89,22 +94,43 @@ public final class OllamaPool: Sendable {
         deinit { end() }
     }
 
-    /// The server for a call of `model`, counted as in flight; nil when every server is excluded.
-    func acquire(model: String, excluding excluded: Set<Int> = []) async -> Lease? {
-        if let lease = pick(model: model, excluding: excluded, requireModel: true) { return lease }
-        // Nobody lists it: look again (once a second at most), then let any healthy server answer.
-        if refreshOnMiss() { await refreshModels() }
-        return pick(model: model, excluding: excluded, requireModel: true)
-            ?? pick(model: model, excluding: excluded, requireModel: false)
+    /// The server for a call of `model`, counted as in flight; nil when no server can take it.
+    /// A model no server lists makes the pool look again (one check a second, shared by every
+    /// miss), then lets any healthy server answer (its own 404 reaches the client).
+    func acquire(model: String) async -> Lease? {
+        if isSingle { return pick(model: model, excluding: [], requireModel: false) }
+        await firstCheck()
+        if let lease = pick(model: model, excluding: [], requireModel: true) { return lease }
+        // `/api/version` names no model: any healthy server, without a check.
+        if !model.isEmpty { await checkAfterMiss() }
+        return pick(model: model, excluding: [], requireModel: true)
+            ?? pick(model: model, excluding: [], requireModel: false)
     }
 
-    private func refreshOnMiss() -> Bool {
-        guard !isSingle else { return false }
-        return lastMissRefresh.withLockedValue { last in
-            if let last, ContinuousClock.now - last < .seconds(1) { return false }
-            last = .now
-            return true
+    /// Another healthy server that lists `model`, for the one retry of a call whose server
+    /// failed it; nil when there is none (the call then ends with the first failure).
+    func alternative(to failed: Int, model: String) -> Lease? {
+        isSingle ? nil : pick(model: model, excluding: [failed], requireModel: true)
+    }
+
+    /// Waits for the first check of every server (started by the monitor or the first call).
+    func firstCheck() async {
+        guard !isSingle else { return }
+        let task = firstCheckTask.withLockedValue { task in
+            if task == nil { task = Task { await self.refresh() } }
+            return task!
         }
+        await task.value
+    }
+
+    private func checkAfterMiss() async {
+        let task = missCheck.withLockedValue { last -> Task<Void, Never> in
+            if let last, ContinuousClock.now - last.at < .seconds(1) { return last.task }
+            let task = Task { await self.refresh() }
+            last = (task, .now)
+            return task
+        }
+        await task.value
     }
 
     private func pick(model: String, excluding excluded: Set<Int>, requireModel: Bool) -> Lease? {
@@ -174,9 +200,14 @@ public final class OllamaPool: Sendable {
                 guard let checked else { continue }
                 let (wasHealthy, name) = state.withLockedValue { servers -> (Bool, String) in
                     let was = servers[index].healthy
-                    let inFlight = servers[index].inFlight
+                    var checked = checked
+                    checked.inFlight = servers[index].inFlight
+                    if !checked.healthy {
+                        // What it served when last seen: a name it had stays an Ollama name.
+                        checked.models = servers[index].models
+                        checked.loaded = []
+                    }
                     servers[index] = checked
-                    servers[index].inFlight = inFlight
                     return (was, checked.name)
                 }
                 metrics.ollamaServer(name, healthy: checked.healthy)
@@ -190,21 +221,23 @@ public final class OllamaPool: Sendable {
         }
     }
 
-    /// Only the model lists, after a miss.
-    func refreshModels() async { await refresh() }
+    /// How long a check waits for each answer: a server that accepts connections and never
+    /// answers leaves the rotation within seconds, and holds up no caller for longer.
+    static let checkTimeout: Duration = .seconds(5)
 
     private func check(_ server: OllamaServer) async -> ServerState {
         var checked = ServerState(server: server)
         checked.checkedAt = .now
         let started = ContinuousClock.now
         do {
-            let response = try await upstream.send(method: .GET, url: server.url + "/api/version")
-            let body = try await upstream.collect(response, limit: 1 << 16)
+            let response = try await upstream.send(method: .GET, url: server.url + "/api/version", timeout: Self.checkTimeout)
+            let body = try await upstream.collect(response, limit: 1 << 16, idleTimeout: Self.checkTimeout)
             checked.latencyMicros = started.microsecondsElapsed
             guard response.status.code == 200 else { throw GatewayError.upstreamInvalid("/api/version answered \(response.status.code)") }
             checked.version = (try? JSONDocument.parse(Array(buffer: body)).root)?["version"]?.string
-            checked.models = try await ModelCatalogReader(upstream: upstream, baseURL: server.url).servedNames()
-            checked.loaded = (try? await ModelCatalogReader(upstream: upstream, baseURL: server.url).servedNames(path: "/api/ps")) ?? []
+            let reader = ModelCatalogReader(upstream: upstream, baseURL: server.url, timeout: Self.checkTimeout)
+            checked.models = try await reader.servedNames()
+            checked.loaded = (try? await reader.servedNames(path: "/api/ps")) ?? []
         } catch {
             checked.healthy = false
             checked.error = UpstreamClient.classify(error).message
@@ -221,9 +254,11 @@ struct OllamaPoolMonitor: Service {
     func run() async throws {
         // A service that returns ends the whole group: with one server, wait for shutdown.
         guard !pool.isSingle else { return try await gracefulShutdown() }
+        await pool.firstCheck()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            await pool.refresh()
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            guard !Task.isShuttingDownGracefully && !Task.isCancelled else { break }
+            await pool.refresh()
         }
     }
 }

@@ -37,8 +37,9 @@ public final class UpstreamClient: Sendable {
 
     /// Sends a request and returns the response head, with the body still streaming. The head
     /// must arrive within the read timeout.
-    func send(method: HTTPMethod, url: String, headers: [(String, String)] = [], body: ByteBuffer? = nil)
-        async throws(GatewayError) -> HTTPClientResponse
+    /// Sends a request; `timeout` (default: the read timeout) bounds the wait for the answer's head.
+    func send(method: HTTPMethod, url: String, headers: [(String, String)] = [], body: ByteBuffer? = nil,
+              timeout: Duration? = nil) async throws(GatewayError) -> HTTPClientResponse
     {
         var request = HTTPClientRequest(url: url)
         request.method = method
@@ -47,7 +48,7 @@ public final class UpstreamClient: Sendable {
             request.headers.replaceOrAdd(name: "content-type", value: "application/json")
             request.body = .bytes(body)
         }
-        let (seconds, attoseconds) = readTimeout.components
+        let (seconds, attoseconds) = (timeout ?? readTimeout).components
         let timeout = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         do {
             return try await http.execute(request, deadline: .now() + timeout)
@@ -57,9 +58,11 @@ public final class UpstreamClient: Sendable {
     }
 
     /// Reads a whole (non-streaming) body, refusing more than `limit` bytes.
-    func collect(_ response: HTTPClientResponse, limit: Int = 64 << 20) async throws(GatewayError) -> ByteBuffer {
+    func collect(_ response: HTTPClientResponse, limit: Int = 64 << 20, idleTimeout: Duration? = nil)
+        async throws(GatewayError) -> ByteBuffer
+    {
         do {
-            return try await UpstreamBody.collect(response.body, idleTimeout: readTimeout, limit: limit)
+            return try await UpstreamBody.collect(response.body, idleTimeout: idleTimeout ?? readTimeout, limit: limit)
         } catch {
             throw Self.classify(error)
         }
