@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""What routing across several Ollama servers costs, A/B and interleaved: two SQLite gateways on
+CPU 0 side by side, one listing the nginx mock once, one listing it as three servers (three ports
+of the same mock), driven in alternating wrk rounds so the machine's drift hits both alike.
+
+    python3 bench/ab_servers.py --bin-dir .build/release [--rounds 8] [--seconds 4] [-c 64]
+"""
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin-dir", default=os.path.join(run.ROOT, ".build/release"))
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("-c", "--concurrency", type=int, action="append")
+    args = ap.parse_args()
+    h = run.Harness(argparse.Namespace(profile="full", bin_dir=args.bin_dir, litellm=None, postgres_url=None,
+                                       ollama_servers=3, closed_only=True, open_max_rate=4000))
+    try:
+        h.start_mocks()
+        rungs = {"one server": h.answer_mocks[:1], "three servers": h.answer_mocks}
+        for name in rungs:
+            h.create_tenant(name, f"sqlite:///{h.work}/{name.replace(' ', '-')}.db")
+            h.start_gateway(name, rungs[name])
+        for c in args.concurrency or [1, 64]:
+            for name in rungs:
+                h.wrk(name, "small", c, 2)  # warm-up
+            results = {name: [] for name in rungs}
+            for _ in range(args.rounds):
+                for name in rungs:
+                    results[name].append(h.wrk(name, "small", c, args.seconds))
+            for name, rounds in results.items():
+                rps = statistics.median(r["rps"] for r in rounds)
+                cpu = statistics.median(r["cpu_us_per_req"] for r in rounds)
+                p50 = statistics.median(r["p50_us"] for r in rounds)
+                print(f"c={c:<3} {name:14} {rps:8,.0f} req/s  p50 {p50 / 1000:6.2f} ms  CPU/req {cpu:6,.0f} us  "
+                      f"(rounds: {', '.join(str(round(r['cpu_us_per_req'])) for r in rounds)})", flush=True)
+    finally:
+        h.stop()
+
+
+if __name__ == "__main__":
+    main()
