@@ -46,7 +46,7 @@ struct MeteredCall: Sendable {
             do {
                 response = try await upstream.send(method: .POST, url: url, headers: plan.headers, body: body)
             } catch {
-                if let lease { billing.metrics.ollamaCall(lease.index, ollama, status: nil, since: started) }
+                if let lease { billing.metrics.ollamaCall(lease.name, status: nil, since: started) }
                 if mayRetry, let lease, error.failedBeforeAnswering {
                     ollama.markFailed(lease.index, error: error.message)
                     if let other = ollama.alternative(to: lease.index, model: plan.model) {
@@ -58,7 +58,7 @@ struct MeteredCall: Sendable {
                 await settlement.settle(.upstreamFailed(status: Int(error.status.code), usage: nil, delivered: .nothing))
                 throw error
             }
-            if let lease { billing.metrics.ollamaCall(lease.index, ollama, status: Int(response.status.code), since: started) }
+            if let lease { billing.metrics.ollamaCall(lease.name, status: Int(response.status.code), since: started) }
             // A 500 is about the request (a bad option, a model that fails to load): not retried.
             if mayRetry, let lease, (502...504).contains(response.status.code),
                let other = ollama.alternative(to: lease.index, model: plan.model) {

@@ -27,6 +27,10 @@ public final class GatewayMetrics: Sendable {
     private let poolOpen: Metrics.Gauge
     private let poolIdle: Metrics.Gauge
     private let poolWaiting: Metrics.Gauge
+    /// Handles by label set, made once each: the factory's path (registry lookup, label checks, a
+    /// new handle) is paid on a label set's first use, not on every request.
+    private let counters = NIOLockedValueBox<[[String]: Metrics.Counter]>([:])
+    private let timers = NIOLockedValueBox<[[String]: Metrics.Timer]>([:])
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -51,14 +55,33 @@ public final class GatewayMetrics: Sendable {
         poolWaiting = Gauge(label: "lmsvr_db_pool_waiting_requests", factory: factory)
     }
 
+    private func counter(_ label: String, _ dimensions: [(String, String)]) -> Metrics.Counter {
+        let key = [label] + dimensions.flatMap { [$0.0, $0.1] }
+        if let known = counters.withLockedValue({ $0[key] }) { return known }
+        let made = Counter(label: label, dimensions: dimensions, factory: factory)
+        return counters.withLockedValue { counters in
+            if let known = counters[key] { return known }
+            counters[key] = made
+            return made
+        }
+    }
+
+    private func timer(_ label: String, _ dimensions: [(String, String)]) -> Metrics.Timer {
+        let key = [label] + dimensions.flatMap { [$0.0, $0.1] }
+        if let known = timers.withLockedValue({ $0[key] }) { return known }
+        let made = Metrics.Timer(label: label, dimensions: dimensions, factory: factory)
+        return timers.withLockedValue { timers in
+            if let known = timers[key] { return known }
+            timers[key] = made
+            return made
+        }
+    }
+
     /// One finished HTTP request, by route pattern, dialect and status.
     func request(route: String, dialect: Dialect, status: Int, latency: Duration) {
-        Counter(label: "lmsvr_requests_total",
-                dimensions: [("route", route), ("dialect", dialect.rawValue), ("status", String(status))],
-                factory: factory).increment()
-        Metrics.Timer(label: "lmsvr_request_duration_seconds", dimensions: [("route", route), ("dialect", dialect.rawValue)],
-                      factory: factory).recordNanoseconds(Int64(latency.components.seconds) * 1_000_000_000
-                                                          + latency.components.attoseconds / 1_000_000_000)
+        counter("lmsvr_requests_total", [("route", route), ("dialect", dialect.rawValue), ("status", String(status))]).increment()
+        timer("lmsvr_request_duration_seconds", [("route", route), ("dialect", dialect.rawValue)])
+            .recordNanoseconds(Int64(latency.components.seconds) * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000)
     }
 
     /// One settled (ledger) request: by dialect, model, provider and outcome, with its tokens,
@@ -66,24 +89,22 @@ public final class GatewayMetrics: Sendable {
     func settled(_ usage: UsageRecord) {
         // Only names an upstream answered to label series: a made-up name never gets that far.
         let model = [.ok, .clientCancelled, .outputLimit].contains(usage.outcome) ? usage.model : "-"
-        Counter(label: "lmsvr_metered_requests_total",
-                dimensions: [("dialect", usage.dialect), ("provider", usage.provider), ("model", model),
-                             ("outcome", usage.outcome.rawValue), ("status", String(usage.httpStatus))],
-                factory: factory).increment()
+        counter("lmsvr_metered_requests_total", [("dialect", usage.dialect), ("provider", usage.provider), ("model", model),
+                             ("outcome", usage.outcome.rawValue), ("status", String(usage.httpStatus))]).increment()
         if usage.promptTokens > 0 {
-            Counter(label: "lmsvr_tokens_total", dimensions: [("model", model), ("kind", "prompt")], factory: factory)
+            counter("lmsvr_tokens_total", [("model", model), ("kind", "prompt")])
                 .increment(by: usage.promptTokens)
         }
         if usage.completionTokens > 0 {
-            Counter(label: "lmsvr_tokens_total", dimensions: [("model", model), ("kind", "completion")], factory: factory)
+            counter("lmsvr_tokens_total", [("model", model), ("kind", "completion")])
                 .increment(by: usage.completionTokens)
         }
         if usage.cost.nanos > 0 {
-            Counter(label: "lmsvr_cost_nanodollars_total", dimensions: [("model", model)], factory: factory)
+            counter("lmsvr_cost_nanodollars_total", [("model", model)])
                 .increment(by: usage.cost.nanos)
         }
         if let ttfb = usage.timeToFirstByteMicros {
-            Metrics.Timer(label: "lmsvr_time_to_first_byte_seconds", dimensions: [("dialect", usage.dialect)], factory: factory)
+            timer("lmsvr_time_to_first_byte_seconds", [("dialect", usage.dialect)])
                 .recordMicroseconds(ttfb)
         }
         if usage.outcome == .upstreamError {
@@ -93,8 +114,7 @@ public final class GatewayMetrics: Sendable {
             case 200: "midstream"
             default: "status_\(usage.httpStatus)"
             }
-            Counter(label: "lmsvr_upstream_errors_total", dimensions: [("provider", usage.provider), ("kind", kind)],
-                    factory: factory).increment()
+            counter("lmsvr_upstream_errors_total", [("provider", usage.provider), ("kind", kind)]).increment()
         }
     }
 
@@ -105,8 +125,7 @@ public final class GatewayMetrics: Sendable {
         case .key: "key"
         case .customer: "customer"
         }
-        Counter(label: "lmsvr_rate_limited_total", dimensions: [("subject", subject), ("limit", refusal.kind.rawValue)],
-                factory: factory).increment()
+        counter("lmsvr_rate_limited_total", [("subject", subject), ("limit", refusal.kind.rawValue)]).increment()
     }
     func usageWriteFailed() { usageWriteFailures.increment() }
     func settledWithoutHold() { settlesWithoutHold.increment() }
@@ -123,15 +142,13 @@ public final class GatewayMetrics: Sendable {
 
     /// One metered call's answer (or failure: `status` nil) from an Ollama server, and how long
     /// its head took.
-    func ollamaCall(_ index: Int, _ pool: OllamaPool, status: Int?, since started: ContinuousClock.Instant) {
-        let server = pool.servers[index].server.displayName
-        Counter(label: "lmsvr_ollama_requests_total", dimensions: [("server", server), ("status", status.map(String.init) ?? "failed")],
-                factory: factory).increment()
+    func ollamaCall(_ server: String, status: Int?, since started: ContinuousClock.Instant) {
+        counter("lmsvr_ollama_requests_total", [("server", server), ("status", status.map(String.init) ?? "failed")]).increment()
         if status.map({ $0 >= 500 }) ?? true {
-            Counter(label: "lmsvr_ollama_errors_total", dimensions: [("server", server)], factory: factory).increment()
+            counter("lmsvr_ollama_errors_total", [("server", server)]).increment()
         }
         let elapsed = ContinuousClock.now - started
-        Metrics.Timer(label: "lmsvr_ollama_response_seconds", dimensions: [("server", server)], factory: factory)
+        timer("lmsvr_ollama_response_seconds", [("server", server)])
             .recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
     }
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Two builds of the gateway A/B, interleaved: each on its own SQLite database, both pinned to
+CPU 0 against the same nginx mock, driven in alternating wrk rounds so the machine's drift hits
+both alike. For one change at a time on the request path.
+
+    cp .build/release/lmsvr /tmp/before/          # then change, rebuild
+    python3 bench/ab.py --before /tmp/before --after .build/release [-c 1 -c 64] [--rounds 8]
+
+Prints requests/s, p50 and the gateway's CPU per request (medians), and each round's CPU.
+"""
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", required=True, help="directory holding the `lmsvr` binary before the change")
+    ap.add_argument("--after", default=os.path.join(run.ROOT, ".build/release"))
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--body", choices=["small", "big", "openai"], default="small")
+    ap.add_argument("-c", "--concurrency", type=int, action="append")
+    args = ap.parse_args()
+    h = run.Harness(argparse.Namespace(profile="full", bin_dir=args.after, litellm=None, postgres_url=None,
+                                       ollama_servers=1, closed_only=True, open_max_rate=4000))
+    builds = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
+    try:
+        h.start_mocks()
+        for name, directory in builds.items():
+            h.bin = directory  # the CLI and the server of that build
+            h.create_tenant(name, f"sqlite:///{h.work}/{name}.db")
+            h.start_gateway(name, [h.answer_mock])
+            if args.body == "openai":
+                h.rungs[name]["path"] = "/v1/chat/completions"
+        for c in args.concurrency or [1, 64]:
+            for name in builds:
+                h.wrk(name, args.body, c, 2)  # warm-up
+            results = {name: [] for name in builds}
+            for _ in range(args.rounds):
+                for name in builds:
+                    results[name].append(h.wrk(name, args.body, c, args.seconds))
+            for name, rounds in results.items():
+                rps = statistics.median(r["rps"] for r in rounds)
+                cpu = statistics.median(r["cpu_us_per_req"] for r in rounds)
+                p50 = statistics.median(r["p50_us"] for r in rounds)
+                print(f"c={c:<3} {name:7} {rps:8,.0f} req/s  p50 {p50 / 1000:6.2f} ms  CPU/req {cpu:6,.0f} us  "
+                      f"(rounds: {', '.join(str(round(r['cpu_us_per_req'])) for r in rounds)})", flush=True)
+    finally:
+        h.stop()
+
+
+if __name__ == "__main__":
+    main()
