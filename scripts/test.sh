@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 . scripts/lib.sh
 
-ensure_apt_packages libpq-dev libsqlite3-dev pkg-config postgresql pgbouncer python3-venv shellcheck wrk nginx-light
+ensure_apt_packages libpq-dev libsqlite3-dev pkg-config postgresql pgbouncer python3-venv shellcheck wrk nginx-light chromium chromium-driver
 ensure_swift
 
 # --- PostgreSQL -------------------------------------------------------------------------------

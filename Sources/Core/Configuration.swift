@@ -29,6 +29,8 @@ public struct Configuration: Sendable {
     public var port: Int
     public var logLevel: LogLevel
     public var logFormat: LogFormat
+    /// `ADMIN_TOKEN`: opens the operator dashboard at `/admin`; nil keeps it off.
+    public var adminToken: String?
     /// What a request to a model without a price row costs.
     public var defaultPricePerRequest: Money
     /// Largest request body accepted, in bytes (413 beyond).
@@ -190,6 +192,10 @@ public struct Configuration: Sendable {
             throw ConfigurationError(variable: "LOG_FORMAT", message: "'\(value("LOG_FORMAT"))' is not text or json")
         }
         self.logFormat = format
+        self.adminToken = optional("ADMIN_TOKEN")
+        if let token = adminToken, token.utf8.count < 16 {
+            throw ConfigurationError(variable: "ADMIN_TOKEN", message: "is shorter than 16 characters: use a long random value (openssl rand -hex 24)")
+        }
         do {
             self.defaultPricePerRequest = try Money(parsing: value("DEFAULT_PRICE_PER_REQUEST"))
         } catch {

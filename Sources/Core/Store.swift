@@ -68,6 +68,15 @@ public protocol Store: Sendable {
     func budgetStatus(customerId: Int64, period: BudgetPeriod) async throws -> BudgetStatus?
 
     // MARK: Reports
+    /// The per-day rollups by model over whole UTC days: one customer's, or (nil) everyone's
+    /// summed. A month is a few rows per model and day whatever the ledger holds.
+    func dailyUsage(customerId: Int64?, range: DayRange) async throws -> [DailyModelUsage]
+    /// Every customer with their month's budget, spent and held, in id order (one query).
+    func customerMonths(period: BudgetPeriod) async throws -> [CustomerMonth]
+    /// A customer's latest ledger rows, newest first (the `(customer_id, created_us)` index).
+    func latestUsage(customerId: Int64, limit: Int) async throws -> [UsageRecord]
+    /// Every price row ever set, by model then from when it applies: the history of prices.
+    func priceHistory() async throws -> [PriceRecord]
     /// Totals per model over whole UTC days, from the per-day rollups (never a ledger scan).
     func usageReport(customerId: Int64, range: DayRange) async throws -> UsageReport
     /// Calls `body` once per usage row in time order, streaming: never the whole set in memory.

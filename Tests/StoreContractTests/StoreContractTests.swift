@@ -302,6 +302,45 @@ struct StoreContractTests {
         #expect(rows.values.sorted() == ["gone=https://gpu3.example:443", "held=http://gpu2:11434", "refused=-"])
     }
 
+    /// What the dashboard reads: rollups per day and model (one customer or everyone), every
+    /// customer's month in one query, a customer's newest rows, every price ever set.
+    @Test(arguments: Backend.allCases)
+    func dashboardReads(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let now = nowMicros()
+        let a = try await store.createCustomer(name: "A", email: "a@example.com", monthlyBudget: Money(nanos: 1_000), nowMicros: now)
+        let b = try await store.createCustomer(name: "B", email: "b@example.com", monthlyBudget: nil, nowMicros: now)
+        let day1 = try #require(UTCDay(parsing: "2026-03-01")), day2 = try #require(UTCDay(parsing: "2026-03-02"))
+        try await store.recordUnheld(usage("a1", customer: a.id, model: "llama3", cost: 5, at: day1.startMicros + 1))
+        try await store.recordUnheld(usage("a2", customer: a.id, model: "llama3", cost: 7, at: day1.startMicros + 2))
+        try await store.recordUnheld(usage("a3", customer: a.id, model: "mistral", cost: 11, at: day2.startMicros))
+        try await store.recordUnheld(usage("b1", customer: b.id, model: "llama3", cost: 13, at: day1.startMicros + 3))
+        let march = DayRange(start: day1, end: day2)
+        let mine = try await store.dailyUsage(customerId: a.id, range: march)
+        #expect(mine.map { "\($0.day) \($0.model) \($0.requests) \($0.cost.nanos)" }
+                == ["2026-03-01 llama3 2 12", "2026-03-02 mistral 1 11"])
+        let everyone = try await store.dailyUsage(customerId: nil, range: march)
+        #expect(everyone.map { "\($0.day) \($0.model) \($0.requests) \($0.cost.nanos) \($0.promptTokens)" }
+                == ["2026-03-01 llama3 3 25 30", "2026-03-02 mistral 1 11 10"])
+        #expect(try await store.dailyUsage(customerId: nil, range: DayRange(start: day2, end: day2)).count == 1)
+
+        let months = try await store.customerMonths(period: BudgetPeriod(containingMicros: day1.startMicros))
+        #expect(months.map(\.customer.id) == [a.id, b.id])
+        #expect(months[0].status.spent == Money(nanos: 23) && months[0].remaining == Money(nanos: 977) && months[0].usedPPM == 23_000)
+        #expect(months[1].status.budget == nil && months[1].remaining == nil && months[1].status.spent == Money(nanos: 13))
+        let empty = try await store.customerMonths(period: BudgetPeriod(year: 2026, month: 4))
+        #expect(empty.allSatisfy { $0.status.spent == .zero && $0.status.held == .zero })
+
+        #expect(try await store.latestUsage(customerId: a.id, limit: 2).map(\.requestId) == ["a3", "a2"])
+        #expect(try await store.latestUsage(customerId: b.id, limit: 50).map(\.requestId) == ["b1"])
+
+        _ = try await store.setPrice(model: "llama3", price: ModelPrice(perRequest: Money(nanos: 1)), effectiveFromMicros: 100)
+        _ = try await store.setPrice(model: "llama3", price: ModelPrice(perRequest: Money(nanos: 2)), effectiveFromMicros: 200)
+        _ = try await store.setPrice(model: "aya", price: ModelPrice(perRequest: Money(nanos: 3)), effectiveFromMicros: 300)
+        #expect(try await store.priceHistory().map { "\($0.model) \($0.price.perRequest.nanos)" } == ["aya 3", "llama3 1", "llama3 2"])
+    }
+
     @Test(arguments: Backend.allCases)
     func exportStopsWhenTheWriterFails(backend: Backend) async throws {
         let (store, _, _) = try await backend.makeStore()

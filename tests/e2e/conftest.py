@@ -29,7 +29,7 @@ def free_port() -> int:
 class Gateway:
     """A running `lmsvr serve` with its database and fake upstream."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, extra_env: dict | None = None):
         self.workdir = workdir
         self.db_url = f"sqlite:///{workdir}/lmsvr.db"
         self.fake = subprocess.Popen([FAKE, "--port", "0"], stdout=subprocess.PIPE, text=True)
@@ -42,6 +42,7 @@ class Gateway:
                         OLLAMA_BASE_URL=f"http://127.0.0.1:{self.upstream_port}", LOG_LEVEL="WARNING",
                         OPENAI_API_KEY="sk-operator-openai", OPENAI_BASE_URL=f"http://127.0.0.1:{self.upstream_port}/v1",
                         ANTHROPIC_API_KEY="sk-ant-operator", ANTHROPIC_BASE_URL=f"http://127.0.0.1:{self.upstream_port}")
+        self.env.update(extra_env or {})
         # Logs go to a file: a pipe nobody reads would fill and block the server.
         self.log_path = os.path.join(workdir, "serve.log")
         self.server = subprocess.Popen([LMSVR, "serve"], env=self.env, cwd=workdir,

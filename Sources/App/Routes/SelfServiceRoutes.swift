@@ -40,9 +40,11 @@ struct SelfServiceRoutes: Sendable {
         let period = BudgetPeriod(containingMicros: now)
         let month = DayRange(start: UTCDay(year: period.year, month: period.month, day: 1), end: UTCDay(containingMicros: now))
         let status: BudgetStatus?, report: UsageReport, standing: KeyStanding?, customerUse: LimitUse?
+        let daily: [DailyModelUsage]
         do {
             status = try await store.budgetStatus(customerId: principal.customerId, period: period)
             report = try await store.usageReport(customerId: principal.customerId, range: month)
+            daily = try await store.dailyUsage(customerId: principal.customerId, range: month)
             standing = try await store.keyStanding(keyId: principal.keyId, nowMicros: now)
             customerUse = try await store.customerLimitUse(customerId: principal.customerId, nowMicros: now)
         } catch {
@@ -59,6 +61,9 @@ struct SelfServiceRoutes: Sendable {
                  "completion_tokens": $0.completionTokens, "cost_usd": $0.cost.decimalString] as [String: Any]
             },
             "by_day": report.byDay.map { ["day": $0.day.description, "requests": $0.requests, "cost_usd": $0.cost.decimalString] },
+            "daily": daily.map {
+                ["day": $0.day.description, "model": $0.model, "requests": $0.requests, "cost_usd": $0.cost.decimalString] as [String: Any]
+            },
             "key": Self.json(standing),
         ]
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: JSONText.encode(body)))

@@ -35,7 +35,8 @@ struct GatewayMiddleware: RouterMiddleware {
             if Self.forbiddenPrefixes.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
                 throw GatewayError.forbiddenRoute(path)
             }
-            if !Self.publicPaths.contains(path) {
+            // The dashboard and the key holder's page check their own credentials.
+            if !Self.publicPaths.contains(path) && !DashboardRoutes.owns(path) {
                 guard !journal.isFull else { throw GatewayError.chargesBacklogged }
                 let principal = try await authenticator.authenticate(request.headers)
                 // A key scoped to some API families reaches only their routes (its own usage is
