@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The ledger at scale: usage-report, check-budget and export-usage over one customer's month of
-N requests (10 million by default), timed through the real `lmsvr` commands.
+"""The ledger at scale: usage-report, check-budget, the operator dashboard's pages and export-usage
+over one customer's month of N requests (10 million by default), timed through the real `lmsvr`
+commands and a running `lmsvr serve`.
 
     bench/ledger_scale.py --bin-dir .build/release                      # PostgreSQL (our own) and SQLite
     bench/ledger_scale.py --backend postgres --rows 1000000 --bin-dir .build/release
@@ -101,7 +102,9 @@ def measure(backend, url, args):
     report = json.loads(lmsvr(args.bin_dir, url, "usage-report", "1", *dates, "--json")[2])
     assert report["total_requests"] == args.rows, report["total_requests"]
 
-    for fmt in ("csv", "json"):
+    out["dashboard"] = dashboard(backend, url, args)
+
+    for fmt in ([] if args.skip_exports else ["csv", "json"]):
         target = os.path.join(args.work, f"export.{fmt}")
         runs = []
         for _ in range(args.repeat):
@@ -118,6 +121,47 @@ def measure(backend, url, args):
     return out
 
 
+def dashboard(backend, url, args):
+    """The operator dashboard's pages over that month, each fetched `--repeat` times from a
+    running `lmsvr serve` (wall time of the whole response)."""
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = "bench-admin-token-0123456789"
+    env = dict(os.environ, DATABASE_URL=url, HOST="127.0.0.1", PORT=str(port), ADMIN_TOKEN=token, LOG_LEVEL="WARNING",
+               OLLAMA_BASE_URL="http://127.0.0.1:9")
+    server = subprocess.Popen([f"{args.bin_dir}/lmsvr", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = {}
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "lmsvr serve did not start"
+                time.sleep(0.1)
+        for name, path in (("overview", f"/admin?month={MONTH}"), ("customers", "/admin/customers"),
+                           ("customer", f"/admin/customers/1?month={MONTH}"), ("models", "/admin/models")):
+            times = []
+            for _ in range(args.repeat):
+                request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"})
+                started = time.perf_counter()
+                with urllib.request.urlopen(request, timeout=600) as response:
+                    body = response.read()
+                    assert response.status == 200, response.status
+                times.append(time.perf_counter() - started)
+            out[name] = dict(best_ms=round(min(times) * 1000, 1), median_ms=round(statistics.median(times) * 1000, 1))
+            print(f"[{backend}] dashboard {name}: best {min(times) * 1000:.1f} ms, median {statistics.median(times) * 1000:.1f} ms "
+                  f"({len(body):,} bytes)", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin-dir", default=".build/release")
@@ -126,6 +170,7 @@ def main():
     parser.add_argument("--postgres-url", help="an existing server (a scratch database is created and dropped)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--skip-exports", action="store_true", help="only the reports, check-budget and the dashboard")
     args = parser.parse_args()
     args.bin_dir = os.path.abspath(args.bin_dir)
     args.work = tempfile.mkdtemp(prefix="lmsvr-ledger.")

@@ -57,7 +57,7 @@ public struct Gateway: Sendable {
         AnthropicRoutes(metered: metered, router: modelRouter, configuration: configuration).register(on: router)
         ModelListRoutes(upstream: upstream, store: store, configuration: configuration, ollama: ollama).register(on: router)
         SelfServiceRoutes(store: store).register(on: router)
-        DashboardRoutes(store: store, ollama: ollama, configuration: configuration).register(on: router)
+        DashboardRoutes(store: store, ollama: ollama, configuration: configuration, logger: logger).register(on: router)
         return router
     }
 

@@ -37,8 +37,12 @@ public struct AdminSession: Sendable {
     /// Whether a cookie value is one of ours and its session has not ended.
     public func isValid(cookie: String, nowMicros: Int64) -> Bool {
         let parts = cookie.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, let issued = Int64(parts[0]), String(issued) == parts[0],
-              (0...Self.lifetimeMicros).contains(nowMicros - issued),
+        // Digits only (no sign), no leading zero, and never arithmetic that can overflow: the
+        // cookie is read before anything about the caller is known.
+        guard parts.count == 2, !parts[0].isEmpty, parts[0].utf8.count <= 18,
+              parts[0].utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+              let issued = Int64(parts[0]), String(issued) == parts[0],
+              issued <= nowMicros, nowMicros - issued <= Self.lifetimeMicros,
               let code = Self.bytes(fromHex: parts[1]), code.count == 32
         else { return false }
         return HMAC<SHA256>.isValidAuthenticationCode(code, authenticating: Array(parts[0].utf8), using: key)

@@ -193,8 +193,8 @@ public struct Configuration: Sendable {
         }
         self.logFormat = format
         self.adminToken = optional("ADMIN_TOKEN")
-        if let token = adminToken, token.utf8.count < 16 {
-            throw ConfigurationError(variable: "ADMIN_TOKEN", message: "is shorter than 16 characters: use a long random value (openssl rand -hex 24)")
+        if let token = adminToken, token.utf8.count < 24 {
+            throw ConfigurationError(variable: "ADMIN_TOKEN", message: "is shorter than 24 characters: use a long random value (openssl rand -hex 24)")
         }
         do {
             self.defaultPricePerRequest = try Money(parsing: value("DEFAULT_PRICE_PER_REQUEST"))

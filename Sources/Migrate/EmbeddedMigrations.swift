@@ -206,6 +206,12 @@ CREATE INDEX holds_customer_key ON holds (customer_id, key_id);
 -- The ledger names the Ollama server that answered each call (see the PostgreSQL file).
 ALTER TABLE usage ADD COLUMN server TEXT;
 """#),
+        (file: "0006_usage_daily_by_day.sql", sql: #"""
+-- The dashboard's overview sums every customer's rollups of a month: by day, not by customer,
+-- so it needs its own index (the primary key leads with the customer). Only inserts of new
+-- (customer, day, model) rows maintain it: the settles' updates change no indexed column.
+CREATE INDEX usage_daily_day ON usage_daily (day, model);
+"""#),
     ]
     static let postgresFiles: [(file: String, sql: String)] = [
         (file: "0001_init.sql", sql: #"""
@@ -1363,6 +1369,12 @@ BEGIN
 
     RETURN QUERY SELECT d.id, d.result FROM unnest(v_ids, v_results) AS d(id, result);
 END $$;
+"""#),
+        (file: "0006_usage_daily_by_day.sql", sql: #"""
+-- The dashboard's overview sums every customer's rollups of a month: by day, not by customer,
+-- so it needs its own index (the primary key leads with the customer). Only inserts of new
+-- (customer, day, model) rows maintain it: the settles' updates change no indexed column.
+CREATE INDEX usage_daily_day ON usage_daily (day, model);
 """#),
     ]
 }

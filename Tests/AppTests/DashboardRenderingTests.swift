@@ -37,4 +37,16 @@ struct DashboardRenderingTests {
                                          label: "x")
         #expect(chart.contains("data-nanos=\"7\"") && chart.contains("data-nanos=\"6\"") && chart.contains(">$0.00000002<"))
     }
+
+    /// However many model names a customer makes up, a chart has eight series and a table fifty rows.
+    @Test func madeUpModelNamesCannotGrowAPage() {
+        let day = UTCDay(year: 2026, month: 11, day: 3)!
+        let rows = (0..<500).map { DailyModelUsage(day: day, model: "junk-\($0)", requests: 1, promptTokens: 0, completionTokens: 0,
+                                                   cost: Money(nanos: Int64(1_000 - $0))) }
+        let (models, values) = AdminPages.series(rows)
+        #expect(models.count == 8 && models.first == "junk-0" && models.last == "other (493 models)")
+        #expect(values["other (493 models)"]?[day] == Money(nanos: (7..<500).reduce(0) { $0 + Int64(1_000 - $1) }))
+        let table = AdminPages.modelTable(rows)
+        #expect(table.components(separatedBy: "<tr data-model=").count - 1 == 50 && table.contains("and 450 more models"))
+    }
 }

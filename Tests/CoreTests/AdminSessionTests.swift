@@ -25,6 +25,12 @@ struct AdminSessionTests {
         #expect(!session.isValid(cookie: "\(now + 1).\(code)", nowMicros: now + 2))
         let flipped = String(code.dropLast()) + (code.last == "0" ? "1" : "0")
         #expect(!session.isValid(cookie: "\(now).\(flipped)", nowMicros: now))
+        // Values whose arithmetic would overflow: refused, not a trap that kills the process.
+        for extreme in ["-9223372036854775808.", "-9223372036854775808.\(code)", "9223372036854775807.\(code)",
+                        "-1.\(code)", "99999999999999999999.\(code)"] {
+            #expect(!session.isValid(cookie: extreme, nowMicros: now), "\(extreme)")
+            #expect(!session.isValid(cookie: extreme, nowMicros: .max) && !session.isValid(cookie: extreme, nowMicros: .min))
+        }
         for junk in ["", ".", "\(now).", "\(now)", "+\(now).\(code)", "0\(now).\(code)", "\(now).\(code.uppercased())", "\(now).\(code)00"] {
             #expect(!session.isValid(cookie: junk, nowMicros: now), "\(junk)")
         }

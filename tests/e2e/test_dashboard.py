@@ -103,6 +103,12 @@ def test_the_admin_token_is_not_a_customer_key_and_a_key_does_not_open_admin(see
     assert "<script" not in r.text  # the operator's pages work without any script
     r = httpx.post(g.base + "/admin/login", data={"token": "wrong" * 8})
     assert r.status_code == 401 and "set-cookie" not in r.headers
+    # The cookie is Secure unless the browser is on this machine; another site cannot log in or out.
+    r = httpx.post(g.base + "/admin/login", data={"token": TOKEN}, headers={"Host": "gateway.example.com"})
+    assert r.status_code == 303 and "; Secure" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+    assert "; Secure" not in httpx.post(g.base + "/admin/login", data={"token": TOKEN}).headers["set-cookie"]
+    for path in ("/admin/login", "/admin/logout"):
+        assert httpx.post(g.base + path, data={"token": TOKEN}, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
     # A forged or expired session cookie is refused.
     for cookie in ("1.00", f"{int(time.time() * 1e6)}.{'0' * 64}", f"{int((time.time() - 13 * 3600) * 1e6)}.{'a' * 64}"):
         assert httpx.get(g.base + "/admin", cookies={"lmsvr_admin": cookie}).status_code == 303
@@ -211,3 +217,18 @@ def test_a_key_holder_sees_only_their_own_month_and_downloads_their_rows(seeded,
 
     driver.find_element(By.ID, "forget").click()
     assert driver.execute_script("return sessionStorage.getItem('lmsvr_key')") is None
+
+
+def test_wrong_tokens_are_throttled_but_open_sessions_keep_working(seeded):
+    """Last in this module: it leaves the gateway refusing tokens for a minute."""
+    g = seeded["g"]
+    session = httpx.post(g.base + "/admin/login", data={"token": TOKEN}).cookies["lmsvr_admin"]
+    answers = [httpx.get(g.base + "/admin", headers={"Authorization": f"Bearer wrong-{i:020d}"}).status_code for i in range(25)]
+    # Twenty wrong tokens a minute (the earlier tests' wrong ones count too), then every one refused.
+    first = answers.index(429)
+    assert 15 <= first <= 20 and set(answers[:first]) == {303} and set(answers[first:]) == {429}
+    assert httpx.get(g.base + "/admin", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 429
+    assert httpx.post(g.base + "/admin/login", data={"token": TOKEN}).status_code == 429
+    assert httpx.get(g.base + "/admin", cookies={"lmsvr_admin": session}).status_code == 200
+    assert "a wrong admin token was presented" in open(g.log_path).read()
+

@@ -22,14 +22,34 @@ struct AdminPages: Sendable {
         return (period, days)
     }
 
-    /// Money per model per day, and the models by cost (largest first).
+    /// Series a chart draws at most: the seven costliest models and one for all the others (a
+    /// customer can make up any number of model names; the page must stay small).
+    static let chartSeries = 8
+    /// Rows a model table shows at most, the costliest first.
+    static let tableModels = 50
+    /// Customers the customers page lists at most, in the order asked for.
+    static let tableCustomers = 1_000
+
+    /// Money per model per day for a chart, the models by cost (largest first), the rest folded
+    /// into one "other" series.
     static func series(_ rows: [DailyModelUsage]) -> (models: [String], values: [String: [UTCDay: Money]]) {
-        var values: [String: [UTCDay: Money]] = [:], totals: [String: Int64] = [:]
+        let ranked = byCost(rows)
+        let shown = ranked.count <= chartSeries ? ranked : Array(ranked.prefix(chartSeries - 1))
+        let kept = Set(shown)
+        let other = ranked.count > shown.count ? "other (\(ranked.count - shown.count) models)" : nil
+        var values: [String: [UTCDay: Money]] = [:]
         for row in rows {
-            values[row.model, default: [:]][row.day] = row.cost
-            totals[row.model, default: 0] += row.cost.nanos
+            let name = kept.contains(row.model) ? row.model : other!
+            values[name, default: [:]][row.day, default: .zero] += row.cost
         }
-        return (totals.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map(\.key), values)
+        return (shown + (other.map { [$0] } ?? []), values)
+    }
+
+    /// The models in `rows`, costliest first (then by name).
+    static func byCost(_ rows: [DailyModelUsage]) -> [String] {
+        var totals: [String: Int64] = [:]
+        for row in rows { totals[row.model, default: 0] += row.cost.nanos }
+        return totals.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map(\.key)
     }
 
     static func monthPicker(_ period: BudgetPeriod, path: String) -> String {
@@ -62,7 +82,7 @@ struct AdminPages: Sendable {
             <h2>Spend per day</h2>
             \(SVGChart.stackedDays(days: days, series: models, values: values, label: "spend per day in \(period), by model"))
             <h2>Per model</h2>
-            \(Self.modelTable(rows, models: models))
+            \(Self.modelTable(rows))
             <h2>Nearest their budget</h2>
             \(CustomerTables.table(Array(customers.filter { $0.status.budget != nil }.sorted { $0.usedPPM > $1.usedPPM }.prefix(5)),
                                    sortable: false))
@@ -72,7 +92,9 @@ struct AdminPages: Sendable {
         return HTML.page(title: "Overview", active: "/admin", body: body)
     }
 
-    static func modelTable(_ rows: [DailyModelUsage], models: [String]) -> String {
+    static func modelTable(_ rows: [DailyModelUsage]) -> String {
+        let ranked = byCost(rows)
+        let models = Array(ranked.prefix(tableModels))
         var totals: [String: (requests: Int64, prompt: Int64, completion: Int64, cost: Int64)] = [:]
         for row in rows {
             var t = totals[row.model] ?? (0, 0, 0, 0)
@@ -90,7 +112,10 @@ struct AdminPages: Sendable {
                 return "<tr data-model=\"\(HTML.escape(model))\"><td>\(HTML.escape(model))</td><td class=\"num\">\(HTML.grouped(t.requests))</td>"
                     + "<td class=\"num\">\(HTML.grouped(t.prompt))</td><td class=\"num\">\(HTML.grouped(t.completion))</td>"
                     + "<td class=\"num\">\(HTML.money(Money(nanos: t.cost)))</td></tr>"
-            }.joined() + "</tbody></table>"
+            }.joined()
+            + (ranked.count > models.count ? "<tr class=\"muted\"><td colspan=\"5\">and \(ranked.count - models.count) more models "
+                + "(<code>lmsvr usage-report</code> lists them all)</td></tr>" : "")
+            + "</tbody></table>"
     }
 
     func upstreams() -> String {
@@ -117,8 +142,11 @@ struct AdminPages: Sendable {
         case "id": break
         default: list.sort { $0.usedPPM != $1.usedPPM ? $0.usedPPM > $1.usedPPM : $0.customer.id < $1.customer.id }
         }
+        let shown = Array(list.prefix(Self.tableCustomers))
         let body = "<p class=\"muted\">\(period): budgets, what is spent and held now, and what is left. Sort by a column's name.</p>"
-            + CustomerTables.table(list, sortable: true)
+            + CustomerTables.table(shown, sortable: true)
+            + (list.count > shown.count ? "<p class=\"muted\">The first \(shown.count) of \(HTML.grouped(list.count)) in this order; "
+                + "<code>lmsvr list-customers</code> lists them all.</p>" : "")
         return HTML.page(title: "Customers", active: "/admin/customers", body: body)
     }
 
@@ -144,7 +172,7 @@ struct AdminPages: Sendable {
             </section>
             <h2>Spend per day</h2>
             \(SVGChart.stackedDays(days: days, series: models, values: values, label: "\(customer.name)'s spend per day in \(period), by model"))
-            \(Self.modelTable(rows, models: models))
+            \(Self.modelTable(rows))
             <h2>Keys</h2>
             \(Self.keyTable(keys, now: now))
             <h2>Latest requests</h2>
@@ -188,7 +216,6 @@ struct AdminPages: Sendable {
         let current = try await store.currentPrices(atMicros: now)
         let history = try await store.priceHistory()
         let rows = days.isEmpty ? [] : try await store.dailyUsage(customerId: nil, range: DayRange(start: days.first, end: days.last))
-        let (models, _) = Self.series(rows)
         func priceCells(_ p: ModelPrice) -> String {
             "<td class=\"num\">\(HTML.money(p.perRequest))</td><td class=\"num\">\(HTML.money(p.perModel))</td>"
                 + "<td class=\"num\">\(HTML.money(p.inputPer1M))</td><td class=\"num\">\(HTML.money(p.outputPer1M))</td>"
@@ -201,7 +228,7 @@ struct AdminPages: Sendable {
             : "<table id=\"prices\"><thead><tr><th>Model</th>\(head)<th>Since</th></tr></thead><tbody>" + current.map {
                 "<tr data-model=\"\(HTML.escape($0.model))\"><td>\(HTML.escape($0.model))</td>\(priceCells($0.price))<td>\(HTML.time($0.effectiveFromMicros))</td></tr>"
             }.joined() + "</tbody></table>"
-        body += "<h2>Requests and cost in \(period)</h2>" + Self.modelTable(rows, models: models)
+        body += "<h2>Requests and cost in \(period)</h2>" + Self.modelTable(rows)
         body += "<h2>Price history</h2>"
         body += history.isEmpty ? "<p class=\"muted\">None.</p>"
             : "<table id=\"price-history\"><thead><tr><th>Model</th>\(head)<th>From</th></tr></thead><tbody>" + history.map {

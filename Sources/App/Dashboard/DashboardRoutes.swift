@@ -2,6 +2,8 @@ import Core
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// `/admin` (the operator dashboard, behind `ADMIN_TOKEN`) and `/usage` (a key holder's own
@@ -12,10 +14,13 @@ import NIOCore
 struct DashboardRoutes: Sendable {
     let pages: AdminPages
     let session: AdminSession?
+    let logger: Logger
+    let guesses = GuessLimiter()
 
-    init(store: any Store, ollama: OllamaPool, configuration: Configuration) {
+    init(store: any Store, ollama: OllamaPool, configuration: Configuration, logger: Logger) {
         pages = AdminPages(store: store, ollama: ollama, configuration: configuration)
         session = configuration.adminToken.map(AdminSession.init(token:))
+        self.logger = logger
     }
 
     /// Paths that skip customer authentication (the dashboard checks its own credential).
@@ -36,7 +41,8 @@ struct DashboardRoutes: Sendable {
             return Self.html(Self.loginPage(error: nil))
         }
         router.post("/admin/login") { request, _ in try await login(request) }
-        router.post("/admin/logout") { _, _ in
+        router.post("/admin/logout") { request, _ in
+            if Self.isCrossSite(request) { return Self.html(HTML.page(title: "Refused", nav: false, body: "<p>Cross-site request.</p>"), status: .forbidden) }
             var response = Self.redirect("/admin/login")
             response.headers[.setCookie] = "\(AdminSession.cookieName)=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0"
             return response
@@ -64,7 +70,11 @@ struct DashboardRoutes: Sendable {
     /// otherwise the login form. A database failure is a 503 page, never a pass.
     func authorized(_ request: Request, _ page: () async throws -> String?) async throws -> Response {
         guard let session else { return Self.off() }
-        guard isAdmin(request, session) else { return Self.redirect("/admin/login") }
+        switch admission(request, session) {
+        case .admitted: break
+        case .anonymous: return Self.redirect("/admin/login")
+        case .throttled: return Self.throttled()
+        }
         do {
             guard let html = try await page() else { return Self.html(HTML.page(title: "Not found", body: "<p>No such page.</p>"), status: .notFound) }
             return Self.html(html)
@@ -74,29 +84,48 @@ struct DashboardRoutes: Sendable {
         }
     }
 
-    func isAdmin(_ request: Request, _ session: AdminSession) -> Bool {
-        if let authorization = request.headers[.authorization], authorization.lowercased().hasPrefix("bearer "),
-           session.isToken(String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)) {
-            return true
-        }
+    enum Admission { case admitted, anonymous, throttled }
+
+    /// A live session cookie admits; a bearer token admits when it is the admin token, and a
+    /// wrong one counts as a guess (refused for everyone once too many were wrong this minute).
+    func admission(_ request: Request, _ session: AdminSession) -> Admission {
         let now = nowMicros()
-        return Self.cookies(request.headers[values: .cookie]).contains { name, value in
+        if Self.cookies(request.headers[values: .cookie]).contains(where: { name, value in
             name == AdminSession.cookieName && session.isValid(cookie: value, nowMicros: now)
+        }) {
+            return .admitted
         }
+        guard let authorization = request.headers[.authorization], authorization.lowercased().hasPrefix("bearer ") else {
+            return .anonymous
+        }
+        guard guesses.allowsAnother(nowMicros: now) else { return .throttled }
+        if session.isToken(String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)) { return .admitted }
+        failedGuess(now, how: "bearer")
+        return .anonymous
+    }
+
+    func failedGuess(_ now: Int64, how: String) {
+        guesses.recordFailure(nowMicros: now)
+        logger.warning("a wrong admin token was presented", metadata: ["via": "\(how)"])
     }
 
     func login(_ request: Request) async throws -> Response {
         guard let session else { return Self.off() }
+        // Another site's page cannot log a browser in with a token of its choosing.
+        if Self.isCrossSite(request) { return Self.html(Self.loginPage(error: "Cross-site login refused."), status: .forbidden) }
+        let now = nowMicros()
+        guard guesses.allowsAnother(nowMicros: now) else { return Self.throttled() }
         let body = try await request.body.collect(upTo: 4096)
         let token = Self.formValue(String(buffer: body), "token") ?? ""
         guard session.isToken(token) else {
+            failedGuess(now, how: "login form")
             return Self.html(Self.loginPage(error: "That is not the admin token."), status: .unauthorized)
         }
         var response = Self.redirect("/admin")
-        // Secure when the browser came over TLS (directly, or through a proxy or tunnel that says so).
-        let tls = request.uri.scheme == .https || request.headers[HTTPField.Name("x-forwarded-proto")!]?.lowercased() == "https"
-        response.headers[.setCookie] = "\(AdminSession.cookieName)=\(session.cookieValue(issuedAtMicros: nowMicros())); Path=/admin; "
-            + "HttpOnly; SameSite=Strict; Max-Age=\(AdminSession.lifetimeMicros / 1_000_000)" + (tls ? "; Secure" : "")
+        // Secure unless the browser is on this machine (http://localhost, or an SSH tunnel to it):
+        // behind a proxy or tunnel that terminates TLS the cookie must never travel in clear.
+        response.headers[.setCookie] = "\(AdminSession.cookieName)=\(session.cookieValue(issuedAtMicros: now)); Path=/admin; "
+            + "HttpOnly; SameSite=Strict; Max-Age=\(AdminSession.lifetimeMicros / 1_000_000)" + (Self.isLoopback(request) ? "" : "; Secure")
         return response
     }
 
@@ -117,6 +146,26 @@ struct DashboardRoutes: Sendable {
 
     static func redirect(_ location: String) -> Response {
         Response(status: .seeOther, headers: [.location: location, .cacheControl: "no-store"])
+    }
+
+    /// Whether the browser addressed this machine itself (`Host` is localhost or a loopback address).
+    static func isLoopback(_ request: Request) -> Bool {
+        guard var host = request.head.authority else { return false }
+        if host.hasPrefix("[") { host = String(host.dropFirst().prefix { $0 != "]" }) }
+        else if let colon = host.lastIndex(of: ":") { host = String(host[..<colon]) }
+        return host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// A browser's own word that another site sent this request (`Sec-Fetch-Site`).
+    static func isCrossSite(_ request: Request) -> Bool {
+        request.headers[HTTPField.Name("sec-fetch-site")!]?.lowercased() == "cross-site"
+    }
+
+    static func throttled() -> Response {
+        var response = html(HTML.page(title: "Too many wrong tokens", nav: false, body:
+            "<p>Too many wrong admin tokens were tried in the last minute; try again in a minute.</p>"), status: .tooManyRequests)
+        response.headers[.retryAfter] = "60"
+        return response
     }
 
     static func off() -> Response {
@@ -155,5 +204,27 @@ struct DashboardRoutes: Sendable {
             return String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding
         }
         return nil
+    }
+}
+
+/// Wrong admin tokens are counted per process: past `limit` in a minute, every token attempt
+/// (form or bearer) is refused until the minute ends, so the token cannot be guessed online.
+/// Sessions already open keep working.
+final class GuessLimiter: Sendable {
+    static let limit = 20
+    private let window = NIOLockedValueBox<(start: Int64, failures: Int)>((0, 0))
+
+    func allowsAnother(nowMicros: Int64) -> Bool {
+        window.withLockedValue { window in
+            if nowMicros - window.start >= 60_000_000 { window = (nowMicros, 0) }
+            return window.failures < Self.limit
+        }
+    }
+
+    func recordFailure(nowMicros: Int64) {
+        window.withLockedValue { window in
+            if nowMicros - window.start >= 60_000_000 { window = (nowMicros, 0) }
+            window.failures += 1
+        }
     }
 }

@@ -66,7 +66,8 @@ struct SelfServiceRoutes: Sendable {
             },
             "key": Self.json(standing),
         ]
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: JSONText.encode(body)))
+        return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                        body: .init(byteBuffer: JSONText.encode(body)))
     }
 
     static func json(_ use: LimitUse) -> [String: Any] {
@@ -153,7 +154,7 @@ struct SelfServiceRoutes: Sendable {
         slotHandedOver = true
         return Response(status: .ok, headers: [
             .contentType: contentType,
-            .contentDisposition: "attachment; filename=\"usage-\(start)-\(end).\(formatText)\"",
+            .contentDisposition: "attachment; filename=\"usage-\(start)-\(end).\(formatText)\"", .cacheControl: "no-store",
         ], body: ResponseBody { writer in
             defer {
                 file.close()
