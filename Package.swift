@@ -78,6 +78,12 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], path: "bench/Driver"),
+        .executableTarget(name: "bench-floor", dependencies: [
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], path: "bench/Floor"),
         .target(name: "FakeUpstream", dependencies: ["JSONKit", .product(name: "Hummingbird", package: "hummingbird"),
                                                      .product(name: "HTTPTypes", package: "swift-http-types")]),
         .executableTarget(name: "lmsvr-fake-upstream", dependencies: ["FakeUpstream",
