@@ -170,6 +170,17 @@ public final class OllamaPool: Sendable {
         }
     }
 
+    /// Sets what the checks would have found (tests of the routing, without servers).
+    func assume(_ index: Int, healthy: Bool = true, models: Set<String>, loaded: Set<String> = []) {
+        state.withLockedValue { servers in
+            servers[index].healthy = healthy
+            servers[index].models = models
+            servers[index].loaded = loaded
+            servers[index].checkedAt = .now
+        }
+        firstCheckTask.withLockedValue { task in if task == nil { task = Task {} } }
+    }
+
     fileprivate func release(_ index: Int) {
         state.withLockedValue { $0[index].inFlight -= 1 }
     }
