@@ -91,8 +91,10 @@ struct GatewayHarness {
         let logger = Logger(label: "test")
         try await withThrowingTaskGroup(of: Void.self) { group in
             let upstreamPort: Int
+            var refusingSocket: Int32?
+            defer { if let refusingSocket { close(refusingSocket) } }
             if upstreamDown {
-                upstreamPort = try Self.closedPort()
+                (upstreamPort, refusingSocket) = try Self.refusingPort()
             } else {
                 let (stream, continuation) = AsyncStream.makeStream(of: Int.self)
                 let upstreamApp = Application(router: fake.router(),
@@ -147,9 +149,10 @@ struct GatewayHarness {
     }
 
     /// A loopback port with nothing listening on it.
-    static func closedPort() throws -> Int {
+    /// A port that refuses connections for as long as the returned socket stays open: bound but
+    /// never listening, so nothing else (another test's server) can take it meanwhile.
+    static func refusingPort() throws -> (port: Int, socket: Int32) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -157,7 +160,7 @@ struct GatewayHarness {
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
         _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
+        return (Int(UInt16(bigEndian: address.sin_port)), fd)
     }
 }
 
