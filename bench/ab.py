@@ -10,7 +10,6 @@ Prints requests/s, p50 and the gateway's CPU per request (medians), and each rou
 """
 import argparse
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,18 +37,7 @@ def main():
             if args.body == "openai":
                 h.rungs[name]["path"] = "/v1/chat/completions"
         for c in args.concurrency or [1, 64]:
-            for name in builds:
-                h.wrk(name, args.body, c, 2)  # warm-up
-            results = {name: [] for name in builds}
-            for _ in range(args.rounds):
-                for name in builds:
-                    results[name].append(h.wrk(name, args.body, c, args.seconds))
-            for name, rounds in results.items():
-                rps = statistics.median(r["rps"] for r in rounds)
-                cpu = statistics.median(r["cpu_us_per_req"] for r in rounds)
-                p50 = statistics.median(r["p50_us"] for r in rounds)
-                print(f"c={c:<3} {name:7} {rps:8,.0f} req/s  p50 {p50 / 1000:6.2f} ms  CPU/req {cpu:6,.0f} us  "
-                      f"(rounds: {', '.join(str(round(r['cpu_us_per_req'])) for r in rounds)})", flush=True)
+            run.print_medians(c, run.interleaved(h, list(builds), args.body, c, args.rounds, args.seconds), width=7)
     finally:
         h.stop()
 

@@ -7,7 +7,6 @@ of the same mock), driven in alternating wrk rounds so the machine's drift hits 
 """
 import argparse
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,18 +29,7 @@ def main():
             h.create_tenant(name, f"sqlite:///{h.work}/{name.replace(' ', '-')}.db")
             h.start_gateway(name, rungs[name])
         for c in args.concurrency or [1, 64]:
-            for name in rungs:
-                h.wrk(name, "small", c, 2)  # warm-up
-            results = {name: [] for name in rungs}
-            for _ in range(args.rounds):
-                for name in rungs:
-                    results[name].append(h.wrk(name, "small", c, args.seconds))
-            for name, rounds in results.items():
-                rps = statistics.median(r["rps"] for r in rounds)
-                cpu = statistics.median(r["cpu_us_per_req"] for r in rounds)
-                p50 = statistics.median(r["p50_us"] for r in rounds)
-                print(f"c={c:<3} {name:14} {rps:8,.0f} req/s  p50 {p50 / 1000:6.2f} ms  CPU/req {cpu:6,.0f} us  "
-                      f"(rounds: {', '.join(str(round(r['cpu_us_per_req'])) for r in rounds)})", flush=True)
+            run.print_medians(c, run.interleaved(h, list(rungs), "small", c, args.rounds, args.seconds))
     finally:
         h.stop()
 

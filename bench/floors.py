@@ -14,7 +14,6 @@ SQLite (R2: auth, price, hold, settle, ledger row).
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 
@@ -66,11 +65,7 @@ def main():
                 results["Hummingbird GET /"].append(wrk_get(get_url, get_pids, c, args.seconds))
                 for name in post_rungs:
                     results[name].append(h.wrk(name, "small", c, args.seconds))
-            for name, rounds in results.items():
-                rps = statistics.median(r["rps"] for r in rounds)
-                cpu = statistics.median(r.get("cpu_us_per_req", 0) for r in rounds)
-                p50 = statistics.median(r["p50_us"] for r in rounds)
-                print(f"c={c:<3} {name:28} {rps:9,.0f} req/s  p50 {p50 / 1000:6.3f} ms  CPU/req {cpu:6,.0f} us", flush=True)
+            run.print_medians(c, results, width=28)
     finally:
         h.stop()
 

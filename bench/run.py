@@ -566,6 +566,28 @@ general_settings:
         return result
 
 
+def interleaved(harness, rungs, body, concurrency, rounds, seconds):
+    """wrk rounds alternating between `rungs` (after a 2 s warm-up of each), so the machine's
+    drift hits them alike; returns each rung's rounds. For A/B comparisons."""
+    for name in rungs:
+        harness.wrk(name, body, concurrency, 2)
+    results = {name: [] for name in rungs}
+    for _ in range(rounds):
+        for name in rungs:
+            results[name].append(harness.wrk(name, body, concurrency, seconds))
+    return results
+
+
+def print_medians(concurrency, results, width=14):
+    """One line per rung: medians of req/s, p50 and CPU per request, and every round's CPU."""
+    for name, rounds in results.items():
+        rps = statistics.median(r["rps"] for r in rounds)
+        cpu = statistics.median(r.get("cpu_us_per_req", 0) for r in rounds)
+        p50 = statistics.median(r["p50_us"] for r in rounds)
+        print(f"c={concurrency:<3} {name:{width}} {rps:9,.0f} req/s  p50 {p50 / 1000:6.2f} ms  CPU/req {cpu:6,.0f} us  "
+              f"(rounds: {', '.join(str(round(r.get('cpu_us_per_req', 0))) for r in rounds)})", flush=True)
+
+
 def median_of(rounds):
     keys = [k for k in rounds[0] if isinstance(rounds[0][k], (int, float))]
     return {k: statistics.median(r[k] for r in rounds if k in r) for k in keys if all(k in r for r in rounds)}

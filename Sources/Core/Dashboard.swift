@@ -17,6 +17,32 @@ public struct DailyModelUsage: Sendable, Hashable, Codable {
     }
 }
 
+extension UsageReport {
+    /// The totals per model (by name) and per day (in order) of a range's rollup rows.
+    public init(customerId: Int64, range: DayRange, daily: [DailyModelUsage]) {
+        var models: [String: Line] = [:], days: [UTCDay: Day] = [:]
+        for row in daily {
+            var line = models[row.model] ?? Line(model: row.model, requests: 0, promptTokens: 0, completionTokens: 0, cost: .zero)
+            line.requests += row.requests
+            line.promptTokens += row.promptTokens
+            line.completionTokens += row.completionTokens
+            line.cost += row.cost
+            models[row.model] = line
+            var day = days[row.day] ?? Day(day: row.day, requests: 0, cost: .zero)
+            day.requests += row.requests
+            day.cost += row.cost
+            days[row.day] = day
+        }
+        self.init(customerId: customerId, range: range, byModel: models.values.sorted { $0.model < $1.model },
+                  byDay: days.values.sorted { $0.day < $1.day })
+    }
+
+    /// The models, costliest first (then by name).
+    public var byCost: [Line] {
+        byModel.sorted { $0.cost != $1.cost ? $0.cost.nanos > $1.cost.nanos : $0.model < $1.model }
+    }
+}
+
 /// A customer with where their month stands: what the dashboard's customer table shows.
 public struct CustomerMonth: Sendable, Hashable {
     public var customer: Customer

@@ -17,7 +17,7 @@ public struct OllamaServer: Sendable, Hashable {
     }
 
     /// `scheme://host[:port]` of a URL: no user, password, path, query or fragment.
-    static func origin(of url: String) -> String {
+    public static func origin(of url: String) -> String {
         guard let scheme = url.range(of: "://") else { return url }
         let rest = url[scheme.upperBound...]
         let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }

@@ -43,33 +43,7 @@ extension SQLStore {
     /// Reads the per-day rollups, never the ledger: a month of ten million requests is a few
     /// dozen rows per model.
     public func usageReport(customerId: Int64, range: DayRange) async throws -> UsageReport {
-        let (from, until) = range.micros
-        // Whole UTC days: the rollups' day is days since the epoch.
-        let firstDay = from == .min ? Int64.min : from / Self.microsPerDay
-        let lastDay = until == .max ? Int64.max : (until - 1) / Self.microsPerDay
-        let (lines, days) = try await read { c in
-            let lines = try c.execute(
-                """
-                SELECT model, COALESCE(SUM(requests), 0), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), \
-                COALESCE(SUM(cost_nanos), 0) FROM usage_daily WHERE customer_id = $1 AND day >= $2 AND day <= $3 \
-                GROUP BY model HAVING SUM(requests) > 0 ORDER BY model
-                """, .int(customerId), .int(firstDay), .int(lastDay)
-            ).map {
-                UsageReport.Line(model: try $0.text(0), requests: try $0.int(1), promptTokens: try $0.int(2),
-                                 completionTokens: try $0.int(3), cost: Money(nanos: try $0.int(4)))
-            }
-            let days = try c.execute(
-                """
-                SELECT day, SUM(requests), SUM(cost_nanos) FROM usage_daily WHERE customer_id = $1 AND day >= $2 AND day <= $3 \
-                GROUP BY day HAVING SUM(requests) > 0 ORDER BY day
-                """, .int(customerId), .int(firstDay), .int(lastDay)
-            ).map {
-                UsageReport.Day(day: UTCDay(containingMicros: try $0.int(0) * Self.microsPerDay), requests: try $0.int(1),
-                                cost: Money(nanos: try $0.int(2)))
-            }
-            return (lines, days)
-        }
-        return UsageReport(customerId: customerId, range: range, byModel: lines, byDay: days)
+        UsageReport(customerId: customerId, range: range, daily: try await dailyUsage(customerId: customerId, range: range))
     }
 
     static var microsPerDay: Int64 { 86_400_000_000 }

@@ -43,10 +43,11 @@ struct DashboardRenderingTests {
         let day = UTCDay(year: 2026, month: 11, day: 3)!
         let rows = (0..<500).map { DailyModelUsage(day: day, model: "junk-\($0)", requests: 1, promptTokens: 0, completionTokens: 0,
                                                    cost: Money(nanos: Int64(1_000 - $0))) }
-        let (models, values) = AdminPages.series(rows)
+        let ranked = UsageReport(customerId: 0, range: DayRange(start: day, end: day), daily: rows).byCost
+        let (models, values) = AdminPages.series(rows, ranked: ranked.map(\.model))
         #expect(models.count == 8 && models.first == "junk-0" && models.last == "other (493 models)")
         #expect(values["other (493 models)"]?[day] == Money(nanos: (7..<500).reduce(0) { $0 + Int64(1_000 - $1) }))
-        let table = AdminPages.modelTable(rows)
+        let table = AdminPages.modelTable(ranked)
         #expect(table.components(separatedBy: "<tr data-model=").count - 1 == 50 && table.contains("and 450 more models"))
     }
 }

@@ -30,10 +30,9 @@ struct AdminPages: Sendable {
     /// Customers the customers page lists at most, in the order asked for.
     static let tableCustomers = 1_000
 
-    /// Money per model per day for a chart, the models by cost (largest first), the rest folded
-    /// into one "other" series.
-    static func series(_ rows: [DailyModelUsage]) -> (models: [String], values: [String: [UTCDay: Money]]) {
-        let ranked = byCost(rows)
+    /// Money per model per day for a chart: the models in `ranked` order (costliest first), all
+    /// but the first seven folded into one "other" series.
+    static func series(_ rows: [DailyModelUsage], ranked: [String]) -> (models: [String], values: [String: [UTCDay: Money]]) {
         let shown = ranked.count <= chartSeries ? ranked : Array(ranked.prefix(chartSeries - 1))
         let kept = Set(shown)
         let other = ranked.count > shown.count ? "other (\(ranked.count - shown.count) models)" : nil
@@ -43,13 +42,6 @@ struct AdminPages: Sendable {
             values[name, default: [:]][row.day, default: .zero] += row.cost
         }
         return (shown + (other.map { [$0] } ?? []), values)
-    }
-
-    /// The models in `rows`, costliest first (then by name).
-    static func byCost(_ rows: [DailyModelUsage]) -> [String] {
-        var totals: [String: Int64] = [:]
-        for row in rows { totals[row.model, default: 0] += row.cost.nanos }
-        return totals.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map(\.key)
     }
 
     static func monthPicker(_ period: BudgetPeriod, path: String) -> String {
@@ -67,22 +59,20 @@ struct AdminPages: Sendable {
         let range = DayRange(start: days.first, end: days.last)
         let rows = days.isEmpty ? [] : try await store.dailyUsage(customerId: nil, range: range)
         let customers = try await store.customerMonths(period: period)
-        let (models, values) = Self.series(rows)
-        let cost = rows.reduce(Int64(0)) { $0 + $1.cost.nanos }
-        let requests = rows.reduce(Int64(0)) { $0 + $1.requests }
-        let tokens = rows.reduce(Int64(0)) { $0 + $1.promptTokens + $1.completionTokens }
+        let report = UsageReport(customerId: 0, range: range, daily: rows), ranked = report.byCost
+        let (models, values) = Self.series(rows, ranked: ranked.map(\.model))
         var body = Self.monthPicker(period, path: "/admin")
         body += """
             <section class="tiles">
-            <div class="tile"><span>Spend</span><strong id="total-spend">\(HTML.money(Money(nanos: cost)))</strong></div>
-            <div class="tile"><span>Requests</span><strong id="total-requests">\(HTML.grouped(requests))</strong></div>
-            <div class="tile"><span>Tokens</span><strong id="total-tokens">\(HTML.grouped(tokens))</strong></div>
+            <div class="tile"><span>Spend</span><strong id="total-spend">\(HTML.money(report.totalCost))</strong></div>
+            <div class="tile"><span>Requests</span><strong id="total-requests">\(HTML.grouped(report.totalRequests))</strong></div>
+            <div class="tile"><span>Tokens</span><strong id="total-tokens">\(HTML.grouped(report.totalPromptTokens + report.totalCompletionTokens))</strong></div>
             <div class="tile"><span>Customers</span><strong>\(HTML.grouped(customers.count))</strong></div>
             </section>
             <h2>Spend per day</h2>
             \(SVGChart.stackedDays(days: days, series: models, values: values, label: "spend per day in \(period), by model"))
             <h2>Per model</h2>
-            \(Self.modelTable(rows))
+            \(Self.modelTable(ranked))
             <h2>Nearest their budget</h2>
             \(CustomerTables.table(Array(customers.filter { $0.status.budget != nil }.sorted { $0.usedPPM > $1.usedPPM }.prefix(5)),
                                    sortable: false))
@@ -92,28 +82,18 @@ struct AdminPages: Sendable {
         return HTML.page(title: "Overview", active: "/admin", body: body)
     }
 
-    static func modelTable(_ rows: [DailyModelUsage]) -> String {
-        let ranked = byCost(rows)
-        let models = Array(ranked.prefix(tableModels))
-        var totals: [String: (requests: Int64, prompt: Int64, completion: Int64, cost: Int64)] = [:]
-        for row in rows {
-            var t = totals[row.model] ?? (0, 0, 0, 0)
-            t.requests += row.requests
-            t.prompt += row.promptTokens
-            t.completion += row.completionTokens
-            t.cost += row.cost.nanos
-            totals[row.model] = t
-        }
-        guard !models.isEmpty else { return "<p class=\"muted\">No requests this month.</p>" }
+    /// The month per model, `ranked` costliest first (at most `tableModels` rows).
+    static func modelTable(_ ranked: [UsageReport.Line]) -> String {
+        guard !ranked.isEmpty else { return "<p class=\"muted\">No requests this month.</p>" }
+        let shown = ranked.prefix(tableModels)
         return "<table id=\"models\"><thead><tr><th>Model</th><th class=\"num\">Requests</th><th class=\"num\">Prompt tokens</th>"
             + "<th class=\"num\">Completion tokens</th><th class=\"num\">Cost</th></tr></thead><tbody>"
-            + models.map { model in
-                let t = totals[model]!
-                return "<tr data-model=\"\(HTML.escape(model))\"><td>\(HTML.escape(model))</td><td class=\"num\">\(HTML.grouped(t.requests))</td>"
-                    + "<td class=\"num\">\(HTML.grouped(t.prompt))</td><td class=\"num\">\(HTML.grouped(t.completion))</td>"
-                    + "<td class=\"num\">\(HTML.money(Money(nanos: t.cost)))</td></tr>"
+            + shown.map { t in
+                "<tr data-model=\"\(HTML.escape(t.model))\"><td>\(HTML.escape(t.model))</td><td class=\"num\">\(HTML.grouped(t.requests))</td>"
+                    + "<td class=\"num\">\(HTML.grouped(t.promptTokens))</td><td class=\"num\">\(HTML.grouped(t.completionTokens))</td>"
+                    + "<td class=\"num\">\(HTML.money(t.cost))</td></tr>"
             }.joined()
-            + (ranked.count > models.count ? "<tr class=\"muted\"><td colspan=\"5\">and \(ranked.count - models.count) more models "
+            + (ranked.count > shown.count ? "<tr class=\"muted\"><td colspan=\"5\">and \(ranked.count - shown.count) more models "
                 + "(<code>lmsvr usage-report</code> lists them all)</td></tr>" : "")
             + "</tbody></table>"
     }
@@ -123,8 +103,8 @@ struct AdminPages: Sendable {
             "<tr><td>Ollama</td><td>\(HTML.escape(s.name))</td><td class=\"\(s.healthy ? "ok" : "bad")\">\(s.healthy ? "healthy" : "down")</td>"
                 + "<td>\(HTML.escape(s.version ?? (s.checkedAt == nil ? "not checked" : "")))</td><td class=\"num\">\(s.inFlight)</td></tr>"
         }
-        if configuration.openAIAPIKey != nil { rows.append("<tr><td>OpenAI</td><td>\(HTML.escape(OllamaServer(url: configuration.openAIBaseURL).displayName))</td><td>configured</td><td></td><td></td></tr>") }
-        if configuration.anthropicAPIKey != nil { rows.append("<tr><td>Anthropic</td><td>\(HTML.escape(OllamaServer(url: configuration.anthropicBaseURL).displayName))</td><td>configured</td><td></td><td></td></tr>") }
+        if configuration.openAIAPIKey != nil { rows.append("<tr><td>OpenAI</td><td>\(HTML.escape(OllamaServer.origin(of: configuration.openAIBaseURL)))</td><td>configured</td><td></td><td></td></tr>") }
+        if configuration.anthropicAPIKey != nil { rows.append("<tr><td>Anthropic</td><td>\(HTML.escape(OllamaServer.origin(of: configuration.anthropicBaseURL)))</td><td>configured</td><td></td><td></td></tr>") }
         return "<table><thead><tr><th>Provider</th><th>Server</th><th>State</th><th>Version</th><th class=\"num\">In flight</th></tr></thead><tbody>"
             + rows.joined() + "</tbody></table>"
             + (ollama.isSingle ? "<p class=\"muted\">One Ollama server: it is used without background checks (see <code>/health/ollama</code>).</p>" : "")
@@ -156,8 +136,10 @@ struct AdminPages: Sendable {
         let status = try await store.budgetStatus(customerId: id, period: period)
             ?? BudgetStatus(customerId: id, period: period, budget: customer.monthlyBudget, spent: .zero, held: .zero)
         let month = CustomerMonth(customer: customer, status: status)
-        let rows = days.isEmpty ? [] : try await store.dailyUsage(customerId: id, range: DayRange(start: days.first, end: days.last))
-        let (models, values) = Self.series(rows)
+        let range = DayRange(start: days.first, end: days.last)
+        let rows = days.isEmpty ? [] : try await store.dailyUsage(customerId: id, range: range)
+        let ranked = UsageReport(customerId: id, range: range, daily: rows).byCost
+        let (models, values) = Self.series(rows, ranked: ranked.map(\.model))
         let keys = try await store.listKeys(customerId: id)
         let latest = try await store.latestUsage(customerId: id, limit: 50)
         let now = nowMicros()
@@ -172,7 +154,7 @@ struct AdminPages: Sendable {
             </section>
             <h2>Spend per day</h2>
             \(SVGChart.stackedDays(days: days, series: models, values: values, label: "\(customer.name)'s spend per day in \(period), by model"))
-            \(Self.modelTable(rows))
+            \(Self.modelTable(ranked))
             <h2>Keys</h2>
             \(Self.keyTable(keys, now: now))
             <h2>Latest requests</h2>
@@ -215,7 +197,8 @@ struct AdminPages: Sendable {
         let (period, days) = Self.month(nil, nowMicros: now)
         let current = try await store.currentPrices(atMicros: now)
         let history = try await store.priceHistory()
-        let rows = days.isEmpty ? [] : try await store.dailyUsage(customerId: nil, range: DayRange(start: days.first, end: days.last))
+        let range = DayRange(start: days.first, end: days.last)
+        let rows = days.isEmpty ? [] : try await store.dailyUsage(customerId: nil, range: range)
         func priceCells(_ p: ModelPrice) -> String {
             "<td class=\"num\">\(HTML.money(p.perRequest))</td><td class=\"num\">\(HTML.money(p.perModel))</td>"
                 + "<td class=\"num\">\(HTML.money(p.inputPer1M))</td><td class=\"num\">\(HTML.money(p.outputPer1M))</td>"
@@ -228,7 +211,7 @@ struct AdminPages: Sendable {
             : "<table id=\"prices\"><thead><tr><th>Model</th>\(head)<th>Since</th></tr></thead><tbody>" + current.map {
                 "<tr data-model=\"\(HTML.escape($0.model))\"><td>\(HTML.escape($0.model))</td>\(priceCells($0.price))<td>\(HTML.time($0.effectiveFromMicros))</td></tr>"
             }.joined() + "</tbody></table>"
-        body += "<h2>Requests and cost in \(period)</h2>" + Self.modelTable(rows)
+        body += "<h2>Requests and cost in \(period)</h2>" + Self.modelTable(UsageReport(customerId: 0, range: range, daily: rows).byCost)
         body += "<h2>Price history</h2>"
         body += history.isEmpty ? "<p class=\"muted\">None.</p>"
             : "<table id=\"price-history\"><thead><tr><th>Model</th>\(head)<th>From</th></tr></thead><tbody>" + history.map {

@@ -39,11 +39,10 @@ struct SelfServiceRoutes: Sendable {
         let now = nowMicros()
         let period = BudgetPeriod(containingMicros: now)
         let month = DayRange(start: UTCDay(year: period.year, month: period.month, day: 1), end: UTCDay(containingMicros: now))
-        let status: BudgetStatus?, report: UsageReport, standing: KeyStanding?, customerUse: LimitUse?
+        let status: BudgetStatus?, standing: KeyStanding?, customerUse: LimitUse?
         let daily: [DailyModelUsage]
         do {
             status = try await store.budgetStatus(customerId: principal.customerId, period: period)
-            report = try await store.usageReport(customerId: principal.customerId, range: month)
             daily = try await store.dailyUsage(customerId: principal.customerId, range: month)
             standing = try await store.keyStanding(keyId: principal.keyId, nowMicros: now)
             customerUse = try await store.customerLimitUse(customerId: principal.customerId, nowMicros: now)
@@ -51,6 +50,7 @@ struct SelfServiceRoutes: Sendable {
             throw GatewayError.databaseUnavailable
         }
         guard let status, let standing, let customerUse else { throw GatewayError.invalidKey }
+        let report = UsageReport(customerId: principal.customerId, range: month, daily: daily)
         let body: [String: Any] = [
             "object": "usage", "customer_id": principal.customerId, "period": period.description,
             "budget_usd": status.budget?.decimalString ?? NSNull(), "spent_usd": status.spent.decimalString,

@@ -56,23 +56,22 @@ public final class GatewayMetrics: Sendable {
     }
 
     private func counter(_ label: String, _ dimensions: [(String, String)]) -> Metrics.Counter {
-        let key = [label] + dimensions.flatMap { [$0.0, $0.1] }
-        if let known = counters.withLockedValue({ $0[key] }) { return known }
-        let made = Counter(label: label, dimensions: dimensions, factory: factory)
-        return counters.withLockedValue { counters in
-            if let known = counters[key] { return known }
-            counters[key] = made
-            return made
-        }
+        Self.handle(counters, label, dimensions) { Counter(label: label, dimensions: dimensions, factory: factory) }
     }
 
     private func timer(_ label: String, _ dimensions: [(String, String)]) -> Metrics.Timer {
+        Self.handle(timers, label, dimensions) { Metrics.Timer(label: label, dimensions: dimensions, factory: factory) }
+    }
+
+    /// The cached handle for a label set, made (outside the lock) on its first use.
+    private static func handle<Handle: Sendable>(_ cache: NIOLockedValueBox<[[String]: Handle]>, _ label: String,
+                                                 _ dimensions: [(String, String)], make: () -> Handle) -> Handle {
         let key = [label] + dimensions.flatMap { [$0.0, $0.1] }
-        if let known = timers.withLockedValue({ $0[key] }) { return known }
-        let made = Metrics.Timer(label: label, dimensions: dimensions, factory: factory)
-        return timers.withLockedValue { timers in
-            if let known = timers[key] { return known }
-            timers[key] = made
+        if let known = cache.withLockedValue({ $0[key] }) { return known }
+        let made = make()
+        return cache.withLockedValue { handles in
+            if let known = handles[key] { return known }
+            handles[key] = made
             return made
         }
     }

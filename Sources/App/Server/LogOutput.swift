@@ -12,21 +12,25 @@ public enum LogOutput {
         case .warning: .warning
         case .error: .error
         }
-        let json = configuration.logFormat == .json
         LoggingSystem.bootstrap { label in
-            var handler: any LogHandler = json ? JSONLogHandler(label: label) : TextLogHandler(label: label)
+            var handler = LineLogHandler(label: label, format: configuration.logFormat)
             handler.logLevel = level
             return handler
         }
     }
 }
 
-/// One line per event: `2026-11-30T01:02:03.456789Z info lmsvr: message key=value ...`, the
-/// metadata sorted by key, a value quoted when it holds a space, a quote or `=`. Built as bytes
-/// and written to stderr with one `write(2)`: no `strftime`, no stdio lock, no Foundation (the
+/// One line per event on stderr, written with one `write(2)` (no stdio lock, no flush; the
 /// request line is written for every request, on the event loop).
-struct TextLogHandler: LogHandler {
+///
+/// - text: `2026-11-30T01:02:03.456789Z info lmsvr: message key=value ...`, the metadata sorted
+///   by key, a value quoted (as a JSON string) when it is empty or holds a space, a quote, `=` or
+///   a control character, so no value can forge a field or a line. Built without `strftime` or
+///   Foundation.
+/// - json: an object with `time`, `level`, `message`, `logger` and the metadata as string fields.
+struct LineLogHandler: LogHandler {
     let label: String
+    let format: Configuration.LogFormat
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
 
@@ -36,7 +40,11 @@ struct TextLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var line = Self.line(event: event, label: label, handlerMetadata: metadata, micros: nowMicros())
+        let micros = nowMicros()
+        var line = switch format {
+        case .text: Self.textLine(event: event, label: label, handlerMetadata: metadata, micros: micros)
+        case .json: Self.jsonLine(event: event, label: label, handlerMetadata: metadata, micros: micros)
+        }
         line.withUTF8 { bytes in
             var offset = 0
             while offset < bytes.count {
@@ -50,7 +58,12 @@ struct TextLogHandler: LogHandler {
         }
     }
 
-    static func line(event: LogEvent, label: String, handlerMetadata: Logger.Metadata, micros: Int64) -> String {
+    static func merged(_ handlerMetadata: Logger.Metadata, _ event: LogEvent) -> Logger.Metadata {
+        guard let own = event.metadata, !own.isEmpty else { return handlerMetadata }
+        return handlerMetadata.merging(own, uniquingKeysWith: { $1 })
+    }
+
+    static func textLine(event: LogEvent, label: String, handlerMetadata: Logger.Metadata, micros: Int64) -> String {
         var line = Timestamp.iso8601(micros: micros)
         line += " "
         line += event.level.rawValue
@@ -58,55 +71,27 @@ struct TextLogHandler: LogHandler {
         line += label
         line += ": "
         line += event.message.description
-        let merged = (event.metadata ?? [:]).isEmpty ? handlerMetadata
-            : handlerMetadata.merging(event.metadata!, uniquingKeysWith: { $1 })
-        for key in merged.keys.sorted() {
+        let fields = merged(handlerMetadata, event)
+        for key in fields.keys.sorted() {
             line += " "
             line += key
             line += "="
-            let value = merged[key]!.description
-            if value.isEmpty || value.utf8.contains(where: { $0 == 32 || $0 == 34 || $0 == 61 || $0 < 32 }) {
-                line += "\""
-                for character in value.unicodeScalars {
-                    switch character {
-                    case "\"": line += "\\\""
-                    case "\\": line += "\\\\"
-                    case "\n": line += "\\n"
-                    default: line.unicodeScalars.append(character)
-                    }
-                }
-                line += "\""
-            } else {
-                line += value
-            }
+            let value = fields[key]!.description
+            let plain = !value.isEmpty && !value.utf8.contains { $0 == 32 || $0 == 34 || $0 == 61 || $0 < 32 }
+            line += plain ? value : JSONText.quote(value)
         }
         line += "\n"
         return line
     }
-}
 
-/// One JSON object per line: time, level, message, label and the metadata as string fields.
-struct JSONLogHandler: LogHandler {
-    let label: String
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
+    static func jsonLine(event: LogEvent, label: String, handlerMetadata: Logger.Metadata, micros: Int64) -> String {
         var object: [String: String] = [
-            "time": Timestamp.iso8601(micros: nowMicros()), "level": event.level.rawValue,
+            "time": Timestamp.iso8601(micros: micros), "level": event.level.rawValue,
             "message": "\(event.message)", "logger": label,
         ]
-        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
-            object[key] = "\(value)"
-        }
-        guard var data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-        else { return }
-        data.append(UInt8(ascii: "\n"))
-        FileHandle.standardError.write(data)
+        for (key, value) in merged(handlerMetadata, event) { object[key] = "\(value)" }
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        else { return "" }
+        return String(decoding: data, as: UTF8.self) + "\n"
     }
 }
