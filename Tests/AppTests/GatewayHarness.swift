@@ -94,7 +94,7 @@ struct GatewayHarness {
             var refusingSocket: Int32?
             defer { if let refusingSocket { close(refusingSocket) } }
             if upstreamDown {
-                (upstreamPort, refusingSocket) = try Self.refusingPort()
+                (upstreamPort, refusingSocket) = try RefusingPort.make()
             } else {
                 let (stream, continuation) = AsyncStream.makeStream(of: Int.self)
                 let upstreamApp = Application(router: fake.router(),
@@ -146,21 +146,6 @@ struct GatewayHarness {
             await journal.shutdown()
             await store.close()
         }
-    }
-
-    /// A loopback port with nothing listening on it.
-    /// A port that refuses connections for as long as the returned socket stays open: bound but
-    /// never listening, so nothing else (another test's server) can take it meanwhile.
-    static func refusingPort() throws -> (port: Int, socket: Int32) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return (Int(UInt16(bigEndian: address.sin_port)), fd)
     }
 }
 

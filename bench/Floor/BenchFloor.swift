@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 import NIOPosix
+import UpstreamHTTP
 
 /// The libraries' own floor on this machine, for `bench/floors.py`: what lmsvr's request path
 /// costs before any of its own work.
@@ -12,8 +13,10 @@ import NIOPosix
 ///   tracer, as lmsvr configures it) and the answer returned whole: a proxy with no auth, no
 ///   billing, no parsing.
 ///
-/// `bench-floor PORT UPSTREAM_URL [--nio-executor]`: with `--nio-executor`, Swift Concurrency runs
-/// on NIO's event loops (as `lmsvr serve` does), one loop per CPU the process may use.
+/// `bench-floor PORT UPSTREAM_URL [--nio-executor] [--lean]`: with `--nio-executor`, Swift Concurrency
+/// runs on NIO's event loops (as `lmsvr serve` does), one loop per CPU the process may use; with
+/// `--lean`, the forward goes through `HTTP1Pool` (lmsvr's client for plain-HTTP Ollama servers)
+/// instead of AsyncHTTPClient.
 @main
 struct BenchFloor {
     static func main() async throws {
@@ -37,6 +40,22 @@ struct BenchFloor {
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let router = Router()
         router.get("/") { _, _ in "ok" }
+        if arguments.contains("--lean"), let authority = upstream.split(separator: "/").dropFirst().first,
+           let colon = authority.lastIndex(of: ":"), let upstreamPort = Int(authority[authority.index(after: colon)...]) {
+            let pool = HTTP1Pool(host: String(authority[..<colon]), port: upstreamPort, group: MultiThreadedEventLoopGroup.singleton,
+                                 maxConnections: 1000, connectTimeout: .seconds(5))
+            router.post("/api/chat") { request, _ -> Response in
+                let body = try await request.body.collect(upTo: 1 << 20)
+                let response = try await pool.execute(method: .POST, path: "/api/chat", headers: ["content-type": "application/json"],
+                                                      body: body, headTimeout: .seconds(30))
+                var answer = ByteBuffer()
+                while var chunk = try await response.body.next(idleTimeout: .seconds(30)) { answer.writeBuffer(&chunk) }
+                return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: answer))
+            }
+            let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)))
+            try await app.runService()
+            return
+        }
         router.post("/api/chat") { request, _ -> Response in
             let body = try await request.body.collect(upTo: 1 << 20)
             var forward = HTTPClientRequest(url: upstream + "/api/chat")

@@ -23,7 +23,7 @@ struct MeteredCall: Sendable {
                                outputLimit: ticket.outputBound ?? .max, promptEstimate: ticket.promptEstimate)
         let body = ByteBuffer(bytes: plan.body(ticket.outputBound).bytes)
         var retried = false, next: OllamaPool.Lease?
-        var response: HTTPClientResponse
+        var response: UpstreamResponse
         while true {
             // Ollama calls go to the server the pool chooses for the model. A server that cannot
             // be reached, drops the call before answering, or answers 502/503/504 (no byte has
@@ -91,7 +91,7 @@ struct MeteredCall: Sendable {
     ///
     /// The end of the response (the terminal event and what follows it) is held back until the
     /// settle is durable, so a client never sees its answer complete without the charge on disk.
-    func streamed(_ response: HTTPClientResponse, relay: any StreamRelay, settlement: Settlement) -> Response {
+    func streamed(_ response: UpstreamResponse, relay: any StreamRelay, settlement: Settlement) -> Response {
         let upstreamBody = response.body, idleTimeout = upstream.readTimeout, metrics = billing.metrics
         let startedAt = settlement.ticket.startedAt
         var headers: HTTPFields = [.contentType: relay.contentType]
@@ -156,7 +156,7 @@ struct MeteredCall: Sendable {
 
     /// Passes a whole answer to the client as it arrives, reading its counts on the way: any
     /// size, in constant memory. Its last chunk waits for the settle, like a stream's end.
-    func passedThrough(_ response: HTTPClientResponse, reader: UsageReader, estimatesOutput: Bool,
+    func passedThrough(_ response: UpstreamResponse, reader: UsageReader, estimatesOutput: Bool,
                        settlement: Settlement) -> Response {
         let upstreamBody = response.body, idleTimeout = upstream.readTimeout
         let startedAt = settlement.ticket.startedAt
@@ -202,7 +202,7 @@ struct MeteredCall: Sendable {
     /// Reads a whole answer and translates it. An answer too large to translate is still read
     /// to the end for its counts and charged (the upstream did the work the client asked for),
     /// and the client is told to ask for it streamed.
-    func translated(_ response: HTTPClientResponse, reader: UsageReader,
+    func translated(_ response: UpstreamResponse, reader: UsageReader,
                     translate: @Sendable (JSONValue, RelaySetup) throws(GatewayError) -> WholeAnswer,
                     setup: RelaySetup, settlement: Settlement) async throws -> Response {
         var scanner = JSONTopLevelScanner(keys: reader.keys)

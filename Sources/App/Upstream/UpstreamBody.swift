@@ -14,6 +14,24 @@ enum UpstreamBody {
     /// Calls `consume` with each chunk, in order, until the body ends or `consume` returns false
     /// (which cancels the upstream request). Throws the upstream's failure, or
     /// `GatewayError.upstreamTimeout` after `idleTimeout` of upstream silence.
+    static func forEach(_ body: UpstreamResponse.Body, idleTimeout: Duration,
+                        _ consume: (ByteBuffer) async throws -> Bool) async throws {
+        switch body {
+        case .client(let body):
+            try await forEach(body, idleTimeout: idleTimeout, consume)
+        case .http1(let body):
+            // The lean client reads only when asked and times only its own waits.
+            let (seconds, attoseconds) = idleTimeout.components
+            let timeout = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            while let chunk = try await body.next(idleTimeout: timeout) {
+                guard try await consume(chunk) else {
+                    body.discard()
+                    return
+                }
+            }
+        }
+    }
+
     static func forEach(_ body: HTTPClientResponse.Body, idleTimeout: Duration,
                         _ consume: (ByteBuffer) async throws -> Bool) async throws {
         let channel = AsyncThrowingChannel<ByteBuffer, Error>()
@@ -53,7 +71,7 @@ enum UpstreamBody {
     }
 
     /// Reads a whole body, up to `limit` bytes.
-    static func collect(_ body: HTTPClientResponse.Body, idleTimeout: Duration, limit: Int) async throws -> ByteBuffer {
+    static func collect(_ body: UpstreamResponse.Body, idleTimeout: Duration, limit: Int) async throws -> ByteBuffer {
         var all = ByteBuffer()
         try await forEach(body, idleTimeout: idleTimeout) { chunk in
             guard all.readableBytes + chunk.readableBytes <= limit else { throw NIOTooManyBytesError(maxBytes: limit) }

@@ -4,9 +4,15 @@ import Hummingbird
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import UpstreamHTTP
 
 /// The gateway's HTTP client to its upstreams, with a connection pool sized for a gateway (the
 /// shared client allows only 8 connections per host) and the configured timeouts.
+///
+/// Plain-HTTP Ollama servers (the hot path) are reached with `HTTP1Pool`, a lean keep-alive
+/// client on NIO's event loops: a forwarded request costs about a third of the CPU it costs
+/// through AsyncHTTPClient (docs/benchmarks.md). Everything else (TLS to OpenAI and Anthropic,
+/// an Ollama behind https or with credentials in its URL) goes through AsyncHTTPClient.
 ///
 /// The read timeout is the gateway's own, not AsyncHTTPClient's: that one fires when no bytes
 /// arrive for a while, even when the gateway stopped asking for them because its client is not
@@ -16,6 +22,8 @@ public final class UpstreamClient: Sendable {
     public let http: HTTPClient
     /// How long the upstream may stay silent while the gateway waits for it.
     public let readTimeout: Duration
+    /// The lean client's pools, one per plain-HTTP Ollama server.
+    private let lean: [LeanRoute]
 
     public init(configuration: Configuration) {
         var config = HTTPClient.Configuration(
@@ -32,9 +40,14 @@ public final class UpstreamClient: Sendable {
         config.tracing.tracer = nil
         self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: config)
         self.readTimeout = .seconds(configuration.upstreamReadTimeoutSeconds)
+        self.lean = configuration.ollamaServers.compactMap { server in
+            LeanRoute(baseURL: server.url, maxConnections: configuration.upstreamMaxConnections,
+                      connectTimeout: .seconds(Int64(configuration.upstreamConnectTimeoutSeconds)))
+        }
     }
 
     public func shutdown() async {
+        for route in lean { route.pool.shutdown() }
         try? await http.shutdown()
     }
 
@@ -42,8 +55,23 @@ public final class UpstreamClient: Sendable {
     /// must arrive within the read timeout.
     /// Sends a request; `timeout` (default: the read timeout) bounds the wait for the answer's head.
     func send(method: HTTPMethod, url: String, headers: [(String, String)] = [], body: ByteBuffer? = nil,
-              timeout: Duration? = nil) async throws(GatewayError) -> HTTPClientResponse
+              timeout: Duration? = nil) async throws(GatewayError) -> UpstreamResponse
     {
+        let (seconds, attoseconds) = (timeout ?? readTimeout).components
+        let timeout = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        for route in lean {
+            guard let path = route.path(for: url) else { continue }
+            var fields = HTTPHeaders()
+            for (name, value) in headers { fields.add(name: name, value: value) }
+            if body != nil { fields.replaceOrAdd(name: "content-type", value: "application/json") }
+            do {
+                let response = try await route.pool.execute(method: method, path: path, headers: fields, body: body,
+                                                            headTimeout: timeout)
+                return UpstreamResponse(status: response.status, headers: response.headers, body: .http1(response.body))
+            } catch {
+                throw Self.classify(error)
+            }
+        }
         var request = HTTPClientRequest(url: url)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
@@ -51,17 +79,16 @@ public final class UpstreamClient: Sendable {
             request.headers.replaceOrAdd(name: "content-type", value: "application/json")
             request.body = .bytes(body)
         }
-        let (seconds, attoseconds) = (timeout ?? readTimeout).components
-        let timeout = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         do {
-            return try await http.execute(request, deadline: .now() + timeout)
+            let response = try await http.execute(request, deadline: .now() + timeout)
+            return UpstreamResponse(status: response.status, headers: response.headers, body: .client(response.body))
         } catch {
             throw Self.classify(error)
         }
     }
 
     /// Reads a whole (non-streaming) body, refusing more than `limit` bytes.
-    func collect(_ response: HTTPClientResponse, limit: Int = 64 << 20, idleTimeout: Duration? = nil)
+    func collect(_ response: UpstreamResponse, limit: Int = 64 << 20, idleTimeout: Duration? = nil)
         async throws(GatewayError) -> ByteBuffer
     {
         do {
@@ -76,6 +103,15 @@ public final class UpstreamClient: Sendable {
     static func classify(_ error: Error) -> GatewayError {
         switch error {
         case let error as GatewayError: return error
+        case let error as HTTP1ClientError:
+            switch error {
+            case .headTimeout, .idleTimeout: return .upstreamTimeout
+            case .connectTimeout: return .upstreamUnreachable("connection timed out")
+            case .connectFailed(let reason): return .upstreamUnreachable(reason)
+            case .closedBeforeHead, .closedMidBody: return .upstreamInvalid("the upstream closed the connection")
+            case .invalidResponse(let reason): return .upstreamInvalid("the upstream's answer is not HTTP/1.1 (\(reason))")
+            case .shutDown: return .upstreamUnreachable("the gateway is shutting down")
+            }
         case let error as HTTPClientError:
             switch error {
             case .readTimeout, .deadlineExceeded: return .upstreamTimeout
@@ -93,7 +129,59 @@ public final class UpstreamClient: Sendable {
     }
 }
 
-extension HTTPClientResponse {
+/// An upstream's answer, whichever client carried it: its head, and its body still arriving.
+struct UpstreamResponse: Sendable {
+    let status: HTTPResponseStatus
+    let headers: HTTPHeaders
+    let body: Body
+
+    enum Body: Sendable {
+        case client(HTTPClientResponse.Body)
+        case http1(HTTP1ResponseBody)
+    }
+
     /// The response's content type, or JSON.
     var contentType: String { headers.first(name: "content-type") ?? "application/json; charset=utf-8" }
+}
+
+/// A plain-HTTP Ollama server reached with the lean client: requests whose URL starts with its
+/// base URL go to its pool.
+struct LeanRoute: Sendable {
+    let baseURL: String
+    /// The base URL's own path (a reverse proxy's prefix), put before each request's path.
+    let pathPrefix: String
+    let pool: HTTP1Pool
+
+    /// nil for URLs the lean client does not take: https, credentials in the URL (AsyncHTTPClient
+    /// turns those into basic authentication), or no host.
+    init?(baseURL: String, maxConnections: Int, connectTimeout: TimeAmount) {
+        guard baseURL.hasPrefix("http://") else { return nil }
+        let rest = baseURL.dropFirst("http://".count)
+        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        guard !authority.isEmpty, !authority.contains("@"), !rest.contains("?"), !rest.contains("#") else { return nil }
+        var host = Substring(authority), port = 80
+        if let bracket = authority.lastIndex(of: "]") { // [::1]:11434
+            host = authority[authority.index(after: authority.startIndex)..<bracket]
+            let after = authority[authority.index(after: bracket)...]
+            if after.hasPrefix(":") { guard let number = Int(after.dropFirst()) else { return nil }; port = number }
+        } else if let colon = authority.lastIndex(of: ":") {
+            guard let number = Int(authority[authority.index(after: colon)...]) else { return nil }
+            host = authority[..<colon]
+            port = number
+        }
+        guard !host.isEmpty, (1...65535).contains(port) else { return nil }
+        self.baseURL = baseURL
+        self.pathPrefix = String(rest.dropFirst(authority.count))
+        self.pool = HTTP1Pool(host: String(host), port: port, group: HTTPClient.defaultEventLoopGroup,
+                              maxConnections: maxConnections, connectTimeout: connectTimeout)
+    }
+
+    /// The request path for `url` when it is this server's, else nil.
+    func path(for url: String) -> String? {
+        guard url.hasPrefix(baseURL) else { return nil }
+        let rest = url.dropFirst(baseURL.count)
+        guard rest.isEmpty || rest.hasPrefix("/") || rest.hasPrefix("?") else { return nil }
+        let path = pathPrefix + rest
+        return path.hasPrefix("/") ? path : "/" + path
+    }
 }

@@ -1,0 +1,150 @@
+import NIOCore
+import NIOHTTP1
+
+/// One keep-alive connection to an upstream, carrying one exchange at a time. It reads from
+/// its socket only when its exchange asks (`autoRead` is off): that is the backpressure.
+final class HTTP1Connection: @unchecked Sendable {
+    // @unchecked: `channel` is immutable and thread-safe; `handler` is touched on the
+    // channel's event loop only.
+    let channel: Channel
+    private let handler: HTTP1ConnectionHandler
+    /// Whether it has carried an exchange before (the upstream may have closed it meanwhile).
+    var reused: Bool { handler.exchanges > 0 }
+
+    init(channel: Channel, handler: HTTP1ConnectionHandler) {
+        self.channel = channel
+        self.handler = handler
+    }
+
+    var eventLoop: EventLoop { channel.eventLoop }
+
+    /// Writes the request in one flush and returns its exchange once the head has arrived.
+    /// `finished(reusable)` runs on the event loop when the exchange is over: with true when the
+    /// connection may carry another request.
+    func send(_ head: HTTPRequestHead, body: ByteBuffer?, headTimeout: TimeAmount,
+              finished: @escaping @Sendable (Bool) -> Void) -> EventLoopFuture<(HTTPResponseHead, HTTP1Exchange)> {
+        eventLoop.flatSubmit { [self] in
+            let promise = eventLoop.makePromise(of: HTTPResponseHead.self)
+            let exchange = HTTP1Exchange(eventLoop: eventLoop, head: promise)
+            exchange.armHeadTimer(headTimeout)
+            handler.start(exchange, finished: finished)
+            guard channel.isActive else {
+                // Closed while idle, just before this request took it.
+                handler.failCurrent(.closedBeforeHead)
+                return promise.futureResult.map { ($0, exchange) }
+            }
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
+            let written = eventLoop.makePromise(of: Void.self)
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: written)
+            written.futureResult.whenComplete { [handler] result in handler.requestWritten(result) }
+            handler.readIfWanted()
+            return promise.futureResult.map { ($0, exchange) }
+        }
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+}
+
+/// Feeds the response parts of the current exchange, and asks for socket reads as it wants.
+final class HTTP1ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    // @unchecked: every member is touched on the channel's event loop only.
+    typealias InboundIn = HTTPClientResponsePart
+
+    private var context: ChannelHandlerContext?
+    private var exchange: HTTP1Exchange?
+    private var finished: (@Sendable (Bool) -> Void)?
+    private var keepAlive = false
+    private var written = false
+    private var readPending = false
+    /// Exchanges started on this connection.
+    private(set) var exchanges = 0
+    /// Called once when the channel closes.
+    var onClose: () -> Void = {}
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func start(_ exchange: HTTP1Exchange, finished: @escaping @Sendable (Bool) -> Void) {
+        exchanges += 1
+        self.exchange = exchange
+        self.finished = finished
+        keepAlive = false
+        written = false
+        exchange.requestRead = { [weak self] in self?.readIfWanted() }
+        exchange.close = { [weak self] in self?.context?.close(promise: nil) }
+    }
+
+    func requestWritten(_ result: Result<Void, Error>) {
+        switch result {
+        case .success:
+            written = true
+        case .failure:
+            failCurrent(.closedBeforeHead)
+            context?.close(promise: nil)
+        }
+    }
+
+    func failCurrent(_ error: HTTP1ClientError) {
+        exchange?.fail(error)
+    }
+
+    /// Reads when the exchange wants bytes, and always while idle: an idle connection the
+    /// upstream closes is then noticed (and dropped from the pool) at once.
+    func readIfWanted() {
+        guard let context, !readPending else { return }
+        if let exchange, !exchange.wantsRead { return }
+        readPending = true
+        context.read()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let exchange else { return } // bytes after a response: the decoder refuses them
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            // 1xx answers (100 Continue, 103 Early Hints) come before the real one.
+            guard head.status.code >= 200 || head.status == .switchingProtocols else { return }
+            keepAlive = head.isKeepAlive
+            exchange.received(head: head)
+        case .body(let chunk):
+            exchange.received(body: chunk)
+        case .end:
+            exchange.receivedEnd()
+            self.exchange = nil
+            let finished = self.finished
+            self.finished = nil
+            finished?(keepAlive && written && context.channel.isActive)
+        }
+        // The next read is asked for in channelReadComplete, idle or not.
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        readPending = false
+        readIfWanted()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        let reason: HTTP1ClientError = error is HTTPParserError || error is ByteToMessageDecoderError
+            ? .invalidResponse(String(describing: error)) : .closedMidBody
+        exchange?.fail(reason)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        exchange?.fail(.closedMidBody)
+        exchange = nil
+        let finished = self.finished
+        self.finished = nil
+        finished?(false)
+        onClose()
+        onClose = {}
+        context.fireChannelInactive()
+    }
+}

@@ -1,0 +1,112 @@
+import NIOCore
+import NIOHTTP1
+
+/// One request and its response on one connection. Everything here runs on the connection's
+/// event loop; `HTTP1ResponseBody` hops there.
+///
+/// The body is read with backpressure: the connection reads from its socket only while the head
+/// is awaited, a consumer is waiting, or less than `readAhead` bytes are buffered. The idle timer
+/// runs only while a consumer waits and nothing is buffered, so a client that stops reading
+/// pauses the upstream without ever counting as upstream silence.
+final class HTTP1Exchange: @unchecked Sendable {
+    // @unchecked: every member is touched on `eventLoop` only.
+    /// Bytes read ahead of the consumer: enough for a socket read or two, little per open stream.
+    static let readAhead = 16 << 10
+
+    let eventLoop: EventLoop
+    private var head: EventLoopPromise<HTTPResponseHead>?
+    private var headTimer: Scheduled<Void>?
+    private var parts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
+    private var buffered = 0
+    private(set) var ended = false
+    private var failure: HTTP1ClientError?
+    private var waiter: EventLoopPromise<ByteBuffer?>?
+    private var idleTimer: Scheduled<Void>?
+    /// Asks the connection for one more socket read.
+    var requestRead: () -> Void = {}
+    /// Closes the connection (a timeout, or a consumer that stopped).
+    var close: () -> Void = {}
+
+    init(eventLoop: EventLoop, head: EventLoopPromise<HTTPResponseHead>) {
+        self.eventLoop = eventLoop
+        self.head = head
+    }
+
+    /// Whether the connection should read from its socket now.
+    var wantsRead: Bool {
+        !ended && failure == nil && (head != nil || waiter != nil || buffered < Self.readAhead)
+    }
+
+    var awaitingHead: Bool { head != nil }
+
+    func armHeadTimer(_ timeout: TimeAmount) {
+        headTimer = eventLoop.scheduleTask(in: timeout) { [self] in
+            fail(.headTimeout)
+            close()
+        }
+    }
+
+    func received(head response: HTTPResponseHead) {
+        headTimer?.cancel()
+        headTimer = nil
+        head?.succeed(response)
+        head = nil
+    }
+
+    func received(body chunk: ByteBuffer) {
+        if let waiter {
+            self.waiter = nil
+            idleTimer?.cancel()
+            idleTimer = nil
+            waiter.succeed(chunk)
+        } else {
+            parts.append(chunk)
+            buffered += chunk.readableBytes
+        }
+    }
+
+    func receivedEnd() {
+        ended = true
+        if let waiter, parts.isEmpty {
+            self.waiter = nil
+            idleTimer?.cancel()
+            idleTimer = nil
+            waiter.succeed(nil)
+        }
+    }
+
+    /// The exchange cannot go on: pending and future reads fail with `error`. A body already
+    /// complete stays readable.
+    func fail(_ error: HTTP1ClientError) {
+        guard !ended, failure == nil else { return }
+        failure = head != nil && error == .closedMidBody ? .closedBeforeHead : error
+        headTimer?.cancel()
+        headTimer = nil
+        idleTimer?.cancel()
+        idleTimer = nil
+        head?.fail(failure!)
+        head = nil
+        waiter?.fail(failure!)
+        waiter = nil
+    }
+
+    /// The next chunk of the body, nil at its end.
+    func next(idleTimeout: TimeAmount) -> EventLoopFuture<ByteBuffer?> {
+        if let chunk = parts.popFirst() {
+            buffered -= chunk.readableBytes
+            if wantsRead { requestRead() }
+            return eventLoop.makeSucceededFuture(chunk)
+        }
+        if ended { return eventLoop.makeSucceededFuture(nil) }
+        if let failure { return eventLoop.makeFailedFuture(failure) }
+        precondition(waiter == nil, "one consumer reads a body")
+        let promise = eventLoop.makePromise(of: ByteBuffer?.self)
+        waiter = promise
+        idleTimer = eventLoop.scheduleTask(in: idleTimeout) { [self] in
+            fail(.idleTimeout)
+            close()
+        }
+        requestRead()
+        return promise.futureResult
+    }
+}

@@ -1,0 +1,183 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import TestSupport
+import Testing
+import UpstreamHTTP
+
+/// The lean upstream client against a real loopback server that misbehaves on demand.
+@Suite("HTTP/1.1 upstream pool")
+struct HTTP1PoolTests {
+    let group = MultiThreadedEventLoopGroup.singleton
+
+    func withUpstream(maxConnections: Int = 8, _ body: (TestUpstream, HTTP1Pool) async throws -> Void) async throws {
+        let upstream = try await TestUpstream(group: group)
+        let pool = HTTP1Pool(host: "127.0.0.1", port: upstream.port, group: group, maxConnections: maxConnections,
+                             connectTimeout: .seconds(2))
+        do {
+            try await body(upstream, pool)
+        } catch {
+            pool.shutdown()
+            await upstream.stop()
+            throw error
+        }
+        pool.shutdown()
+        await upstream.stop()
+    }
+
+    func text(_ response: HTTP1Response, idle: TimeAmount = .seconds(5)) async throws -> String {
+        var all = ""
+        while let chunk = try await response.body.next(idleTimeout: idle) { all += String(buffer: chunk) }
+        return all
+    }
+
+    /// Sequential requests share one kept-alive connection.
+    @Test func keepsConnectionsAlive() async throws {
+        try await withUpstream { upstream, pool in
+            for _ in 0..<5 {
+                let response = try await pool.execute(method: .GET, path: "/hello", headTimeout: .seconds(2))
+                #expect(response.status == .ok)
+                #expect(try await text(response) == "hello")
+            }
+            #expect(upstream.snapshot.accepted == 1)
+            #expect(upstream.snapshot.requests == 5)
+        }
+    }
+
+    /// A body arrives whole and in order, chunk by chunk.
+    @Test func streamsChunkedBodies() async throws {
+        try await withUpstream { _, pool in
+            let response = try await pool.execute(method: .POST, path: "/chunks?n=5&ms=5", body: ByteBuffer(string: "{}"),
+                                                  headTimeout: .seconds(2))
+            #expect(try await text(response) == "chunk-0;chunk-1;chunk-2;chunk-3;chunk-4;")
+        }
+    }
+
+    /// An idle connection the upstream closes is dropped, and the next request still succeeds.
+    @Test func idleConnectionsClosedByTheUpstreamAreNotUsed() async throws {
+        try await withUpstream { upstream, pool in
+            for _ in 0..<3 {
+                let response = try await pool.execute(method: .GET, path: "/close-soon", headTimeout: .seconds(2))
+                #expect(try await text(response) == "hello")
+                try await Task.sleep(for: .milliseconds(150))
+            }
+            #expect(upstream.snapshot.accepted == 3 && upstream.snapshot.requests == 3)
+        }
+    }
+
+    /// A reused connection dropped before any answer is retried once on a new connection; a new
+    /// connection dropped before answering is the caller's failure.
+    @Test func reusedConnectionDroppedBeforeAnsweringIsRetriedOnce() async throws {
+        try await withUpstream { upstream, pool in
+            for expected in ["first", "first"] {
+                let response = try await pool.execute(method: .POST, path: "/drop-second", body: ByteBuffer(string: "x"),
+                                                      headTimeout: .seconds(2))
+                #expect(try await text(response) == expected)
+            }
+            #expect(upstream.snapshot.accepted == 2)
+            await #expect(throws: HTTP1ClientError.closedBeforeHead) {
+                _ = try await pool.execute(method: .GET, path: "/drop", headTimeout: .seconds(2))
+            }
+        }
+    }
+
+    /// Past `maxConnections`, requests wait for a connection instead of opening more.
+    @Test func connectionsAreCapped() async throws {
+        try await withUpstream(maxConnections: 2) { upstream, pool in
+            try await withThrowingTaskGroup(of: String.self) { tasks in
+                for _ in 0..<8 {
+                    tasks.addTask {
+                        let response = try await pool.execute(method: .GET, path: "/slow?ms=40", headTimeout: .seconds(5))
+                        return try await text(response)
+                    }
+                }
+                for try await answer in tasks { #expect(answer == "slow") }
+            }
+            #expect(upstream.snapshot.mostOpen <= 2)
+            #expect(upstream.snapshot.requests == 8)
+        }
+    }
+
+    /// The head must come within its timeout; the connection is then closed.
+    @Test func headTimeout() async throws {
+        try await withUpstream { upstream, pool in
+            await #expect(throws: HTTP1ClientError.headTimeout) {
+                _ = try await pool.execute(method: .GET, path: "/hang", headTimeout: .milliseconds(200))
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(upstream.snapshot.closed == 1)
+        }
+    }
+
+    /// Silence while the body is awaited times out; time the consumer spends elsewhere does not
+    /// count (a client that reads slowly is not an upstream that went quiet).
+    @Test func idleTimeoutCountsOnlyUpstreamSilence() async throws {
+        try await withUpstream { _, pool in
+            let slowReader = try await pool.execute(method: .GET, path: "/chunks?n=4&ms=20", headTimeout: .seconds(2))
+            var parts: [String] = []
+            while let chunk = try await slowReader.body.next(idleTimeout: .milliseconds(150)) {
+                parts.append(String(buffer: chunk))
+                try await Task.sleep(for: .milliseconds(300)) // longer than the idle timeout
+            }
+            #expect(parts.joined() == "chunk-0;chunk-1;chunk-2;chunk-3;")
+
+            let silent = try await pool.execute(method: .GET, path: "/silent-after-first", headTimeout: .seconds(2))
+            #expect(try await silent.body.next(idleTimeout: .milliseconds(150)).map { String(buffer: $0) } == "chunk-0;")
+            await #expect(throws: HTTP1ClientError.idleTimeout) {
+                _ = try await silent.body.next(idleTimeout: .milliseconds(150))
+            }
+        }
+    }
+
+    /// Stopping before the end closes the connection: that is how the upstream learns to stop.
+    @Test func discardingABodyClosesItsConnection() async throws {
+        try await withUpstream { upstream, pool in
+            let response = try await pool.execute(method: .GET, path: "/chunks?n=100&ms=10", headTimeout: .seconds(2))
+            _ = try await response.body.next(idleTimeout: .seconds(2))
+            response.body.discard()
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(upstream.snapshot.closed == 1)
+            let next = try await pool.execute(method: .GET, path: "/hello", headTimeout: .seconds(2))
+            #expect(try await text(next) == "hello")
+            #expect(upstream.snapshot.accepted == 2)
+        }
+    }
+
+    /// A cancelled reader gets CancellationError and its connection is closed.
+    @Test func cancellingAReaderClosesItsConnection() async throws {
+        try await withUpstream { upstream, pool in
+            let response = try await pool.execute(method: .GET, path: "/silent-after-first", headTimeout: .seconds(2))
+            let reader = Task {
+                var chunks = 0
+                do {
+                    while try await response.body.next(idleTimeout: .seconds(30)) != nil { chunks += 1 }
+                    return "ended"
+                } catch is CancellationError {
+                    return "cancelled after \(chunks)"
+                }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            reader.cancel()
+            #expect(try await reader.value == "cancelled after 1")
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(upstream.snapshot.closed == 1)
+        }
+    }
+
+    /// A port nothing listens on is a connection failure, at once.
+    @Test func refusedConnection() async throws {
+        let (port, socket) = try RefusingPort.make()
+        defer { close(socket) }
+        let pool = HTTP1Pool(host: "127.0.0.1", port: port, group: group, maxConnections: 2, connectTimeout: .seconds(2))
+        defer { pool.shutdown() }
+        await #expect(throws: HTTP1ClientError.connectFailed("connection refused")) {
+            _ = try await pool.execute(method: .GET, path: "/", headTimeout: .seconds(2))
+        }
+        // The failed attempt gave its slot back: more attempts fail the same way, none waits.
+        for _ in 0..<3 {
+            await #expect(throws: HTTP1ClientError.self) {
+                _ = try await pool.execute(method: .GET, path: "/", headTimeout: .seconds(2))
+            }
+        }
+    }
+}
