@@ -94,15 +94,21 @@ def render(r):
         out += ["", f"Resident memory after the peer runs: LiteLLM {p['litellm_rss_kib'] / 1024:.0f} MiB, lmsvr {p['lmsvr_rss_kib'] / 1024:.0f} MiB."]
 
     out += ["", f"### Streams ({r['meta']['mock']['chunks']} deltas paced {r['meta']['mock']['pace_ms']} ms; a stall is a gap over twice the pace)", "",
-            "| streams | rung | TTFB p50 / p99 ms | TTFT p50 / p99 ms | added TTFT p99 ms | gap p99 / max ms | stalls | failed |",
-            "|---:|---|---|---|---:|---|---:|---:|"]
+            "Transit: from the mock's write of a chunk to the driver's read of it (the mock stamps each chunk with the",
+            "machine's monotonic clock), so the mock's own pacing slips do not count; a chunk is delayed when its transit",
+            "exceeds twice the pace. What a gateway adds is its transit beyond R0's, where the harness alone is measured.", "",
+            "| streams | rung | TTFB p50 / p99 ms | TTFT p50 / p99 ms | added TTFT p99 ms | gap p99 / max ms | stalls | transit p50 / p99 / max ms | added transit p99 ms | delayed | failed |",
+            "|---:|---|---|---|---:|---|---:|---|---:|---:|---:|"]
     for count, by_rung in r["streams"].items():
         d = by_rung["R0 direct"]
         for rung, x in by_rung.items():
             out.append(f"| {count} | {rung} | {ms(x.get('ttfb_p50_us'))} / {ms(x.get('ttfb_p99_us'))} | "
                        f"{ms(x.get('ttft_p50_us'))} / {ms(x.get('ttft_p99_us'))} | "
                        f"{'' if rung == 'R0 direct' else ms(added(x.get('ttft_p99_us'), d.get('ttft_p99_us')))} | "
-                       f"{ms(x.get('gap_p99_us'))} / {ms(x.get('gap_max_us'))} | {x['stalls']} | {x['failed']} |")
+                       f"{ms(x.get('gap_p99_us'))} / {ms(x.get('gap_max_us'))} | {x['stalls']} | "
+                       f"{ms(x.get('transit_p50_us'))} / {ms(x.get('transit_p99_us'))} / {ms(x.get('transit_max_us'))} | "
+                       f"{'' if rung == 'R0 direct' else ms(added(x.get('transit_p99_us'), d.get('transit_p99_us')))} | "
+                       f"{x.get('delayed', '–')} | {x['failed']} |")
 
     out += ["", "### Memory (resident set of the gateway process; in brackets the private part, RssAnon, without the mapped binary and shared libraries)", "",
             "| rung | after start | after warm-up | " + " | ".join(f"{s['streams']} streams" for s in next(iter(r["memory"].values()))["samples"])
@@ -146,9 +152,13 @@ def render(r):
     bd = r["streams"][biggest]["R0 direct"]
     goal_row(f"zero stalls at {biggest} streams", lambda g: (
         f"{r['streams'][biggest][g]['stalls']} stalls (R0 direct: {bd['stalls']})", r['streams'][biggest][g]['stalls'] == 0))
+    goal_row(f"no chunk delayed by the gateway at {biggest} streams", lambda g: (
+        f"{r['streams'][biggest][g]['delayed']} delayed (R0 direct: {bd['delayed']}), transit p99 "
+        f"+{ms(added(r['streams'][biggest][g]['transit_p99_us'], bd['transit_p99_us']))} ms",
+        r['streams'][biggest][g]['delayed'] <= bd['delayed']))
     goal_row("idle RSS < 30 MB", lambda g: (f"{r['memory'][g]['rss_start_kib'] / 1024:.1f} MiB (private {r['memory'][g].get('anon_start_kib', 0) / 1024:.1f} MiB)",
                                             r['memory'][g]['rss_start_kib'] < 30 * 1000 * 1000 / 1024))
-    goal_row("< 64 KiB per open stream", lambda g: (f"{r['memory'][g]['kib_per_stream']} KiB", r['memory'][g]['kib_per_stream'] < 64))
+    goal_row("≤ 32 KiB per open stream", lambda g: (f"{r['memory'][g]['kib_per_stream']} KiB", r['memory'][g]['kib_per_stream'] <= 32))
     if "ledger" in r:
         out += ["", "Ledger after the run: " + ", ".join(f"{k}: {v['rows']:,} rows, ${v['cost_usd']}" for k, v in r["ledger"].items()
                                                        if v.get("rows") is not None) + "."]

@@ -60,7 +60,7 @@ SLOW_BODY = json.dumps({"model": "slowstream", "stream": True, "messages": [
 
 # What the mocks answer with, so every request's cost is known in advance.
 MOCK = dict(chunks=64, pace_ms=20, slow_pace_ms=1000, prompt_eval_count=26, eval_count=64, fixed_clock=True,
-            answers="nginx, fixed /api/chat answer (Ollama format)", streams="lmsvr-fake-upstream --fixed-clock")
+            answers="nginx, fixed /api/chat answer (Ollama format)", streams="lmsvr-fake-upstream --fixed-clock --stamp-chunks")
 WORDS = ["The ", "sky ", "is ", "blue ", "because ", "of ", "Rayleigh ", "scattering."]
 # Byte for byte what lmsvr-fake-upstream --fixed-clock --chunks 64 answers to a non-streamed chat.
 FIXED_ANSWER = ('{"model":"llama3","created_at":"2025-05-04T17:37:44.706015396Z","message":{"role":"assistant","content":'
@@ -204,7 +204,8 @@ class Harness:
         """The paced mock (lmsvr-fake-upstream) and the fast one (nginx with the fixed answer)."""
         self.stream_mock = free_port()
         self.spawn([f"{self.bin}/lmsvr-fake-upstream", "--port", str(self.stream_mock), "--chunks", str(MOCK["chunks"]),
-                    "--pace-ms", str(MOCK["pace_ms"]), "--drip-ms", str(MOCK["slow_pace_ms"]), "--fixed-clock"],
+                    "--pace-ms", str(MOCK["pace_ms"]), "--drip-ms", str(MOCK["slow_pace_ms"]), "--fixed-clock",
+                    "--stamp-chunks"],
                    cpu=1, log_name="mock.log")
         wait_http(f"http://127.0.0.1:{self.stream_mock}/api/version")
         # --ollama-servers N: the same mock on N ports, listed as N servers (the answers phase).
@@ -483,7 +484,8 @@ general_settings:
                 res = self.driver("streams", rung, "stream", "--count", count, "--repeat", repeats, "--pace-ms", MOCK["pace_ms"])
                 results[str(count)][rung] = res
                 log(f"streams x{count} {rung}: ttft p99 {res.get('ttft_p99_us')}us gap max {res.get('gap_max_us')}us "
-                    f"stalls {res['stalls']} failed {res['failed']}")
+                    f"stalls {res['stalls']} transit p99 {res.get('transit_p99_us')}us delayed {res.get('delayed')} "
+                    f"failed {res['failed']}")
         return results
 
     def memory(self, idle):

@@ -37,6 +37,11 @@ public struct FakeUpstream: Sendable {
         /// Stamp every chunk with one fixed `created_at` instead of the clock: deterministic
         /// bytes, and no date formatting on the benchmark's hot path.
         public var fixedClock = false
+        /// Streamed chunks of the normal models carry, as their text, `@` and the moment they
+        /// were written (CLOCK_MONOTONIC nanoseconds, one clock for every process on the
+        /// machine): the benchmark driver subtracts it from when the chunk reached it, so a
+        /// chunk's transit is measured apart from the fake's own pacing.
+        public var stampChunks = false
         /// Chunks the `runaway` model sends, ignoring `num_predict`.
         public var runawayChunks = 500
         /// The most chunks the `big` model sends.
@@ -206,7 +211,7 @@ public struct FakeUpstream: Sendable {
         }
         // The runaway model paces itself a little, so the gateway's cut-off arrives mid-stream.
         let pace = name == "drip" || name == "slowstream" ? options.dripMillis : name == "runaway" ? max(2, options.paceMillis) : options.paceMillis
-        let recorder = self.recorder
+        let recorder = self.recorder, stampChunks = options.stampChunks
         return Response(
             status: .ok, headers: [.contentType: "application/x-ndjson"],
             body: ResponseBody { writer in
@@ -225,7 +230,8 @@ public struct FakeUpstream: Sendable {
                             try await writer.finish(nil)
                             return
                         }
-                        try await writer.write(ByteBuffer(string: Self.chunk(chat: chat, model: echo, createdAt: stamp(), content: piece) + "\n"))
+                        let text = stampChunks && name != "big" ? "@\(Self.monotonicNanos()) " : piece
+                        try await writer.write(ByteBuffer(string: Self.chunk(chat: chat, model: echo, createdAt: stamp(), content: text) + "\n"))
                     }
                     if pace > 0 { try await Task.sleep(for: .milliseconds(pace)) }
                     try await writer.write(ByteBuffer(string: Self.final(chat: chat, model: echo, createdAt: stamp(), content: "", doneReason: doneReason, evalCount: count) + "\n"))
@@ -241,6 +247,13 @@ public struct FakeUpstream: Sendable {
     // MARK: Wire format
 
     static let fixedCreatedAt = "2025-05-04T17:37:44.706015396Z"
+
+    /// CLOCK_MONOTONIC in nanoseconds: comparable between processes on one machine.
+    public static func monotonicNanos() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
 
     static func createdAt() -> String {
         let now = Date()

@@ -4,7 +4,7 @@ import Hummingbird
 import NIOCore
 import NIOPosix
 
-/// `lmsvr-fake-upstream [--port N] [--pace-ms N] [--chunks N] [--latency-ms N] [--drip-ms N] [--slow-ms N] [--models a,b] [--loaded a,b] [--fixed-clock]`:
+/// `lmsvr-fake-upstream [--port N] [--pace-ms N] [--chunks N] [--latency-ms N] [--drip-ms N] [--slow-ms N] [--models a,b] [--loaded a,b] [--fixed-clock] [--stamp-chunks]`:
 /// the test suite's fake Ollama as a process, for the end-to-end tests and benchmarks. Prints
 /// `listening on PORT` once ready.
 @main
@@ -28,6 +28,7 @@ struct FakeUpstreamServer {
         options.models = list("--models")
         options.loaded = list("--loaded") ?? []
         options.fixedClock = args.contains("--fixed-clock")
+        options.stampChunks = args.contains("--stamp-chunks")
         let fake = FakeUpstream(options: options)
         let app = Application(
             router: fake.router(),
