@@ -8,8 +8,6 @@ final class HTTP1Connection: @unchecked Sendable {
     // channel's event loop only.
     let channel: Channel
     private let handler: HTTP1ConnectionHandler
-    /// Whether it has carried an exchange before (the upstream may have closed it meanwhile).
-    var reused: Bool { handler.exchanges > 0 }
 
     init(channel: Channel, handler: HTTP1ConnectionHandler) {
         self.channel = channel
@@ -18,20 +16,19 @@ final class HTTP1Connection: @unchecked Sendable {
 
     var eventLoop: EventLoop { channel.eventLoop }
 
-    /// Writes the request in one flush and returns its exchange once the head has arrived.
-    /// `finished(reusable)` runs on the event loop when the exchange is over: with true when the
-    /// connection may carry another request.
-    func send(_ head: HTTPRequestHead, body: ByteBuffer?, headTimeout: TimeAmount,
-              finished: @escaping @Sendable (Bool) -> Void) -> EventLoopFuture<(HTTPResponseHead, HTTP1Exchange)> {
-        eventLoop.flatSubmit { [self] in
-            let promise = eventLoop.makePromise(of: HTTPResponseHead.self)
-            let exchange = HTTP1Exchange(eventLoop: eventLoop, head: promise)
-            exchange.armHeadTimer(headTimeout)
+    /// Writes the request in one flush; the exchange's `head` succeeds when the response head
+    /// arrives, or fails (`headTimeout` at `deadline`). `finished(reusable)` runs on the event
+    /// loop when the exchange is over: true when the connection may carry another request.
+    func send(_ head: HTTPRequestHead, body: ByteBuffer?, deadline: NIODeadline,
+              finished: @escaping @Sendable (Bool) -> Void) -> HTTP1Exchange {
+        let exchange = HTTP1Exchange(eventLoop: eventLoop)
+        eventLoop.execute { [self] in
+            exchange.armHeadTimer(deadline)
             handler.start(exchange, finished: finished)
             guard channel.isActive else {
-                // Closed while idle, just before this request took it.
-                handler.failCurrent(.closedBeforeHead)
-                return promise.futureResult.map { ($0, exchange) }
+                // Closed while idle, just before this request took it: nothing was sent.
+                handler.failCurrent(.closedBeforeSending)
+                return
             }
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
             if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
@@ -39,12 +36,20 @@ final class HTTP1Connection: @unchecked Sendable {
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: written)
             written.futureResult.whenComplete { [handler] result in handler.requestWritten(result) }
             handler.readIfWanted()
-            return promise.futureResult.map { ($0, exchange) }
         }
+        return exchange
     }
 
     func close() {
         channel.close(promise: nil)
+    }
+
+    /// Closes the connection if `exchange` has not ended: once it has, the connection may
+    /// already carry another request, which must not be cut.
+    func abandon(_ exchange: HTTP1Exchange) {
+        eventLoop.execute { [self] in
+            if !exchange.ended { close() }
+        }
     }
 }
 
@@ -59,8 +64,6 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var keepAlive = false
     private var written = false
     private var readPending = false
-    /// Exchanges started on this connection.
-    private(set) var exchanges = 0
     /// Called once when the channel closes.
     var onClose: () -> Void = {}
 
@@ -73,7 +76,6 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func start(_ exchange: HTTP1Exchange, finished: @escaping @Sendable (Bool) -> Void) {
-        exchanges += 1
         self.exchange = exchange
         self.finished = finished
         keepAlive = false
@@ -87,9 +89,16 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         case .success:
             written = true
         case .failure:
-            failCurrent(.closedBeforeHead)
+            failCurrent(.closedBeforeSending)
             context?.close(promise: nil)
         }
+    }
+
+    /// What a connection lost now means for the exchange: before the head, whether the request
+    /// was all sent (the upstream may be working on it) or not (it cannot have been).
+    private var lostConnection: HTTP1ClientError {
+        guard let exchange, exchange.awaitingHead else { return .closedMidBody }
+        return written ? .closedBeforeHead : .closedBeforeSending
     }
 
     func failCurrent(_ error: HTTP1ClientError) {
@@ -109,8 +118,13 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         guard let exchange else { return } // bytes after a response: the decoder refuses them
         switch unwrapInboundIn(data) {
         case .head(let head):
-            // 1xx answers (100 Continue, 103 Early Hints) come before the real one.
-            guard head.status.code >= 200 || head.status == .switchingProtocols else { return }
+            // NIO's decoder drops 100 Continue and 103 Early Hints; what else is below 200
+            // (101 Switching Protocols) is no answer to a POST and ends the connection.
+            guard head.status.code >= 200 else {
+                exchange.fail(.invalidResponse("status \(head.status.code)"))
+                context.close(promise: nil)
+                return
+            }
             keepAlive = head.isKeepAlive
             exchange.received(head: head)
         case .body(let chunk):
@@ -132,13 +146,13 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         let reason: HTTP1ClientError = error is HTTPParserError || error is ByteToMessageDecoderError
-            ? .invalidResponse(String(describing: error)) : .closedMidBody
+            ? .invalidResponse(String(describing: error)) : lostConnection
         exchange?.fail(reason)
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        exchange?.fail(.closedMidBody)
+        exchange?.fail(lostConnection)
         exchange = nil
         let finished = self.finished
         self.finished = nil

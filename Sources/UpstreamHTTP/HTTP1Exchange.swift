@@ -14,6 +14,8 @@ final class HTTP1Exchange: @unchecked Sendable {
     static let readAhead = 16 << 10
 
     let eventLoop: EventLoop
+    /// Succeeds with the response head; fails when the exchange fails before it.
+    let headFuture: EventLoopFuture<HTTPResponseHead>
     private var head: EventLoopPromise<HTTPResponseHead>?
     private var headTimer: Scheduled<Void>?
     private var parts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
@@ -27,9 +29,12 @@ final class HTTP1Exchange: @unchecked Sendable {
     /// Closes the connection (a timeout, or a consumer that stopped).
     var close: () -> Void = {}
 
-    init(eventLoop: EventLoop, head: EventLoopPromise<HTTPResponseHead>) {
+    /// Made on any thread; used on `eventLoop` from then on.
+    init(eventLoop: EventLoop) {
         self.eventLoop = eventLoop
+        let head = eventLoop.makePromise(of: HTTPResponseHead.self)
         self.head = head
+        self.headFuture = head.futureResult
     }
 
     /// Whether the connection should read from its socket now.
@@ -39,8 +44,8 @@ final class HTTP1Exchange: @unchecked Sendable {
 
     var awaitingHead: Bool { head != nil }
 
-    func armHeadTimer(_ timeout: TimeAmount) {
-        headTimer = eventLoop.scheduleTask(in: timeout) { [self] in
+    func armHeadTimer(_ deadline: NIODeadline) {
+        headTimer = eventLoop.scheduleTask(deadline: deadline) { [self] in
             fail(.headTimeout)
             close()
         }
@@ -79,7 +84,7 @@ final class HTTP1Exchange: @unchecked Sendable {
     /// complete stays readable.
     func fail(_ error: HTTP1ClientError) {
         guard !ended, failure == nil else { return }
-        failure = head != nil && error == .closedMidBody ? .closedBeforeHead : error
+        failure = error
         headTimer?.cancel()
         headTimer = nil
         idleTimer?.cancel()

@@ -38,8 +38,10 @@ public final class HTTP1Pool: Sendable {
 
     private struct Waiter {
         let id: Int
-        /// Resumed with a connection handed over, or nil: connect one (a slot is reserved).
-        let continuation: CheckedContinuation<HTTP1Connection?, Error>
+        /// Resumed with `.idle` (a connection handed over) or `.connect` (a slot reserved).
+        let continuation: CheckedContinuation<Lease, Error>
+        /// Fails the wait at the request's deadline.
+        let timeout: Scheduled<Void>
     }
 
     /// - Parameters:
@@ -49,19 +51,27 @@ public final class HTTP1Pool: Sendable {
                 connectTimeout: TimeAmount, idleConnectionTimeout: TimeAmount = .seconds(60)) {
         self.host = host
         self.port = port
-        self.authority = port == 80 ? host : "\(host):\(port)"
+        self.authority = Self.authority(host: host, port: port)
         self.group = group
         self.maxConnections = max(1, maxConnections)
         self.connectTimeout = connectTimeout
         self.idleConnectionTimeout = idleConnectionTimeout
     }
 
-    /// Sends a request and returns once the response head has arrived (within `headTimeout`,
-    /// connection included), with the body still to read. A request that finds its reused
-    /// connection closed by the upstream before any answer is sent again on a new connection,
-    /// once: the upstream closed an idle connection, it did not refuse the request.
+    /// Sends a request and returns once the response head has arrived, with the body still to
+    /// read. `headTimeout` bounds everything before the head: waiting for a free connection
+    /// (`noConnection`), connecting, sending, the upstream's answer (`headTimeout`).
+    ///
+    /// `beyondLimit`: open a connection past `maxConnections` rather than wait (health checks
+    /// and listings, which must not queue behind the streams that fill the pool).
+    ///
+    /// A request that finds its reused connection closed before it could be sent is sent once
+    /// more on a new connection (the upstream closed an idle connection; it never saw the
+    /// request). A request that was sent is never sent again here: the upstream may be working
+    /// on it.
     public func execute(method: HTTPMethod, path: String, headers: HTTPHeaders = [:], body: ByteBuffer? = nil,
-                        headTimeout: TimeAmount) async throws -> HTTP1Response {
+                        headTimeout: TimeAmount, beyondLimit: Bool = false) async throws -> HTTP1Response {
+        let deadline = NIODeadline.now() + headTimeout
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
         head.headers.replaceOrAdd(name: "host", value: authority)
         if let body {
@@ -71,20 +81,19 @@ public final class HTTP1Pool: Sendable {
         }
         var fresh = false
         while true {
-            let connection = try await lease(fresh: fresh)
-            let reused = connection.reused
-            let answer = connection.send(head, body: body, headTimeout: headTimeout) { [self] reusable in
+            let (connection, reused) = try await lease(fresh: fresh, beyondLimit: beyondLimit, deadline: deadline)
+            let exchange = connection.send(head, body: body, deadline: deadline) { [self] reusable in
                 release(connection, reusable: reusable)
             }
             do {
-                let (responseHead, exchange) = try await withTaskCancellationHandler {
-                    try await answer.get()
+                let responseHead = try await withTaskCancellationHandler {
+                    try await exchange.headFuture.get()
                 } onCancel: {
-                    connection.close()
+                    connection.abandon(exchange)
                 }
                 return HTTP1Response(status: responseHead.status, headers: responseHead.headers,
                                      body: HTTP1ResponseBody(exchange: exchange, connection: connection))
-            } catch HTTP1ClientError.closedBeforeHead where reused && !fresh {
+            } catch HTTP1ClientError.closedBeforeSending where reused && !fresh && !Task.isCancelled {
                 fresh = true
             } catch {
                 if Task.isCancelled { throw CancellationError() }
@@ -104,76 +113,110 @@ public final class HTTP1Pool: Sendable {
             entry.expiry.cancel()
             entry.connection.close()
         }
-        for waiter in waiters { waiter.continuation.resume(throwing: HTTP1ClientError.shutDown) }
+        for waiter in waiters {
+            waiter.timeout.cancel()
+            waiter.continuation.resume(throwing: HTTP1ClientError.shutDown)
+        }
     }
 
     // MARK: - Connections
 
-    private enum Lease {
+    /// What a request gets: an idle connection, a slot to connect in, or a place in line.
+    private enum Lease: Sendable {
         case idle(HTTP1Connection, Scheduled<Void>)
         case connect
         case wait
     }
 
-    /// An idle connection (one on the caller's event loop first), a new one, or the next one
-    /// given back once `maxConnections` are open.
-    private func lease(fresh: Bool) async throws -> HTTP1Connection {
+    /// Under the lock: an idle connection (one on `current` first), else a slot, else nothing.
+    private func take(_ state: inout State, current: EventLoop?, fresh: Bool, beyondLimit: Bool) -> Lease {
+        if !fresh, !state.idle.isEmpty {
+            let index = state.idle.lastIndex { $0.connection.eventLoop === current } ?? state.idle.count - 1
+            let entry = state.idle.remove(at: index)
+            return .idle(entry.connection, entry.expiry)
+        }
+        if state.open < maxConnections || fresh || beyondLimit {
+            state.open += 1
+            return .connect
+        }
+        return .wait
+    }
+
+    /// A connection and whether it carried requests before: an idle one, a new one, or the next
+    /// one given back while `maxConnections` are open, by `deadline`.
+    private func lease(fresh: Bool, beyondLimit: Bool, deadline: NIODeadline) async throws -> (HTTP1Connection, Bool) {
         let current = MultiThreadedEventLoopGroup.currentEventLoop
         let decision: Lease = try state.withLockedValue { state in
             guard !state.shutDown else { throw HTTP1ClientError.shutDown }
-            if !fresh, !state.idle.isEmpty {
-                let index = state.idle.lastIndex { $0.connection.eventLoop === current } ?? state.idle.count - 1
-                let entry = state.idle.remove(at: index)
-                return .idle(entry.connection, entry.expiry)
-            }
-            if state.open < maxConnections || fresh {
-                state.open += 1
-                return .connect
-            }
-            return .wait
+            return take(&state, current: current, fresh: fresh, beyondLimit: beyondLimit)
         }
         switch decision {
         case .idle(let connection, let expiry):
             expiry.cancel()
-            return connection
+            return (connection, true)
         case .connect:
-            return try await connect(on: current)
+            return (try await connect(on: current, deadline: deadline), false)
         case .wait:
-            let handed = try await waitForConnection()
-            if let handed { return handed }
-            return try await connect(on: current)
+            switch try await waitForConnection(current: current, deadline: deadline) {
+            case .idle(let connection, let expiry):
+                expiry.cancel()
+                return (connection, true)
+            case .connect, .wait:
+                return (try await connect(on: current, deadline: deadline), false)
+            }
         }
     }
 
-    private func waitForConnection() async throws -> HTTP1Connection? {
+    /// Takes a place in line, unless a connection or a slot came free since `lease` looked
+    /// (the check and the place are taken under one lock, so nothing given back is missed).
+    /// Resumed with a connection handed over, or `.connect` with a slot reserved.
+    private func waitForConnection(current: EventLoop?, deadline: NIODeadline) async throws -> Lease {
         let id = state.withLockedValue { state in
             defer { state.nextWaiterId += 1 }
             return state.nextWaiterId
         }
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                let accepted = state.withLockedValue { state in
-                    guard !state.shutDown, !Task.isCancelled else { return false }
-                    state.waiters.append(Waiter(id: id, continuation: continuation))
-                    return true
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, Error>) in
+                let timeout = group.next().scheduleTask(deadline: deadline) { [self] () -> Void in
+                    removeWaiter(id)?.continuation.resume(throwing: HTTP1ClientError.noConnection)
                 }
-                if !accepted { continuation.resume(throwing: Task.isCancelled ? CancellationError() : HTTP1ClientError.shutDown) }
+                let outcome: Result<Lease, Error>? = state.withLockedValue { state in
+                    if state.shutDown { return .failure(HTTP1ClientError.shutDown) }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    let now = take(&state, current: current, fresh: false, beyondLimit: false)
+                    if case .wait = now {
+                        if deadline <= .now() { return .failure(HTTP1ClientError.noConnection) }
+                        state.waiters.append(Waiter(id: id, continuation: continuation, timeout: timeout))
+                        return nil
+                    }
+                    return .success(now)
+                }
+                if let outcome {
+                    timeout.cancel()
+                    continuation.resume(with: outcome)
+                }
             }
         } onCancel: {
-            let waiter = state.withLockedValue { state -> Waiter? in
-                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                return state.waiters.remove(at: index)
-            }
-            waiter?.continuation.resume(throwing: CancellationError())
+            removeWaiter(id)?.continuation.resume(throwing: CancellationError())
         }
     }
 
-    /// Opens a connection; its slot is already counted in `open`.
-    private func connect(on preferred: EventLoop?) async throws -> HTTP1Connection {
+    private func removeWaiter(_ id: Int) -> Waiter? {
+        let waiter = state.withLockedValue { state -> Waiter? in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.waiters.remove(at: index)
+        }
+        waiter?.timeout.cancel()
+        return waiter
+    }
+
+    /// Opens a connection, within the connect timeout and the request's deadline; its slot is
+    /// already counted in `open`.
+    private func connect(on preferred: EventLoop?, deadline: NIODeadline) async throws -> HTTP1Connection {
         let eventLoop = preferred ?? group.next()
         let handler = HTTP1ConnectionHandler()
         let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(connectTimeout)
+            .connectTimeout(max(.milliseconds(1), min(connectTimeout, deadline - .now())))
             .channelOption(.autoRead, value: false)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -215,8 +258,8 @@ public final class HTTP1Pool: Sendable {
             return nil
         }
         if let waiter {
-            expiry.cancel()
-            waiter.continuation.resume(returning: connection)
+            waiter.timeout.cancel()
+            waiter.continuation.resume(returning: .idle(connection, expiry))
         } else if state.withLockedValue({ $0.shutDown }) {
             expiry.cancel()
             connection.close()
@@ -231,7 +274,16 @@ public final class HTTP1Pool: Sendable {
             state.open -= 1
             return nil
         }
-        waiter?.continuation.resume(returning: nil)
+        if let waiter {
+            waiter.timeout.cancel()
+            waiter.continuation.resume(returning: .connect)
+        }
+    }
+
+    /// `Host` for a server: an IPv6 literal in brackets, port 80 implied.
+    static func authority(host: String, port: Int) -> String {
+        let bracketed = host.contains(":") ? "[\(host)]" : host
+        return port == 80 ? bracketed : "\(bracketed):\(port)"
     }
 
     /// A connection failure said without the address (which logs already show by name).

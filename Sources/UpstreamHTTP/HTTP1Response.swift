@@ -33,7 +33,7 @@ public final class HTTP1ResponseBody: @unchecked Sendable {
             return try await withTaskCancellationHandler {
                 try await future.get()
             } onCancel: {
-                connection.close()
+                connection.abandon(exchange)
             }
         } catch {
             if Task.isCancelled { throw CancellationError() }
@@ -43,10 +43,7 @@ public final class HTTP1ResponseBody: @unchecked Sendable {
 
     /// Stops reading: closes the connection unless the body has already ended.
     public func discard() {
-        let exchange = self.exchange, connection = self.connection
-        exchange.eventLoop.execute {
-            if !exchange.ended { connection.close() }
-        }
+        connection.abandon(exchange)
     }
 
     deinit {

@@ -3,7 +3,7 @@ import NIOCore
 import NIOPosix
 import TestSupport
 import Testing
-import UpstreamHTTP
+@testable import UpstreamHTTP
 
 /// The lean upstream client against a real loopback server that misbehaves on demand.
 @Suite("HTTP/1.1 upstream pool")
@@ -65,20 +65,75 @@ struct HTTP1PoolTests {
         }
     }
 
-    /// A reused connection dropped before any answer is retried once on a new connection; a new
-    /// connection dropped before answering is the caller's failure.
-    @Test func reusedConnectionDroppedBeforeAnsweringIsRetriedOnce() async throws {
+    /// A request the upstream received is never sent again, even on a reused connection it
+    /// dropped (the upstream may be working on it); the caller learns it was dropped.
+    @Test func aSentRequestIsNeverSentAgain() async throws {
         try await withUpstream { upstream, pool in
-            for expected in ["first", "first"] {
-                let response = try await pool.execute(method: .POST, path: "/drop-second", body: ByteBuffer(string: "x"),
-                                                      headTimeout: .seconds(2))
-                #expect(try await text(response) == expected)
+            let first = try await pool.execute(method: .POST, path: "/drop-second", body: ByteBuffer(string: "x"),
+                                               headTimeout: .seconds(2))
+            #expect(try await text(first) == "first")
+            await #expect(throws: HTTP1ClientError.closedBeforeHead) {
+                _ = try await pool.execute(method: .POST, path: "/drop-second", body: ByteBuffer(string: "x"), headTimeout: .seconds(2))
             }
-            #expect(upstream.snapshot.accepted == 2)
+            #expect(upstream.snapshot.requests == 2)
             await #expect(throws: HTTP1ClientError.closedBeforeHead) {
                 _ = try await pool.execute(method: .GET, path: "/drop", headTimeout: .seconds(2))
             }
         }
+    }
+
+    /// Waiting for a connection counts towards the request's timeout; checks and listings
+    /// (`beyondLimit`) never wait behind the requests that fill the pool.
+    @Test func waitingForAConnectionIsBounded() async throws {
+        try await withUpstream(maxConnections: 1) { upstream, pool in
+            let holder = try await pool.execute(method: .GET, path: "/silent-after-first", headTimeout: .seconds(2))
+            await #expect(throws: HTTP1ClientError.noConnection) {
+                _ = try await pool.execute(method: .POST, path: "/hello", body: ByteBuffer(string: "x"), headTimeout: .milliseconds(200))
+            }
+            let check = try await pool.execute(method: .GET, path: "/hello", headTimeout: .seconds(2), beyondLimit: true)
+            #expect(try await text(check) == "hello")
+            holder.body.discard()
+            let after = try await pool.execute(method: .GET, path: "/hello", headTimeout: .seconds(2))
+            #expect(try await text(after) == "hello")
+            #expect(upstream.snapshot.requests == 3)
+        }
+    }
+
+    /// Many requests through one connection, released and taken back-to-back: none is left
+    /// waiting for a connection that came free while it was getting in line.
+    @Test(.timeLimit(.minutes(1))) func noWaiterMissesAFreedConnection() async throws {
+        try await withUpstream(maxConnections: 1) { upstream, pool in
+            for _ in 0..<5 {
+                try await withThrowingTaskGroup(of: String.self) { tasks in
+                    for _ in 0..<40 {
+                        tasks.addTask {
+                            try await text(pool.execute(method: .GET, path: "/hello", headTimeout: .seconds(30)))
+                        }
+                    }
+                    for try await answer in tasks { #expect(answer == "hello") }
+                }
+            }
+            #expect(upstream.snapshot.requests == 200 && upstream.snapshot.mostOpen == 1)
+        }
+    }
+
+    /// 101 is no answer to a request here: the connection is refused as invalid.
+    @Test func switchingProtocolsIsInvalid() async throws {
+        try await withUpstream { _, pool in
+            await #expect(throws: HTTP1ClientError.invalidResponse("status 101")) {
+                _ = try await pool.execute(method: .POST, path: "/switch", body: ByteBuffer(string: "x"), headTimeout: .seconds(2))
+            }
+        }
+    }
+
+    /// `Host` names the server as a URL would: an IPv6 literal in brackets, port 80 left out.
+    @Test func hostHeader() async throws {
+        try await withUpstream { upstream, pool in
+            _ = try await text(pool.execute(method: .GET, path: "/hello", headTimeout: .seconds(2)))
+            #expect(upstream.snapshot.host == "127.0.0.1:\(upstream.port)")
+        }
+        #expect(HTTP1Pool.authority(host: "::1", port: 11434) == "[::1]:11434")
+        #expect(HTTP1Pool.authority(host: "gpu1", port: 80) == "gpu1")
     }
 
     /// Past `maxConnections`, requests wait for a connection instead of opening more.

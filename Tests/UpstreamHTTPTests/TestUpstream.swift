@@ -12,7 +12,10 @@ import NIOPosix
 /// - `/drop`: closes the connection without answering;
 /// - `/close-soon`: `hello`, then closes the idle connection 50 ms later (an upstream's idle timeout);
 /// - `/drop-second`: answers the first request of a connection, drops any later one unanswered;
-/// - `/slow?ms=M`: answers after M ms.
+/// - `/slow?ms=M`: answers after M ms;
+/// - `/switch`: 101 Switching Protocols.
+///
+/// It records the `Host` header of the last request.
 final class TestUpstream: Sendable {
     let port: Int
     private let channel: Channel
@@ -24,6 +27,7 @@ final class TestUpstream: Sendable {
         var open = 0
         var mostOpen = 0
         var requests = 0
+        var host = ""
     }
 
     var snapshot: Counts { counts.withLockedValue { $0 } }
@@ -70,7 +74,9 @@ final class TestUpstream: Sendable {
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
-            case .head(let head): uri = head.uri
+            case .head(let head):
+                uri = head.uri
+                counts.withLockedValue { $0.host = head.headers.first(name: "host") ?? "" }
             case .body: break
             case .end:
                 counts.withLockedValue { $0.requests += 1 }
@@ -100,6 +106,10 @@ final class TestUpstream: Sendable {
                 context.close(promise: nil)
             case "/hang":
                 break
+            case "/switch":
+                context.writeAndFlush(wrapOutboundOut(.head(.init(version: .http1_1, status: .switchingProtocols,
+                                                                  headers: ["upgrade": "websocket", "connection": "upgrade"]))),
+                                      promise: nil)
             case "/slow":
                 loop.scheduleTask(in: .milliseconds(Int64(query["ms"] ?? 100))) { self.whole(bound.value, "slow") }
             case "/chunks", "/silent-after-first":

@@ -9,11 +9,11 @@ import UpstreamHTTP
 /// The gateway's HTTP client to its upstreams, with a connection pool sized for a gateway (the
 /// shared client allows only 8 connections per host) and the configured timeouts.
 ///
-/// Plain-HTTP Ollama servers (the hot path) are reached with `HTTP1Pool`, a lean keep-alive
-/// client on NIO's event loops that reads a body without a task per response: a billed request
-/// costs a quarter less CPU than through AsyncHTTPClient (docs/benchmarks.md, "The lean upstream
-/// client"). Everything else (TLS to OpenAI and Anthropic, an Ollama behind https or with
-/// credentials in its URL) goes through AsyncHTTPClient.
+/// Requests to a plain-HTTP Ollama server (the hot path: URLs that start with its base URL) go
+/// through `HTTP1Pool`, a lean keep-alive client on NIO's event loops that reads a body without
+/// a task per response: a billed request costs a quarter less CPU than through AsyncHTTPClient
+/// (docs/benchmarks.md, "The lean upstream client"). Everything else (TLS to OpenAI and
+/// Anthropic, an Ollama behind https or with credentials in its URL) goes through AsyncHTTPClient.
 ///
 /// The read timeout is the gateway's own, not AsyncHTTPClient's: that one fires when no bytes
 /// arrive for a while, even when the gateway stopped asking for them because its client is not
@@ -66,8 +66,9 @@ public final class UpstreamClient: Sendable {
             for (name, value) in headers { fields.add(name: name, value: value) }
             if body != nil { fields.replaceOrAdd(name: "content-type", value: "application/json") }
             do {
+                // GETs are checks and listings: they must not queue behind streams that fill the pool.
                 let response = try await route.pool.execute(method: method, path: path, headers: fields, body: body,
-                                                            headTimeout: timeout)
+                                                            headTimeout: timeout, beyondLimit: method == .GET)
                 return UpstreamResponse(status: response.status, headers: response.headers, body: .http1(response.body))
             } catch {
                 throw Self.classify(error)
@@ -109,10 +110,14 @@ public final class UpstreamClient: Sendable {
             case .headTimeout, .idleTimeout: return .upstreamTimeout
             case .connectTimeout: return .upstreamUnreachable("connection timed out")
             case .connectFailed(let reason): return .upstreamUnreachable(reason)
+            case .closedBeforeSending: return .upstreamUnreachable("the connection closed before the request was sent")
             case .closedBeforeHead, .closedMidBody: return .upstreamInvalid("the upstream closed the connection")
             case .invalidResponse(let reason): return .upstreamInvalid("the upstream's answer is not HTTP/1.1 (\(reason))")
-            case .shutDown: return .upstreamUnreachable("the gateway is shutting down")
+            // The wait lasted the whole timeout; the server is busy, not down (no failover, no mark).
+            case .noConnection: return .upstreamTimeout
+            case .shutDown: return .internalError("the gateway is shutting down")
             }
+        case is CancellationError: return .internalError("the request was cancelled")
         case let error as HTTPClientError:
             switch error {
             case .readTimeout, .deadlineExceeded: return .upstreamTimeout
