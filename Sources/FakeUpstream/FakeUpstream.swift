@@ -16,7 +16,8 @@ import NIOCore
 /// - `slow`: waits `slowSeconds` before answering (`/_fake/stats` reports the most waiting at once);
 /// - `error500`: HTTP 500 with Ollama's error body;
 /// - `fail-midstream`: two chunks, then an error line;
-/// - `truncated`: two chunks, then the connection ends without the final chunk;
+/// - `truncated`: two chunks, then the body ends without the final chunk (not streamed: half
+///   the answer, then the connection drops);
 /// - `runaway`: `runawayChunks` chunks whatever `num_predict` says (an upstream that ignores
 ///   its limit);
 /// - `big`: up to `bigChunks` chunks of 1 KiB each, as fast as possible;
@@ -207,7 +208,15 @@ public struct FakeUpstream: Sendable {
 
         if !streaming {
             let text = pieces.joined()
-            return Self.json(.ok, Self.final(chat: chat, model: echo, createdAt: stamp(), content: text, doneReason: doneReason, evalCount: count))
+            let whole = Self.final(chat: chat, model: echo, createdAt: stamp(), content: text, doneReason: doneReason, evalCount: count)
+            if name == "truncated" {
+                // Half the answer, then the connection drops, as a crashed server would.
+                return Response(status: .ok, headers: [.contentType: "application/json; charset=utf-8"], body: ResponseBody { writer in
+                    try await writer.write(ByteBuffer(string: String(whole.prefix(whole.count / 2))))
+                    throw CancellationError()
+                })
+            }
+            return Self.json(.ok, whole)
         }
         // The runaway model paces itself a little, so the gateway's cut-off arrives mid-stream.
         let pace = name == "drip" || name == "slowstream" ? options.dripMillis : name == "runaway" ? max(2, options.paceMillis) : options.paceMillis

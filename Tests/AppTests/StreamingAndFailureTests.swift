@@ -143,6 +143,41 @@ struct StreamingAndFailureTests {
         }
     }
 
+    /// A whole answer that fails before its end never reaches the client as a cut body: the
+    /// client gets 502 and nothing stays held.
+    @Test func aWholeAnswerCutShortIsAnErrorAndNothingStaysHeld() async throws {
+        try await GatewayHarness.with { h in
+            let (customer, key) = try await h.customer(budgetNanos: 100_000_000)
+            let r = try await h.send(.POST, "/api/chat", key: key, json: #"{"model":"truncated","messages":[],"stream":false}"#)
+            #expect(r.status == 502)
+            #expect(r.body.contains(#""error""#))
+            #expect(try await eventually { try await h.ledger().first?.outcome == "upstream_error" })
+            let row = try #require(try await h.ledger().first)
+            #expect(try await h.budget(customer).spent == Money(nanos: row.cost))
+            #expect(try await h.budget(customer).held == .zero)
+        }
+    }
+
+    /// A whole answer longer than the gateway reads before answering is passed on as it arrives,
+    /// whole, and charged for all of it.
+    @Test func aWholeAnswerLongerThanOneWriteIsPassedOnWholeAndCharged() async throws {
+        var options = FakeUpstream.Options()
+        options.bigChunks = 200 // 200 KiB of text, past the 64 KiB read before answering
+        try await GatewayHarness.with(upstreamOptions: options) { h in
+            let (customer, key) = try await h.customer(budgetNanos: 1_000_000_000)
+            let r = try await h.send(.POST, "/api/generate", key: key,
+                                     json: #"{"model":"big","prompt":"x","stream":false}"#)
+            #expect(r.status == 200)
+            #expect(r.body.utf8.count > 200 * 1024)
+            #expect(r.body.hasSuffix("}") && r.body.contains(#""eval_count":200"#))
+            #expect(try await eventually { try await h.ledger().first?.outcome == "ok" })
+            let row = try #require(try await h.ledger().first)
+            #expect(row.completion == 200)
+            #expect(try await h.budget(customer).spent == Money(nanos: row.cost))
+            #expect(try await h.budget(customer).held == .zero)
+        }
+    }
+
     @Test func aSilentUpstreamIs504AfterTheReadTimeout() async throws {
         var options = FakeUpstream.Options()
         options.slowSeconds = 3

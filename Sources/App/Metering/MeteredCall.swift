@@ -79,7 +79,7 @@ struct MeteredCall: Sendable {
         case .stream(let makeRelay):
             return streamed(response, relay: makeRelay(setup), settlement: settlement)
         case .passThrough(let reader, let estimatesOutput):
-            return passedThrough(response, reader: reader, estimatesOutput: estimatesOutput, settlement: settlement)
+            return try await passedThrough(response, reader: reader, estimatesOutput: estimatesOutput, settlement: settlement)
         case .whole(let reader, let translate):
             return try await translated(response, reader: reader, translate: translate, setup: setup, settlement: settlement)
         }
@@ -154,15 +154,42 @@ struct MeteredCall: Sendable {
         })
     }
 
-    /// Passes a whole answer to the client as it arrives, reading its counts on the way: any
-    /// size, in constant memory. Its last chunk waits for the settle, like a stream's end.
+    /// Passes a whole answer to the client, reading its counts on the way: any size, in constant
+    /// memory. An answer from the lean client that ends within `wholeAnswerLimit` is read first,
+    /// settled, and sent as one write (head, body and end in one flush, a third of the socket
+    /// writes of a streamed body); a failure before then is an error status, not a cut body.
+    /// A longer answer is passed on as it arrives, its last chunk waiting for the settle, like a
+    /// stream's end.
     func passedThrough(_ response: UpstreamResponse, reader: UsageReader, estimatesOutput: Bool,
-                       settlement: Settlement) -> Response {
-        let upstreamBody = response.body, idleTimeout = upstream.readTimeout
+                       settlement: Settlement) async throws -> Response {
         let startedAt = settlement.ticket.startedAt
-        return Response(status: .ok, headers: [.contentType: response.contentType], body: ResponseBody { writer in
-            var scanner = JSONTopLevelScanner(keys: reader.keys)
-            var held: ByteBuffer?
+        var scanner = JSONTopLevelScanner(keys: reader.keys)
+        var prefix: ByteBuffer?
+        if case .http1(let body) = response.body {
+            var whole = ByteBuffer()
+            do {
+                while whole.readableBytes <= Self.wholeAnswerLimit,
+                      var chunk = try await body.next(idleTimeout: upstream.readTimeoutAmount) {
+                    scanner.feed(chunk.readableBytesView)
+                    whole.writeBuffer(&chunk)
+                }
+            } catch {
+                let failure = UpstreamClient.classify(error)
+                await settlement.settle(.upstreamFailed(status: Int(failure.status.code), usage: nil, delivered: .nothing))
+                throw failure
+            }
+            if whole.readableBytes <= Self.wholeAnswerLimit {
+                let delivered = Delivered(units: 0, textBytes: estimatesOutput ? Int64(whole.readableBytes) : 0)
+                await settlement.settle(.completed(usage: reader.read(scanner), delivered: delivered),
+                                        firstByte: startedAt.microsecondsElapsed)
+                return Response(status: .ok, headers: [.contentType: response.contentType], body: .init(byteBuffer: whole))
+            }
+            prefix = whole
+        }
+        let upstreamBody = response.body, idleTimeout = upstream.readTimeout
+        return Response(status: .ok, headers: [.contentType: response.contentType], body: ResponseBody { [scanner, prefix] writer in
+            var scanner = scanner
+            var held = prefix
             var sent = 0, firstByte: Int64?
             var clientGone = false, failed = false
             do {
@@ -198,6 +225,10 @@ struct MeteredCall: Sendable {
             try? await writer.finish(nil)
         })
     }
+
+    /// The largest whole answer read before answering (one write); longer ones are passed on as
+    /// they arrive, so memory per call stays bounded.
+    static let wholeAnswerLimit = 64 << 10
 
     /// Reads a whole answer and translates it. An answer too large to translate is still read
     /// to the end for its counts and charged (the upstream did the work the client asked for),

@@ -23,6 +23,8 @@ public final class UpstreamClient: Sendable {
     public let http: HTTPClient
     /// How long the upstream may stay silent while the gateway waits for it.
     public let readTimeout: Duration
+    /// The same, as NIO counts time (for the lean client).
+    let readTimeoutAmount: TimeAmount
     /// The lean client's pools, one per plain-HTTP Ollama server.
     private let lean: [LeanRoute]
 
@@ -41,6 +43,7 @@ public final class UpstreamClient: Sendable {
         config.tracing.tracer = nil
         self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: config)
         self.readTimeout = .seconds(configuration.upstreamReadTimeoutSeconds)
+        self.readTimeoutAmount = .seconds(Int64(configuration.upstreamReadTimeoutSeconds))
         self.lean = configuration.ollamaServers.compactMap { server in
             LeanRoute(baseURL: server.url, maxConnections: configuration.upstreamMaxConnections,
                       connectTimeout: .seconds(Int64(configuration.upstreamConnectTimeoutSeconds)))
