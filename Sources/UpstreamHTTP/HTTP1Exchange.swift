@@ -30,6 +30,7 @@ final class HTTP1Exchange: @unchecked Sendable {
     /// current wait has lasted and sets itself again for the rest (scheduling and cancelling a
     /// timer per chunk was half of a streamed chunk's cost in this client).
     private var idleTimer: Scheduled<Void>?
+    private var idleTimerDeadline = NIODeadline.distantFuture
     /// Asks the connection for one more socket read.
     var requestRead: () -> Void = {}
     /// Closes the connection (a timeout, or a consumer that stopped).
@@ -117,7 +118,11 @@ final class HTTP1Exchange: @unchecked Sendable {
         waiter = promise
         waitingSince = now
         self.idleTimeout = idleTimeout
-        if idleTimer == nil { armIdleTimer(at: now + idleTimeout) }
+        // A pending timer set for a later moment (a longer timeout before) is set again.
+        if idleTimer == nil || now + idleTimeout < idleTimerDeadline {
+            idleTimer?.cancel()
+            armIdleTimer(at: now + idleTimeout)
+        }
         requestRead()
         return promise.futureResult
     }
@@ -125,6 +130,7 @@ final class HTTP1Exchange: @unchecked Sendable {
     /// Fails the exchange when the current wait has lasted `idleTimeout`; otherwise sets itself
     /// for when it would, or lapses while nobody waits (the next wait sets it again).
     private func armIdleTimer(at deadline: NIODeadline) {
+        idleTimerDeadline = deadline
         idleTimer = eventLoop.scheduleTask(deadline: deadline) { [self] in
             idleTimer = nil
             guard let since = waitingSince, waiter != nil else { return }

@@ -102,6 +102,9 @@ public final class HTTP1Pool: Sendable {
         }
     }
 
+    /// Connections kept alive, unused.
+    var idleConnections: Int { state.withLockedValue { $0.idle.count } }
+
     /// Closes idle connections and refuses new requests; requests under way finish.
     public func shutdown() {
         let (idle, waiters) = state.withLockedValue { state in

@@ -25,6 +25,15 @@ struct HTTP1PoolTests {
         await upstream.stop()
     }
 
+    /// Whether the upstream sees `count` connections closed within five seconds (a close takes
+    /// a moment to cross the loopback, longer on a loaded machine).
+    func closes(_ upstream: TestUpstream, count: Int) async throws -> Bool {
+        for _ in 0..<250 where upstream.snapshot.closed < count {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return upstream.snapshot.closed == count
+    }
+
     func text(_ response: HTTP1Response, idle: TimeAmount = .seconds(5)) async throws -> String {
         var all = ""
         while let chunk = try await response.body.next(idleTimeout: idle) { all += String(buffer: chunk) }
@@ -56,10 +65,14 @@ struct HTTP1PoolTests {
     /// An idle connection the upstream closes is dropped, and the next request still succeeds.
     @Test func idleConnectionsClosedByTheUpstreamAreNotUsed() async throws {
         try await withUpstream { upstream, pool in
-            for _ in 0..<3 {
+            for round in 1...3 {
                 let response = try await pool.execute(method: .GET, path: "/close-soon", headTimeout: .seconds(2))
                 #expect(try await text(response) == "hello")
-                try await Task.sleep(for: .milliseconds(150))
+                // The upstream closes the idle connection; the pool notices without being used.
+                let closed = try await closes(upstream, count: round)
+                #expect(closed)
+                for _ in 0..<250 where pool.idleConnections > 0 { try await Task.sleep(for: .milliseconds(20)) }
+                #expect(pool.idleConnections == 0)
             }
             #expect(upstream.snapshot.accepted == 3 && upstream.snapshot.requests == 3)
         }
@@ -159,8 +172,8 @@ struct HTTP1PoolTests {
             await #expect(throws: HTTP1ClientError.headTimeout) {
                 _ = try await pool.execute(method: .GET, path: "/hang", headTimeout: .milliseconds(200))
             }
-            try await Task.sleep(for: .milliseconds(100))
-            #expect(upstream.snapshot.closed == 1)
+            let closed = try await closes(upstream, count: 1)
+            #expect(closed)
         }
     }
 
@@ -184,14 +197,29 @@ struct HTTP1PoolTests {
         }
     }
 
+    /// A wait with a shorter timeout than the one before it gets its own: the timer left by the
+    /// earlier wait is not the one that ends it.
+    @Test func aShorterTimeoutAfterALongerOneStillApplies() async throws {
+        try await withUpstream { _, pool in
+            let response = try await pool.execute(method: .GET, path: "/chunks?n=2&ms=100&silent=1", headTimeout: .seconds(2))
+            _ = try await response.body.next(idleTimeout: .seconds(60)) // chunk-0, likely with the head
+            _ = try await response.body.next(idleTimeout: .seconds(60)) // chunk-1: a wait of ~100 ms
+            let started = ContinuousClock.now
+            await #expect(throws: HTTP1ClientError.idleTimeout) {
+                _ = try await response.body.next(idleTimeout: .milliseconds(150))
+            }
+            #expect(ContinuousClock.now - started < .seconds(30)) // not the 60 s of the first wait
+        }
+    }
+
     /// Stopping before the end closes the connection: that is how the upstream learns to stop.
     @Test func discardingABodyClosesItsConnection() async throws {
         try await withUpstream { upstream, pool in
             let response = try await pool.execute(method: .GET, path: "/chunks?n=100&ms=10", headTimeout: .seconds(2))
             _ = try await response.body.next(idleTimeout: .seconds(2))
             response.body.discard()
-            try await Task.sleep(for: .milliseconds(100))
-            #expect(upstream.snapshot.closed == 1)
+            let closed = try await closes(upstream, count: 1)
+            #expect(closed)
             let next = try await pool.execute(method: .GET, path: "/hello", headTimeout: .seconds(2))
             #expect(try await text(next) == "hello")
             #expect(upstream.snapshot.accepted == 2)
@@ -214,8 +242,8 @@ struct HTTP1PoolTests {
             try await Task.sleep(for: .milliseconds(100))
             reader.cancel()
             #expect(try await reader.value == "cancelled after 1")
-            try await Task.sleep(for: .milliseconds(100))
-            #expect(upstream.snapshot.closed == 1)
+            let closed = try await closes(upstream, count: 1)
+            #expect(closed)
         }
     }
 

@@ -6,7 +6,7 @@ import NIOPosix
 /// A loopback HTTP/1.1 server whose misbehaviour each test picks by path, counting what it saw:
 ///
 /// - `/hello`: `hello`, keep-alive;
-/// - `/chunks?n=N&ms=M`: N chunks of `chunk-i;`, M ms apart;
+/// - `/chunks?n=N&ms=M[&silent=1]`: N chunks of `chunk-i;`, M ms apart (then silence instead of the end);
 /// - `/silent-after-first`: one chunk, then silence;
 /// - `/hang`: never answers;
 /// - `/drop`: closes the connection without answering;
@@ -117,7 +117,7 @@ final class TestUpstream: Sendable {
                 let gap = Int64(query["ms"] ?? 10)
                 context.write(wrapOutboundOut(.head(.init(version: .http1_1, status: .ok,
                                                           headers: ["transfer-encoding": "chunked"]))), promise: nil)
-                send(bound, chunk: 0, of: n, gap: gap, end: path == "/chunks")
+                send(bound, chunk: 0, of: n, gap: gap, end: path == "/chunks" && query["silent"] != 1)
             default:
                 context.write(wrapOutboundOut(.head(.init(version: .http1_1, status: .notFound,
                                                           headers: ["content-length": "0"]))), promise: nil)

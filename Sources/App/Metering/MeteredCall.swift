@@ -159,7 +159,8 @@ struct MeteredCall: Sendable {
     /// settled, and sent as one write (head, body and end in one flush, a third of the socket
     /// writes of a streamed body); a failure before then is an error status, not a cut body.
     /// A longer answer is passed on as it arrives, its last chunk waiting for the settle, like a
-    /// stream's end.
+    /// stream's end; one that fails midway reaches the client cut short (its 200 is sent) and
+    /// is charged only as far as the client received it.
     func passedThrough(_ response: UpstreamResponse, reader: UsageReader, estimatesOutput: Bool,
                        settlement: Settlement) async throws -> Response {
         let startedAt = settlement.ticket.startedAt
@@ -174,10 +175,16 @@ struct MeteredCall: Sendable {
                     whole.writeBuffer(&chunk)
                 }
             } catch {
+                if Task.isCancelled || error is CancellationError {
+                    await settlement.settle(.clientGone(usage: nil, delivered: .nothing))
+                    throw CancellationError()
+                }
                 let failure = UpstreamClient.classify(error)
                 await settlement.settle(.upstreamFailed(status: Int(failure.status.code), usage: nil, delivered: .nothing))
                 throw failure
             }
+            // Settled as completed before the client has it: a client that leaves meanwhile pays
+            // for the answer Ollama finished (the old path charged the same for a one-read answer).
             if whole.readableBytes <= Self.wholeAnswerLimit {
                 let delivered = Delivered(units: 0, textBytes: estimatesOutput ? Int64(whole.readableBytes) : 0)
                 await settlement.settle(.completed(usage: reader.read(scanner), delivered: delivered),
