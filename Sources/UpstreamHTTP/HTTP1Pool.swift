@@ -222,6 +222,9 @@ public final class HTTP1Pool: Sendable {
             .connectTimeout(max(.milliseconds(1), min(connectTimeout, deadline - .now())))
             .channelOption(.autoRead, value: false)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Reads start at 512 bytes (NIO's default is 2,048) and adapt per connection: a
+            // streamed delta is ~150 bytes, and an open stream keeps its read buffer.
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 256, initial: 512, maximum: 65536))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
