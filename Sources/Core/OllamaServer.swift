@@ -19,10 +19,15 @@ public struct OllamaServer: Sendable, Hashable {
     /// `scheme://host[:port]` of a URL: no user, password, path, query or fragment.
     public static func origin(of url: String) -> String {
         guard let scheme = url.range(of: "://") else { return url }
-        let rest = url[scheme.upperBound...]
-        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        let authority = authority(of: url)
         let host = authority.lastIndex(of: "@").map { authority[authority.index(after: $0)...] } ?? authority
         return String(url[..<scheme.upperBound]) + String(host)
+    }
+
+    /// What follows `scheme://` up to the path, query or fragment: `user:password@host:port`.
+    public static func authority(of url: String) -> Substring {
+        guard let scheme = url.range(of: "://") else { return url[url.endIndex...] }
+        return url[scheme.upperBound...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
     }
 
     /// `http://gpu1:11434;weight=2;name=gpu1, http://gpu2:11434` → the servers, in order. One URL

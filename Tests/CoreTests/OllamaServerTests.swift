@@ -13,6 +13,9 @@ struct OllamaServerTests {
         }
         #expect(OllamaServer(url: "https://user:secret@gpu1:11434").displayName == "https://gpu1:11434")
         #expect(OllamaServer(url: "http://gpu1:11434").displayName == "http://gpu1:11434")
+        #expect(OllamaServer.authority(of: "http://u:p@gpu1:11434/secret?k=v") == "u:p@gpu1:11434")
+        #expect(OllamaServer.authority(of: "http://[::1]:11434") == "[::1]:11434")
+        #expect(OllamaServer.authority(of: "gpu1") == "")
     }
 
     /// A name never shows credentials or a path (a reverse proxy's secret may be in either), and

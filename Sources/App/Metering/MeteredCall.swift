@@ -170,7 +170,7 @@ struct MeteredCall: Sendable {
             var whole = ByteBuffer()
             do {
                 while whole.readableBytes <= Self.wholeAnswerLimit,
-                      var chunk = try await body.next(idleTimeout: upstream.readTimeoutAmount) {
+                      var chunk = try await body.next(idleTimeout: TimeAmount(upstream.readTimeout)) {
                     scanner.feed(chunk.readableBytesView)
                     whole.writeBuffer(&chunk)
                 }

@@ -21,9 +21,7 @@ enum UpstreamBody {
             try await forEach(body, idleTimeout: idleTimeout, consume)
         case .http1(let body):
             // The lean client reads only when asked and times only its own waits.
-            let (seconds, attoseconds) = idleTimeout.components
-            let timeout = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-            while let chunk = try await body.next(idleTimeout: timeout) {
+            while let chunk = try await body.next(idleTimeout: TimeAmount(idleTimeout)) {
                 guard try await consume(chunk) else {
                     body.discard()
                     return

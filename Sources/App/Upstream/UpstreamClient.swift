@@ -23,8 +23,6 @@ public final class UpstreamClient: Sendable {
     public let http: HTTPClient
     /// How long the upstream may stay silent while the gateway waits for it.
     public let readTimeout: Duration
-    /// The same, as NIO counts time (for the lean client).
-    let readTimeoutAmount: TimeAmount
     /// The lean client's pools, one per plain-HTTP Ollama server.
     private let lean: [LeanRoute]
 
@@ -43,7 +41,6 @@ public final class UpstreamClient: Sendable {
         config.tracing.tracer = nil
         self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: config)
         self.readTimeout = .seconds(configuration.upstreamReadTimeoutSeconds)
-        self.readTimeoutAmount = .seconds(Int64(configuration.upstreamReadTimeoutSeconds))
         self.lean = configuration.ollamaServers.compactMap { server in
             LeanRoute(baseURL: server.url, maxConnections: configuration.upstreamMaxConnections,
                       connectTimeout: .seconds(Int64(configuration.upstreamConnectTimeoutSeconds)))
@@ -61,8 +58,7 @@ public final class UpstreamClient: Sendable {
     func send(method: HTTPMethod, url: String, headers: [(String, String)] = [], body: ByteBuffer? = nil,
               timeout: Duration? = nil) async throws(GatewayError) -> UpstreamResponse
     {
-        let (seconds, attoseconds) = (timeout ?? readTimeout).components
-        let timeout = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        let timeout = TimeAmount(timeout ?? readTimeout)
         for route in lean {
             guard let path = route.path(for: url) else { continue }
             var fields = HTTPHeaders()
@@ -166,7 +162,7 @@ struct LeanRoute: Sendable {
     init?(baseURL: String, maxConnections: Int, connectTimeout: TimeAmount) {
         guard baseURL.hasPrefix("http://") else { return nil }
         let rest = baseURL.dropFirst("http://".count)
-        let authority = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        let authority = OllamaServer.authority(of: baseURL)
         guard !authority.isEmpty, !authority.contains("@"), !rest.contains("?"), !rest.contains("#") else { return nil }
         var host = Substring(authority), port = 80
         if let bracket = authority.lastIndex(of: "]") { // [::1]:11434
