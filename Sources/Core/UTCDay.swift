@@ -122,12 +122,34 @@ public enum Timestamp {
         let day = UTCDay(containingMicros: micros)
         let intoDay = micros - day.startMicros
         let seconds = intoDay / 1_000_000, fraction = intoDay % 1_000_000
+        if (0...9999).contains(day.year) {
+            // Digits written in place: every log line starts with one of these.
+            let fields: [(Int, Int)] = [(day.year, 4), (day.month, 2), (day.day, 2), (Int(seconds / 3600), 2),
+                                        (Int(seconds / 60 % 60), 2), (Int(seconds % 60), 2), (Int(fraction), 6)]
+            return String(unsafeUninitializedCapacity: 27) { buffer in
+                var at = 0
+                for (index, (value, width)) in fields.enumerated() {
+                    var rest = value
+                    for position in stride(from: at + width - 1, through: at, by: -1) {
+                        buffer[position] = UInt8(ascii: "0") + UInt8(rest % 10)
+                        rest /= 10
+                    }
+                    at += width
+                    buffer[at] = Self.separators[index]
+                    at += 1
+                }
+                return at
+            }
+        }
         func pad(_ n: Int64, _ width: Int) -> String {
             let s = String(n)
             return String(repeating: "0", count: max(0, width - s.count)) + s
         }
         return "\(day)T\(pad(seconds / 3600, 2)):\(pad(seconds / 60 % 60, 2)):\(pad(seconds % 60, 2)).\(pad(fraction, 6))Z"
     }
+
+    /// What follows each field of `iso8601`: year-month-dayThh:mm:ss.ffffffZ.
+    private static let separators: [UInt8] = Array("--T::.Z".utf8)
 
     /// `2026-11-27 22:49:57`, for tables.
     public static func short(micros: Int64) -> String {

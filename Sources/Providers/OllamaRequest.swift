@@ -44,7 +44,8 @@ public struct OllamaRequest: Sendable {
         // The parser refused keys that collide ignoring case, so each field appears at most once.
         var fields: [(name: String, value: JSONValue)] = []
         for (key, value) in root.members {
-            let folded = key.uppercased().lowercased()
+            // Go folds case by Unicode rules (hence upper, then lower); ASCII keys need one pass.
+            let folded = key.utf8.allSatisfy { $0 < 0x80 } ? key.lowercased() : key.uppercased().lowercased()
             if let name = endpoint.fields.first(where: { $0 == folded }) { fields.append((name, value)) }
         }
         func field(_ name: String) -> JSONValue? { fields.first { $0.name == name }?.value }

@@ -10,7 +10,8 @@ import SQLStore
 final class SQLiteConnection: SQLConnection, @unchecked Sendable {
     let dialect = SQLDialect.sqlite
     private let handle: OpaquePointer
-    private var statements: [String: OpaquePointer] = [:]
+    /// Prepared once per SQL text, with what each `$n` placeholder binds (read once, not per call).
+    private var statements: [String: PreparedStatement] = [:]
     /// FULL unless the operator chose NORMAL for every commit.
     private let fullSync: Bool
     /// What `PRAGMA synchronous` is set to now.
@@ -47,17 +48,18 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
     }
 
     deinit {
-        for statement in statements.values { sqlite3_finalize(statement) }
+        for prepared in statements.values { sqlite3_finalize(prepared.handle) }
         sqlite3_close_v2(handle)
     }
 
     func execute(_ sql: String, _ binds: [SQLValue]) throws(SQLError) -> [SQLRow] {
-        let statement = try cachedStatement(sql)
+        let prepared = try cachedStatement(sql)
+        let statement = prepared.handle
         defer {
             sqlite3_reset(statement)
             sqlite3_clear_bindings(statement)
         }
-        try bind(binds, to: statement)
+        try bind(binds, to: statement, numbers: prepared.parameterNumbers)
         var rows: [SQLRow] = []
         while true {
             let rc = sqlite3_step(statement)
@@ -76,7 +78,7 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
         let rc = sqlite3_prepare_v2(handle, sql, -1, &statement, nil)
         guard rc == SQLITE_OK, let statement else { throw error(rc) }
         defer { sqlite3_finalize(statement) }
-        try bind(binds, to: statement)
+        try bind(binds, to: statement, numbers: try Self.parameterNumbers(of: statement))
         while true {
             let rc = sqlite3_step(statement)
             if rc == SQLITE_ROW {
@@ -122,23 +124,39 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
 
     // MARK: Helpers
 
-    private func cachedStatement(_ sql: String) throws(SQLError) -> OpaquePointer {
-        if let statement = statements[sql] { return statement }
+    private func cachedStatement(_ sql: String) throws(SQLError) -> PreparedStatement {
+        if let prepared = statements[sql] { return prepared }
         var statement: OpaquePointer?
         let rc = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard rc == SQLITE_OK, let statement else { throw error(rc) }
-        statements[sql] = statement
-        return statement
+        do {
+            let prepared = PreparedStatement(handle: statement, parameterNumbers: try Self.parameterNumbers(of: statement))
+            statements[sql] = prepared
+            return prepared
+        } catch {
+            sqlite3_finalize(statement)
+            throw error
+        }
     }
 
-    /// Binds `$n` placeholders by name, so their order in the SQL text does not matter.
-    private func bind(_ binds: [SQLValue], to statement: OpaquePointer) throws(SQLError) {
+    /// For each of the statement's parameters (SQLite counts them from 1, in order of first
+    /// appearance), the `n` of its `$n` name: the statements bind by name, so the order of the
+    /// placeholders in the SQL text does not matter.
+    private static func parameterNumbers(of statement: OpaquePointer) throws(SQLError) -> [Int] {
         let count = sqlite3_bind_parameter_count(statement)
-        guard count > 0 else { return }
-        for index in 1...count {
-            guard let cName = sqlite3_bind_parameter_name(statement, index),
-                  let number = Int(String(cString: cName).dropFirst()), number >= 1, number <= binds.count
-            else { throw .other("statement parameter \(index) has no value") }
+        guard count > 0 else { return [] }
+        return try (1...count).map { (index: Int32) throws(SQLError) -> Int in
+            guard let cName = sqlite3_bind_parameter_name(statement, index), cName[0] == CChar(UInt8(ascii: "$")),
+                  let number = Int(String(cString: cName + 1)), number >= 1
+            else { throw .other("statement parameter \(index) is not named $1, $2, ...") }
+            return number
+        }
+    }
+
+    private func bind(_ binds: [SQLValue], to statement: OpaquePointer, numbers: [Int]) throws(SQLError) {
+        for (offset, number) in numbers.enumerated() {
+            guard number <= binds.count else { throw .other("statement parameter $\(number) has no value") }
+            let index = Int32(offset + 1)
             let rc: Int32
             switch binds[number - 1] {
             case .null: rc = sqlite3_bind_null(statement, index)
@@ -185,4 +203,11 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
     }
 
     private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+}
+
+/// A statement prepared once and kept for the connection's life, with the `$n` each of its
+/// parameters binds.
+private struct PreparedStatement {
+    let handle: OpaquePointer
+    let parameterNumbers: [Int]
 }

@@ -58,6 +58,30 @@ struct SQLiteGroupCommitTests {
         await database.shutdown()
     }
 
+    /// One at a time, each transaction is a group of one and runs without a savepoint: a failure
+    /// after a write must still undo that write and leave the connection ready for the next.
+    @Test func aLoneFailingTransactionRollsBackEntirely() async throws {
+        let database = try await openTable()
+        for n in 1...6 {
+            do {
+                try await database.transaction(maxAttempts: 1, durable: n % 2 == 0) { c in
+                    try c.execute("INSERT INTO t (n) VALUES ($1)", .int(Int64(n)))
+                    if n % 3 == 0 { try c.execute("INSERT INTO t (n) VALUES ($1)", .int(Int64(n))) }
+                }
+                #expect(n % 3 != 0)
+            } catch {
+                #expect(n % 3 == 0)
+            }
+        }
+        let rows = try await database.withConnection { try $0.execute("SELECT n FROM t ORDER BY n").map { try $0.int(0) } }
+        #expect(rows == [1, 2, 4, 5])
+        let open = try await database.withConnection { try $0.execute("SELECT 1").count }
+        #expect(open == 1)
+        // Still in autocommit: a transaction of its own begins and commits.
+        _ = try await database.transaction(maxAttempts: 1, durable: true) { try $0.execute("INSERT INTO t (n) VALUES (7)") }
+        await database.shutdown()
+    }
+
     @Test func aNonDurableCommitDoesNotLeaveTheConnectionUnsynced() async throws {
         let database = try await openTable()
         func synchronous() async throws -> Int64 {

@@ -36,9 +36,12 @@ struct Authenticator: Sendable {
     /// `x-api-key` (the Anthropic SDK).
     static func presentedKey(_ headers: HTTPFields) -> String? {
         if let authorization = headers[.authorization] {
-            let parts = authorization.split(separator: " ", maxSplits: 1)
-            if parts.count == 2, parts[0].utf8.count == 6, parts[0].lowercased() == "bearer" {
-                let key = trimmed(parts[1])
+            // Scanned as bytes: Character-wise splitting, lowercasing and trimming (grapheme
+            // breaking, new strings) cost more than the rest of authentication on a cached key.
+            let bytes = authorization.utf8
+            if let space = bytes.firstIndex(of: UInt8(ascii: " ")),
+               bytes[..<space].elementsEqual("bearer".utf8, by: { $0 | 0x20 == $1 }) {
+                let key = trimmed(authorization[bytes.index(after: space)...])
                 if !key.isEmpty { return String(key) }
             }
         }
@@ -52,8 +55,9 @@ struct Authenticator: Sendable {
     /// Without spaces and tabs at either end (Foundation's character-set trimming costs more
     /// than the rest of authentication on a cached key).
     static func trimmed(_ s: Substring) -> Substring {
-        let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
-        guard let first = s.firstIndex(where: { !blank($0) }), let last = s.lastIndex(where: { !blank($0) }) else { return "" }
+        let bytes = s.utf8
+        let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        guard let first = bytes.firstIndex(where: { !blank($0) }), let last = bytes.lastIndex(where: { !blank($0) }) else { return "" }
         return s[first...last]
     }
 }

@@ -28,9 +28,10 @@ public final class GatewayMetrics: Sendable {
     private let poolIdle: Metrics.Gauge
     private let poolWaiting: Metrics.Gauge
     /// Handles by label set, made once each: the factory's path (registry lookup, label checks, a
-    /// new handle) is paid on a label set's first use, not on every request.
-    private let counters = NIOLockedValueBox<[[String]: Metrics.Counter]>([:])
-    private let timers = NIOLockedValueBox<[[String]: Metrics.Timer]>([:])
+    /// new handle) is paid on a label set's first use, not on every request, and a known label
+    /// set is found without building its dimension list.
+    private let counters = NIOLockedValueBox<[LabelSet: Metrics.Counter]>([:])
+    private let timers = NIOLockedValueBox<[LabelSet: Metrics.Timer]>([:])
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -55,18 +56,22 @@ public final class GatewayMetrics: Sendable {
         poolWaiting = Gauge(label: "lmsvr_db_pool_waiting_requests", factory: factory)
     }
 
-    private func counter(_ label: String, _ dimensions: [(String, String)]) -> Metrics.Counter {
-        Self.handle(counters, label, dimensions) { Counter(label: label, dimensions: dimensions, factory: factory) }
+    /// The counter `label` with the values of its dimensions `names`, in order.
+    private func counter(_ label: String, _ names: [String], _ v0: String, _ v1: String = "", _ v2: String = "",
+                         _ v3: String = "", _ v4: String = "") -> Metrics.Counter {
+        let key = LabelSet(label: label, v0: v0, v1: v1, v2: v2, v3: v3, v4: v4)
+        return Self.handle(counters, key) { Counter(label: label, dimensions: key.dimensions(names), factory: factory) }
     }
 
-    private func timer(_ label: String, _ dimensions: [(String, String)]) -> Metrics.Timer {
-        Self.handle(timers, label, dimensions) { Metrics.Timer(label: label, dimensions: dimensions, factory: factory) }
+    /// The timer `label` with the values of its dimensions `names`, in order.
+    private func timer(_ label: String, _ names: [String], _ v0: String, _ v1: String = "") -> Metrics.Timer {
+        let key = LabelSet(label: label, v0: v0, v1: v1, v2: "", v3: "", v4: "")
+        return Self.handle(timers, key) { Metrics.Timer(label: label, dimensions: key.dimensions(names), factory: factory) }
     }
 
     /// The cached handle for a label set, made (outside the lock) on its first use.
-    private static func handle<Handle: Sendable>(_ cache: NIOLockedValueBox<[[String]: Handle]>, _ label: String,
-                                                 _ dimensions: [(String, String)], make: () -> Handle) -> Handle {
-        let key = [label] + dimensions.flatMap { [$0.0, $0.1] }
+    private static func handle<Handle: Sendable>(_ cache: NIOLockedValueBox<[LabelSet: Handle]>, _ key: LabelSet,
+                                                 make: () -> Handle) -> Handle {
         if let known = cache.withLockedValue({ $0[key] }) { return known }
         let made = make()
         return cache.withLockedValue { handles in
@@ -78,8 +83,8 @@ public final class GatewayMetrics: Sendable {
 
     /// One finished HTTP request, by route pattern, dialect and status.
     func request(route: String, dialect: Dialect, status: Int, latency: Duration) {
-        counter("lmsvr_requests_total", [("route", route), ("dialect", dialect.rawValue), ("status", String(status))]).increment()
-        timer("lmsvr_request_duration_seconds", [("route", route), ("dialect", dialect.rawValue)])
+        counter("lmsvr_requests_total", Names.routeDialectStatus, route, dialect.rawValue, String(status)).increment()
+        timer("lmsvr_request_duration_seconds", Names.routeDialect, route, dialect.rawValue)
             .recordNanoseconds(Int64(latency.components.seconds) * 1_000_000_000 + latency.components.attoseconds / 1_000_000_000)
     }
 
@@ -88,22 +93,22 @@ public final class GatewayMetrics: Sendable {
     func settled(_ usage: UsageRecord) {
         // Only names an upstream answered to label series: a made-up name never gets that far.
         let model = [.ok, .clientCancelled, .outputLimit].contains(usage.outcome) ? usage.model : "-"
-        counter("lmsvr_metered_requests_total", [("dialect", usage.dialect), ("provider", usage.provider), ("model", model),
-                             ("outcome", usage.outcome.rawValue), ("status", String(usage.httpStatus))]).increment()
+        counter("lmsvr_metered_requests_total", Names.metered, usage.dialect, usage.provider, model,
+                usage.outcome.rawValue, String(usage.httpStatus)).increment()
         if usage.promptTokens > 0 {
-            counter("lmsvr_tokens_total", [("model", model), ("kind", "prompt")])
+            counter("lmsvr_tokens_total", Names.modelKind, model, "prompt")
                 .increment(by: usage.promptTokens)
         }
         if usage.completionTokens > 0 {
-            counter("lmsvr_tokens_total", [("model", model), ("kind", "completion")])
+            counter("lmsvr_tokens_total", Names.modelKind, model, "completion")
                 .increment(by: usage.completionTokens)
         }
         if usage.cost.nanos > 0 {
-            counter("lmsvr_cost_nanodollars_total", [("model", model)])
+            counter("lmsvr_cost_nanodollars_total", Names.model, model)
                 .increment(by: usage.cost.nanos)
         }
         if let ttfb = usage.timeToFirstByteMicros {
-            timer("lmsvr_time_to_first_byte_seconds", [("dialect", usage.dialect)])
+            timer("lmsvr_time_to_first_byte_seconds", Names.dialect, usage.dialect)
                 .recordMicroseconds(ttfb)
         }
         if usage.outcome == .upstreamError {
@@ -113,7 +118,7 @@ public final class GatewayMetrics: Sendable {
             case 200: "midstream"
             default: "status_\(usage.httpStatus)"
             }
-            counter("lmsvr_upstream_errors_total", [("provider", usage.provider), ("kind", kind)]).increment()
+            counter("lmsvr_upstream_errors_total", Names.providerKind, usage.provider, kind).increment()
         }
     }
 
@@ -124,7 +129,7 @@ public final class GatewayMetrics: Sendable {
         case .key: "key"
         case .customer: "customer"
         }
-        counter("lmsvr_rate_limited_total", [("subject", subject), ("limit", refusal.kind.rawValue)]).increment()
+        counter("lmsvr_rate_limited_total", Names.subjectLimit, subject, refusal.kind.rawValue).increment()
     }
     func usageWriteFailed() { usageWriteFailures.increment() }
     func settledWithoutHold() { settlesWithoutHold.increment() }
@@ -142,12 +147,12 @@ public final class GatewayMetrics: Sendable {
     /// One metered call's answer (or failure: `status` nil) from an Ollama server, and how long
     /// its head took.
     func ollamaCall(_ server: String, status: Int?, since started: ContinuousClock.Instant) {
-        counter("lmsvr_ollama_requests_total", [("server", server), ("status", status.map(String.init) ?? "failed")]).increment()
+        counter("lmsvr_ollama_requests_total", Names.serverStatus, server, status.map(String.init) ?? "failed").increment()
         if status.map({ $0 >= 500 }) ?? true {
-            counter("lmsvr_ollama_errors_total", [("server", server)]).increment()
+            counter("lmsvr_ollama_errors_total", Names.server, server).increment()
         }
         let elapsed = ContinuousClock.now - started
-        timer("lmsvr_ollama_response_seconds", [("server", server)])
+        timer("lmsvr_ollama_response_seconds", Names.server, server)
             .recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
     }
 
@@ -174,4 +179,30 @@ public final class GatewayMetrics: Sendable {
         registry.emit(into: &buffer)
         return buffer
     }
+}
+
+/// A metric's name and its label values, in the order of its dimension names: the key of a
+/// cached handle. Up to five values, stored inline (no array to allocate per lookup).
+private struct LabelSet: Hashable {
+    let label: String
+    let v0: String, v1: String, v2: String, v3: String, v4: String
+
+    /// The dimensions for the factory: `names` paired with the values, in order.
+    func dimensions(_ names: [String]) -> [(String, String)] {
+        Array(zip(names, [v0, v1, v2, v3, v4]))
+    }
+}
+
+/// The dimension names of each metric, made once.
+private enum Names {
+    static let routeDialectStatus = ["route", "dialect", "status"]
+    static let routeDialect = ["route", "dialect"]
+    static let metered = ["dialect", "provider", "model", "outcome", "status"]
+    static let modelKind = ["model", "kind"]
+    static let model = ["model"]
+    static let dialect = ["dialect"]
+    static let providerKind = ["provider", "kind"]
+    static let subjectLimit = ["subject", "limit"]
+    static let serverStatus = ["server", "status"]
+    static let server = ["server"]
 }

@@ -61,11 +61,12 @@ struct GatewayMiddleware: RouterMiddleware {
         metrics.request(route: context.endpointPath ?? "unmatched", dialect: dialect, status: Int(response.status.code),
                         latency: ContinuousClock.now - context.startedAt)
         if logger.logLevel <= .info {
+            // Plain strings, not interpolations: this line is written for every request.
             logger.info("request", metadata: [
-                "request_id": "\(context.requestId)", "method": "\(request.method.rawValue)", "path": "\(path)",
-                "status": "\(response.status.code)",
-                "latency_ms": "\(Double(context.startedAt.microsecondsElapsed) / 1000)",
-                "customer_id": "\(context.principal.map { String($0.customerId) } ?? "-")",
+                "request_id": .string(context.requestId), "method": .string(request.method.rawValue), "path": .string(path),
+                "status": .string(String(response.status.code)),
+                "latency_ms": .string(String(Double(context.startedAt.microsecondsElapsed) / 1000)),
+                "customer_id": .string(context.principal.map { String($0.customerId) } ?? "-"),
             ])
         }
         return response

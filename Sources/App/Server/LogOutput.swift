@@ -65,18 +65,18 @@ struct LineLogHandler: LogHandler {
 
     static func textLine(event: LogEvent, label: String, handlerMetadata: Logger.Metadata, micros: Int64) -> String {
         var line = Timestamp.iso8601(micros: micros)
+        line.reserveCapacity(256)
         line += " "
         line += event.level.rawValue
         line += " "
         line += label
         line += ": "
         line += event.message.description
-        let fields = merged(handlerMetadata, event)
-        for key in fields.keys.sorted() {
+        for (key, field) in merged(handlerMetadata, event).sorted(by: { $0.key < $1.key }) {
             line += " "
             line += key
             line += "="
-            let value = fields[key]!.description
+            let value = field.description
             let plain = !value.isEmpty && !value.utf8.contains { $0 == 32 || $0 == 34 || $0 == 61 || $0 < 32 }
             line += plain ? value : JSONText.quote(value)
         }
