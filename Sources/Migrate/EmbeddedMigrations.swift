@@ -212,6 +212,37 @@ ALTER TABLE usage ADD COLUMN server TEXT;
 -- (customer, day, model) rows maintain it: the settles' updates change no indexed column.
 CREATE INDEX usage_daily_day ON usage_daily (day, model);
 """#),
+        (file: "0007_lighter_holds.sql", sql: #"""
+-- Open holds, rebuilt for the request path. Every request writes its hold in and out, so each
+-- b-tree of this table is written twice per request. Keyed by the hold id itself (WITHOUT ROWID:
+-- one b-tree where a rowid table and its primary-key index were two) and without the expiry
+-- index (the expiry sweep reads the few open holds whole), a request writes two b-trees going
+-- in and two going out instead of four and four: on SQLite, four WAL pages fewer per request
+-- when requests commit one by one. Holds open during the upgrade are carried over.
+CREATE TABLE holds_keyed (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    customer_id  INTEGER NOT NULL REFERENCES customers (id),
+    key_id       INTEGER,
+    period       TEXT    NOT NULL,
+    amount_nanos INTEGER NOT NULL CHECK (amount_nanos >= 0),
+    created_us   INTEGER NOT NULL,
+    expires_us   INTEGER NOT NULL,
+    endpoint     TEXT    NOT NULL,
+    dialect      TEXT    NOT NULL,
+    provider     TEXT    NOT NULL,
+    model        TEXT    NOT NULL,
+    tokens       INTEGER NOT NULL DEFAULT 0,
+    key_nanos    INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO holds_keyed (id, customer_id, key_id, period, amount_nanos, created_us, expires_us, endpoint, dialect,
+                         provider, model, tokens, key_nanos)
+SELECT id, customer_id, key_id, period, amount_nanos, created_us, expires_us, endpoint, dialect, provider, model,
+       tokens, key_nanos FROM holds;
+DROP TABLE holds;
+ALTER TABLE holds_keyed RENAME TO holds;
+-- Counts a customer's (or one of its keys') requests in flight, for concurrency limits.
+CREATE INDEX holds_customer_key ON holds (customer_id, key_id);
+"""#),
     ]
     static let postgresFiles: [(file: String, sql: String)] = [
         (file: "0001_init.sql", sql: #"""
@@ -1375,6 +1406,13 @@ END $$;
 -- so it needs its own index (the primary key leads with the customer). Only inserts of new
 -- (customer, day, model) rows maintain it: the settles' updates change no indexed column.
 CREATE INDEX usage_daily_day ON usage_daily (day, model);
+"""#),
+        (file: "0007_lighter_holds.sql", sql: #"""
+-- Open holds without the expiry index: every request inserts its hold, and each index of this
+-- table is one more entry to write (and, for renewals of long calls, keeps an update from being
+-- a heap-only one). The expiry sweep reads the few open holds whole instead. (SQLite's 0007 also
+-- keys its table by the hold id; PostgreSQL's heap and primary key stay as they are.)
+DROP INDEX IF EXISTS holds_expiry;
 """#),
     ]
 }

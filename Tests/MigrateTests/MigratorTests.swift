@@ -81,6 +81,66 @@ struct MigratorTests {
         #expect(try await Migrator(database: database, migrations: broken).status().first?.state == .pending)
     }
 
+    /// 0007 rebuilds SQLite's holds keyed by their id, without the expiry index: holds open
+    /// during the upgrade (a server still running, its requests in flight) are carried over whole.
+    @Test func sqliteHoldsRebuiltWithoutRowidKeepOpenHolds() async throws {
+        let database = try await SQLiteDatabase.open(path: TestDatabases.freshSQLitePath())
+        defer { Task { await database.shutdown() } }
+        let all = MigrationCatalog.migrations(for: .sqlite)
+        let before = Array(all.prefix { $0.version < 7 })
+        #expect(before.count == all.count - 1)
+        try await Migrator(database: database, migrations: before).migrate()
+        _ = try await database.withConnection { c in
+            try c.executeScript("""
+                INSERT INTO customers (name, email, created_us) VALUES ('c', 'c@example.com', 1);
+                INSERT INTO holds (id, customer_id, key_id, period, amount_nanos, created_us, expires_us, endpoint, dialect,
+                                   provider, model, tokens, key_nanos)
+                VALUES ('req-1', 1, 7, '2026-11', 1234, 10, 20, '/api/chat', 'ollama', 'ollama', 'llama3', 99, 1000),
+                       ('req-2', 1, NULL, '2026-11', 5, 11, 21, '/v1/messages', 'anthropic', 'ollama', 'qwen', 0, 0);
+                """)
+        }
+        let applied = try await Migrator(database: database).migrate()
+        #expect(applied.map(\.version) == [7])
+        let rows = try await database.withConnection { c in
+            try c.execute("""
+                SELECT id, customer_id, key_id, period, amount_nanos, created_us, expires_us, endpoint, dialect, provider, \
+                model, tokens, key_nanos FROM holds ORDER BY id
+                """).map { row in (0..<13).map { row.values[$0] } }
+        }
+        #expect(rows == [
+            [.text("req-1"), .int(1), .int(7), .text("2026-11"), .int(1234), .int(10), .int(20), .text("/api/chat"),
+             .text("ollama"), .text("ollama"), .text("llama3"), .int(99), .int(1000)],
+            [.text("req-2"), .int(1), .null, .text("2026-11"), .int(5), .int(11), .int(21), .text("/v1/messages"),
+             .text("anthropic"), .text("ollama"), .text("qwen"), .int(0), .int(0)],
+        ])
+        let schema = try await database.withConnection { c in
+            try c.execute("SELECT type, name, COALESCE(sql, '') FROM sqlite_master WHERE tbl_name = 'holds' ORDER BY name")
+                .map { "\(try $0.text(0)) \(try $0.text(1)) \(try $0.text(2))" }
+        }
+        #expect(schema.count == 2, "\(schema)") // the table and holds_customer_key: no expiry index, no rowid index
+        #expect(schema.contains { $0.hasPrefix("table holds ") && $0.contains("WITHOUT ROWID") })
+        #expect(schema.contains { $0.hasPrefix("index holds_customer_key ") })
+        // A duplicate hold id is still refused (the key is the primary key).
+        await #expect(throws: (any Error).self) {
+            try await database.withConnection { c in
+                try c.executeScript("""
+                    INSERT INTO holds (id, customer_id, period, amount_nanos, created_us, expires_us, endpoint, dialect, provider, model)
+                    VALUES ('req-1', 1, '2026-11', 1, 1, 1, 'e', 'd', 'p', 'm')
+                    """)
+            }
+        }
+    }
+
+    @Test func postgresHoldsLoseTheirExpiryIndex() async throws {
+        let database = try await PGDatabase.connect(conninfo: try await TestDatabases.freshPostgresURL(), size: 1)
+        defer { Task { await database.shutdown() } }
+        try await Migrator(database: database).migrate()
+        let indexes = try await database.withConnection { c in
+            try c.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'holds' ORDER BY indexname").map { try $0.text(0) }
+        }
+        #expect(indexes == ["holds_customer_key", "holds_pkey"])
+    }
+
     @Test func postgresServeRefusesASchemaThatIsBehind() async throws {
         let database = try await PGDatabase.connect(conninfo: try await TestDatabases.freshPostgresURL(), size: 1)
         defer { Task { await database.shutdown() } }
