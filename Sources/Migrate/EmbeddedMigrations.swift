@@ -243,12 +243,6 @@ ALTER TABLE holds_keyed RENAME TO holds;
 -- Counts a customer's (or one of its keys') requests in flight, for concurrency limits.
 CREATE INDEX holds_customer_key ON holds (customer_id, key_id);
 """#),
-        (file: "0008_ledger_without_month_index.sql", sql: #"""
--- The ledger loses its (customer, month) index, written by every settle and read by one rare
--- statement (a key given a budget mid-month sums its month so far), which now reads the
--- customer's rows from the month's start through the (customer, time) index instead.
-DROP INDEX usage_customer_period;
-"""#),
     ]
     static let postgresFiles: [(file: String, sql: String)] = [
         (file: "0001_init.sql", sql: #"""
@@ -1419,12 +1413,6 @@ CREATE INDEX usage_daily_day ON usage_daily (day, model);
 -- a heap-only one). The expiry sweep reads the few open holds whole instead. (SQLite's 0007 also
 -- keys its table by the hold id; PostgreSQL's heap and primary key stay as they are.)
 DROP INDEX IF EXISTS holds_expiry;
-"""#),
-        (file: "0008_ledger_without_month_index.sql", sql: #"""
--- The ledger loses its (customer, month) index, written by every settle and read by one rare
--- statement (a key given a budget mid-month sums its month so far), which now reads the
--- customer's rows from the month's start through the (customer, time, id) index instead.
-DROP INDEX IF EXISTS usage_customer_period;
 """#),
     ]
 }

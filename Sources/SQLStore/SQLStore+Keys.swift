@@ -95,12 +95,7 @@ extension SQLStore {
     }
 
     public func setLimits(keyId: Int64, _ change: LimitChange) async throws -> KeyRecord? {
-        let month = BudgetPeriod(containingMicros: nowMicros())
-        let period = month.description
-        // A row of this month's ledger was written at or after the month began (its request began
-        // in it); a day's slack covers a wall clock set back across the turn of the month. The
-        // bound lets the sum below read only this month of the customer's ledger.
-        let monthBegan = (UTCDay(year: month.year, month: month.month, day: 1)?.startMicros ?? 0) - Self.microsPerDay
+        let period = BudgetPeriod(containingMicros: nowMicros()).description
         return try await write { c in
             let rows = try c.execute(
                 "UPDATE api_keys SET \(Self.limitAssignments(budget: true)) WHERE id = $1 RETURNING \(Self.keyColumns)",
@@ -117,10 +112,9 @@ extension SQLStore {
                 try c.execute(
                     """
                     INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) \
-                    SELECT $1, $2, COALESCE(SUM(cost_nanos), 0), 0 FROM usage \
-                    WHERE customer_id = $3 AND created_us >= $4 AND period = $2 AND key_id = $1 \
+                    SELECT $1, $2, COALESCE(SUM(cost_nanos), 0), 0 FROM usage WHERE customer_id = $3 AND period = $2 AND key_id = $1 \
                     ON CONFLICT (key_id, period) DO NOTHING
-                    """, .int(keyId), .text(period), .int(key.customerId), .int(monthBegan))
+                    """, .int(keyId), .text(period), .int(key.customerId))
             }
             try c.notifyChange(ChangeNotice.key(keyId).payload)
             return key

@@ -88,6 +88,7 @@ struct MigratorTests {
         defer { Task { await database.shutdown() } }
         let all = MigrationCatalog.migrations(for: .sqlite)
         let before = Array(all.prefix { $0.version < 7 })
+        #expect(before.count == all.count - 1)
         try await Migrator(database: database, migrations: before).migrate()
         _ = try await database.withConnection { c in
             try c.executeScript("""
@@ -99,7 +100,7 @@ struct MigratorTests {
                 """)
         }
         let applied = try await Migrator(database: database).migrate()
-        #expect(applied.map(\.version) == all.map(\.version).filter { $0 >= 7 })
+        #expect(applied.map(\.version) == [7])
         let rows = try await database.withConnection { c in
             try c.execute("""
                 SELECT id, customer_id, key_id, period, amount_nanos, created_us, expires_us, endpoint, dialect, provider, \
@@ -119,11 +120,6 @@ struct MigratorTests {
         #expect(schema.count == 2, "\(schema)") // the table and holds_customer_key: no expiry index, no rowid index
         #expect(schema.contains { $0.hasPrefix("table holds ") && $0.contains("WITHOUT ROWID") })
         #expect(schema.contains { $0.hasPrefix("index holds_customer_key ") })
-        // 0008: the ledger keeps its (customer, time) index, not the (customer, month) one.
-        let ledgerIndexes = try await database.withConnection { c in
-            try c.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage' ORDER BY name").map { try $0.text(0) }
-        }
-        #expect(ledgerIndexes.contains("usage_customer_time") && !ledgerIndexes.contains("usage_customer_period"))
         // A duplicate hold id is still refused (the key is the primary key).
         await #expect(throws: (any Error).self) {
             try await database.withConnection { c in
