@@ -145,6 +145,31 @@ struct LimitsTests {
         #expect(status.keyId == nil)
     }
 
+    /// A key given a budget mid-month starts from what it already spent this month: its own
+    /// rows of this month's ledger, not last month's, not another key's.
+    @Test(arguments: Backend.allCases)
+    func aKeyBudgetSetMidMonthStartsFromWhatTheKeySpentThisMonth(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store, budget: 1_000_000)
+        let other = try #require(try await store.createKey(customerId: ids.customer, name: "other", nowMicros: nowMicros()))
+        let now = nowMicros()
+        let month = BudgetPeriod(containingMicros: now)
+        let monthStart = try #require(UTCDay(year: month.year, month: month.month, day: 1)).startMicros
+        func charge(_ id: String, key: Int64, cost: Int64, at micros: Int64) async throws {
+            var row = usage(id, customer: ids.customer, cost: cost, at: micros)
+            row.keyId = key
+            _ = try await store.settle(holdId: id, usage: row)
+        }
+        try await charge("this-1", key: ids.key, cost: 7, at: now)
+        try await charge("this-2", key: ids.key, cost: 11, at: max(monthStart, now - 1_000_000))
+        try await charge("last-month", key: ids.key, cost: 1000, at: monthStart - 2 * 86_400_000_000)
+        try await charge("other-key", key: other.record.id, cost: 500, at: now)
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(monthlyBudget: .some(Money(nanos: 100))))
+        let standing = try #require(try await store.keyStanding(keyId: ids.key, nowMicros: now))
+        #expect(standing.spent == Money(nanos: 18))
+    }
+
     @Test(arguments: Backend.allCases)
     func rotationExpiryAndScopes(backend: Backend) async throws {
         let (store, _, _) = try await backend.makeStore()
