@@ -586,7 +586,9 @@ def print_medians(concurrency, results, width=14):
         rps = statistics.median(r["rps"] for r in rounds)
         cpu = statistics.median(r.get("cpu_us_per_req", 0) for r in rounds)
         p50 = statistics.median(r["p50_us"] for r in rounds)
-        print(f"c={concurrency:<3} {name:{width}} {rps:9,.0f} req/s  p50 {p50 / 1000:6.2f} ms  CPU/req {cpu:6,.0f} us  "
+        db = (f" + db {statistics.median(r['db_cpu_us_per_req'] for r in rounds):,.0f} us"
+              if all("db_cpu_us_per_req" in r for r in rounds) else "")
+        print(f"c={concurrency:<3} {name:{width}} {rps:9,.0f} req/s  p50 {p50 / 1000:6.2f} ms  CPU/req {cpu:6,.0f} us{db}  "
               f"(rounds: {', '.join(str(round(r.get('cpu_us_per_req', 0))) for r in rounds)})", flush=True)
 
 
