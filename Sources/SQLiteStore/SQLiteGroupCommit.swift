@@ -114,49 +114,35 @@ final class SQLiteGroupCommit: Sendable {
             for member in group { member.complete(error) }
             return
         }
-        if group.count == 1 {
-            commitAlone(group[0])
-            return
-        }
+        // A group of one (every transaction at concurrency 1) needs no savepoint: the
+        // transaction is its member's, so its failure rolls the whole transaction back below.
+        let isolated = group.count > 1
         var outcomes = [(any Error)?](repeating: nil, count: group.count)
         for (index, member) in group.enumerated() {
             do {
-                _ = try connection.execute("SAVEPOINT member", [])
+                if isolated { _ = try connection.execute("SAVEPOINT member", []) }
                 try member.run(connection)
-                _ = try connection.execute("RELEASE member", [])
+                if isolated { _ = try connection.execute("RELEASE member", []) }
             } catch {
-                _ = try? connection.execute("ROLLBACK TO member", [])
-                _ = try? connection.execute("RELEASE member", [])
+                if isolated {
+                    _ = try? connection.execute("ROLLBACK TO member", [])
+                    _ = try? connection.execute("RELEASE member", [])
+                }
                 outcomes[index] = error
             }
         }
-        do {
-            _ = try connection.execute("COMMIT", [])
-        } catch {
+        if outcomes.allSatisfy({ $0 != nil }) {
+            // Nothing to keep (and a lone member's partial writes to undo).
             try? connection.executeScript("ROLLBACK")
-            for index in outcomes.indices where outcomes[index] == nil { outcomes[index] = error }
+        } else {
+            do {
+                _ = try connection.execute("COMMIT", [])
+            } catch {
+                try? connection.executeScript("ROLLBACK")
+                for index in outcomes.indices where outcomes[index] == nil { outcomes[index] = error }
+            }
         }
         for (member, outcome) in zip(group, outcomes) { member.complete(outcome) }
-    }
-
-    /// A group of one (every transaction at concurrency 1) needs no savepoint: the transaction
-    /// is the member's, so a failure rolls it all back. Two statements fewer per transaction.
-    private func commitAlone(_ member: Member) {
-        do {
-            try member.run(connection)
-        } catch {
-            try? connection.executeScript("ROLLBACK")
-            member.complete(error)
-            return
-        }
-        do {
-            _ = try connection.execute("COMMIT", [])
-        } catch {
-            try? connection.executeScript("ROLLBACK")
-            member.complete(error)
-            return
-        }
-        member.complete(nil)
     }
 }
 
