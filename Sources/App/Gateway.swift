@@ -1,5 +1,6 @@
 import Core
 import Hummingbird
+import HummingbirdCore
 import Logging
 import ServiceLifecycle
 
@@ -67,6 +68,7 @@ public struct Gateway: Sendable {
     {
         Application(
             router: router(),
+            server: HTTPServerBuilder { responder in SmallReadsHTTP1Channel(http1: HTTP1Channel(responder: responder)) },
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "lmsvr"),
             // Started before the server and stopped after it (in reverse), so requests still
             // draining keep their holds alive and get their settles written.
