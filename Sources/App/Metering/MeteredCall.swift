@@ -15,20 +15,53 @@ struct MeteredCall: Sendable {
     let upstream: UpstreamClient
     let ollama: OllamaPool
 
+    /// Runs a metered route's work (reading the body, planning, `run`) in a child task and
+    /// returns its response.
+    ///
+    /// A task keeps the deepest async stack it ever reached (its allocator's slabs) until it
+    /// ends, and a connection's task lives as long as the connection: through a whole stream,
+    /// and on through keep-alive. Reading, holding and sending reach the deepest stack of a
+    /// request; done in a child, that stack is freed when the answer's head is in, and the
+    /// connection keeps only the shallow one that relays the body and settles.
+    static func apart(_ work: @escaping @Sendable () async throws -> Response) async throws -> Response {
+        try await withThrowingTaskGroup(of: Response.self) { group in
+            group.addTask(operation: work)
+            // One child, which returns or throws: `next()` gives its result.
+            return try await group.next()!
+        }
+    }
+
+    // `run` and `send` are split, and the failure paths are functions of their own, so that
+    // each async frame holds only what lives across its awaits: a task keeps the deepest async
+    // stack it reached for as long as its connection lives, and every open stream pays for it.
     func run(_ plan: CallPlan, principal: Principal, context: GatewayContext) async throws -> Response {
-        let ticket = try await billing.hold(plan, principal: principal, requestId: context.requestId,
-                                            startedAt: context.startedAt)
-        let settlement = Settlement(billing: billing, ticket: ticket)
+        let settlement = Settlement(billing: billing,
+                                    ticket: try await billing.hold(plan, principal: principal, requestId: context.requestId,
+                                                                   startedAt: context.startedAt))
+        let response = try await send(plan, body: ByteBuffer(bytes: plan.body(settlement.ticket.outputBound).bytes),
+                                      settlement: settlement)
+        guard response.status.code == 200 else { throw await refuse(response, plan: plan, settlement: settlement) }
+        let ticket = settlement.ticket
         let setup = RelaySetup(requestId: ticket.requestId, model: plan.model,
                                outputLimit: ticket.outputBound ?? .max, promptEstimate: ticket.promptEstimate)
-        let body = ByteBuffer(bytes: plan.body(ticket.outputBound).bytes)
+        switch plan.answer {
+        case .stream(let makeRelay):
+            return streamed(response, relay: makeRelay(setup), settlement: settlement)
+        case .passThrough(let reader, let estimatesOutput):
+            return try await passedThrough(response, reader: reader, estimatesOutput: estimatesOutput, settlement: settlement)
+        case .whole(let reader, let translate):
+            return try await translated(response, reader: reader, translate: translate, setup: setup, settlement: settlement)
+        }
+    }
+
+    /// Sends the call upstream and returns the answer's head. Ollama calls go to the server the
+    /// pool chooses for the model. A server that cannot be reached, drops the call before
+    /// answering, or answers 502/503/504 (no byte has reached the client yet) is left for
+    /// another healthy server that lists the model, once; without one the call ends with the
+    /// first failure. One hold, one settle: a call that ends here is settled here.
+    private func send(_ plan: CallPlan, body: ByteBuffer, settlement: Settlement) async throws -> UpstreamResponse {
         var retried = false, next: OllamaPool.Lease?
-        var response: UpstreamResponse
         while true {
-            // Ollama calls go to the server the pool chooses for the model. A server that cannot
-            // be reached, drops the call before answering, or answers 502/503/504 (no byte has
-            // reached the client yet) is left for another healthy server that lists the model,
-            // once; without one the call ends with the first failure. One hold, one settle.
             var url = plan.url, lease: OllamaPool.Lease?
             if plan.provider == .ollama {
                 let chosen: OllamaPool.Lease?
@@ -43,6 +76,7 @@ struct MeteredCall: Sendable {
             }
             let mayRetry = !retried && !ollama.isSingle
             let started = ContinuousClock.now
+            let response: UpstreamResponse
             do {
                 response = try await upstream.send(method: .POST, url: url, headers: plan.headers, body: body)
             } catch {
@@ -67,22 +101,18 @@ struct MeteredCall: Sendable {
                 (retried, next) = (true, other)
                 continue
             }
-            break
+            return response
         }
-        guard response.status.code == 200 else {
-            let status = Int(response.status.code)
-            let errorBody = try? await upstream.collect(response, limit: 1 << 20)
-            await settlement.settle(.upstreamFailed(status: status, usage: nil, delivered: .nothing))
-            throw Self.upstreamError(status: status, body: errorBody, provider: plan.provider)
-        }
-        switch plan.answer {
-        case .stream(let makeRelay):
-            return streamed(response, relay: makeRelay(setup), settlement: settlement)
-        case .passThrough(let reader, let estimatesOutput):
-            return try await passedThrough(response, reader: reader, estimatesOutput: estimatesOutput, settlement: settlement)
-        case .whole(let reader, let translate):
-            return try await translated(response, reader: reader, translate: translate, setup: setup, settlement: settlement)
-        }
+    }
+
+    /// An upstream's refusal (any status but 200): settled as failed, told to the client in
+    /// the dialect's words.
+    @inline(never)
+    private func refuse(_ response: UpstreamResponse, plan: CallPlan, settlement: Settlement) async -> any Error {
+        let status = Int(response.status.code)
+        let errorBody = try? await upstream.collect(response, limit: 1 << 20)
+        await settlement.settle(.upstreamFailed(status: status, usage: nil, delivered: .nothing))
+        return Self.upstreamError(status: status, body: errorBody, provider: plan.provider)
     }
 
     /// Streams the upstream's answer through `relay`, then settles by how it ended: completed,

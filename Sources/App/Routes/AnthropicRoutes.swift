@@ -13,10 +13,12 @@ struct AnthropicRoutes: Sendable {
 
     func register(on router: Router<GatewayContext>) {
         router.post("/v1/messages") { request, context in
-            let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
-            let version = request.headers[.anthropicVersion] ?? "2023-06-01", beta = request.headers[.anthropicBeta]
-            return try await metered.run(try await messages(read, version: version, beta: beta), principal: read.principal,
-                                         context: context)
+            try await MeteredCall.apart {
+                let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
+                let version = request.headers[.anthropicVersion] ?? "2023-06-01", beta = request.headers[.anthropicBeta]
+                return try await metered.run(try await messages(read, version: version, beta: beta), principal: read.principal,
+                                             context: context)
+            }
         }
     }
 

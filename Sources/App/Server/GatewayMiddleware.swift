@@ -22,6 +22,9 @@ struct GatewayMiddleware: RouterMiddleware {
     /// Ollama's model-management routes: refused to everyone with 403.
     static let forbiddenPrefixes = ["/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs"]
 
+    // `handle` keeps across its awaits only what it needs after them; everything else is done
+    // in the synchronous helpers below. A task keeps the largest async stack it ever needed for
+    // as long as its connection lives, so this frame's size is paid by every open stream.
     func handle(_ request: Request, context: GatewayContext,
                 next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
         var context = context
@@ -29,47 +32,75 @@ struct GatewayMiddleware: RouterMiddleware {
         let dialect = Dialect.of(path: path, headers: request.headers)
         var response: Response
         do {
-            // The router skips empty segments, so `//v1/chat/completions` would reach the OpenAI
-            // route while its path reads as Ollama's: a path must be what it routes as.
-            guard Self.isCanonical(path) else { throw GatewayError.routeNotFound(path) }
-            if Self.forbiddenPrefixes.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
-                throw GatewayError.forbiddenRoute(path)
-            }
-            // The dashboard and the key holder's page check their own credentials.
-            if !Self.publicPaths.contains(path) && !DashboardRoutes.owns(path) {
-                guard !journal.isFull else { throw GatewayError.chargesBacklogged }
+            if try needsKey(path) {
                 let principal = try await authenticator.authenticate(request.headers)
-                // A key scoped to some API families reaches only their routes (its own usage is
-                // every key's to read).
-                if !principal.scope.allows(dialect.family), !SelfServiceRoutes.paths.contains(path) {
-                    throw GatewayError.forbiddenAPI(dialect.family)
-                }
+                try Self.checkScope(principal, dialect: dialect, path: path)
                 context.principal = principal
             }
             response = try await next(request, context)
-        } catch let error as GatewayError {
-            response = ErrorRenderer.response(error, dialect: dialect)
-        } catch let error as HTTPError {
-            response = ErrorRenderer.response(Self.translate(error, path: path, maxBodyBytes: maxBodyBytes), dialect: dialect)
-        } catch is NIOTooManyBytesError {
-            response = ErrorRenderer.response(.bodyTooLarge(limit: maxBodyBytes), dialect: dialect)
         } catch {
-            logger.error("unhandled error", metadata: ["request_id": "\(context.requestId)", "error": "\(error)"])
-            response = ErrorRenderer.response(.internalError("unexpected failure"), dialect: dialect)
+            response = render(error, dialect: dialect, path: path, requestId: context.requestId)
         }
+        finish(&response, method: request.method, path: path, dialect: dialect, context: context)
+        return response
+    }
+
+    /// Refuses what no key may reach and says whether the path needs one.
+    @inline(never)
+    func needsKey(_ path: String) throws(GatewayError) -> Bool {
+        // The router skips empty segments, so `//v1/chat/completions` would reach the OpenAI
+        // route while its path reads as Ollama's: a path must be what it routes as.
+        guard Self.isCanonical(path) else { throw GatewayError.routeNotFound(path) }
+        if Self.forbiddenPrefixes.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
+            throw GatewayError.forbiddenRoute(path)
+        }
+        // The dashboard and the key holder's page check their own credentials.
+        guard !Self.publicPaths.contains(path) && !DashboardRoutes.owns(path) else { return false }
+        guard !journal.isFull else { throw GatewayError.chargesBacklogged }
+        return true
+    }
+
+    /// A key scoped to some API families reaches only their routes (its own usage is every
+    /// key's to read).
+    @inline(never)
+    static func checkScope(_ principal: Principal, dialect: Dialect, path: String) throws(GatewayError) {
+        if !principal.scope.allows(dialect.family), !SelfServiceRoutes.paths.contains(path) {
+            throw GatewayError.forbiddenAPI(dialect.family)
+        }
+    }
+
+    /// Any error as the route's dialect renders it.
+    @inline(never)
+    func render(_ error: any Error, dialect: Dialect, path: String, requestId: String) -> Response {
+        switch error {
+        case let error as GatewayError:
+            return ErrorRenderer.response(error, dialect: dialect)
+        case let error as HTTPError:
+            return ErrorRenderer.response(Self.translate(error, path: path, maxBodyBytes: maxBodyBytes), dialect: dialect)
+        case is NIOTooManyBytesError:
+            return ErrorRenderer.response(.bodyTooLarge(limit: maxBodyBytes), dialect: dialect)
+        default:
+            logger.error("unhandled error", metadata: ["request_id": "\(requestId)", "error": "\(error)"])
+            return ErrorRenderer.response(.internalError("unexpected failure"), dialect: dialect)
+        }
+    }
+
+    /// The request id header, the metrics and the log line of a finished request.
+    @inline(never)
+    func finish(_ response: inout Response, method: HTTPRequest.Method, path: String, dialect: Dialect,
+                context: GatewayContext) {
         response.headers[.xRequestId] = context.requestId
         metrics.request(route: context.endpointPath ?? "unmatched", dialect: dialect, status: Int(response.status.code),
                         latency: ContinuousClock.now - context.startedAt)
         if logger.logLevel <= .info {
             // Plain strings, not interpolations: this line is written for every request.
             logger.info("request", metadata: [
-                "request_id": .string(context.requestId), "method": .string(request.method.rawValue), "path": .string(path),
+                "request_id": .string(context.requestId), "method": .string(method.rawValue), "path": .string(path),
                 "status": .string(String(response.status.code)),
                 "latency_ms": .string(String(Double(context.startedAt.microsecondsElapsed) / 1000)),
                 "customer_id": .string(context.principal.map { String($0.customerId) } ?? "-"),
             ])
         }
-        return response
     }
 
     /// No empty, `.` or `..` segment (a trailing `/` aside): the dialect, the scope and the

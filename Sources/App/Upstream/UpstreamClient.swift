@@ -52,27 +52,45 @@ public final class UpstreamClient: Sendable {
         try? await http.shutdown()
     }
 
-    /// Sends a request and returns the response head, with the body still streaming. The head
-    /// must arrive within the read timeout.
-    /// Sends a request; `timeout` (default: the read timeout) bounds the wait for the answer's head.
+    /// Sends a request and returns the response head, with the body still streaming; `timeout`
+    /// (default: the read timeout) bounds the wait for the head.
+    ///
+    /// The two clients' paths are separate functions so that a request's async stack holds the
+    /// frame of the one it takes, not both: a task keeps the deepest stack it reached for as
+    /// long as its connection lives.
     func send(method: HTTPMethod, url: String, headers: [(String, String)] = [], body: ByteBuffer? = nil,
               timeout: Duration? = nil) async throws(GatewayError) -> UpstreamResponse
     {
         let timeout = TimeAmount(timeout ?? readTimeout)
         for route in lean {
             guard let path = route.path(for: url) else { continue }
-            var fields = HTTPHeaders()
-            for (name, value) in headers { fields.add(name: name, value: value) }
-            if body != nil { fields.replaceOrAdd(name: "content-type", value: "application/json") }
-            do {
-                // GETs are checks and listings: they must not queue behind streams that fill the pool.
-                let response = try await route.pool.execute(method: method, path: path, headers: fields, body: body,
-                                                            headTimeout: timeout, beyondLimit: method == .GET)
-                return UpstreamResponse(status: response.status, headers: response.headers, body: .http1(response.body))
-            } catch {
-                throw Self.classify(error)
-            }
+            return try await sendLean(route.pool, method: method, path: path, headers: headers, body: body, timeout: timeout)
         }
+        return try await sendThroughAsyncHTTPClient(method: method, url: url, headers: headers, body: body, timeout: timeout)
+    }
+
+    @inline(never)
+    private func sendLean(_ pool: HTTP1Pool, method: HTTPMethod, path: String, headers: [(String, String)],
+                          body: ByteBuffer?, timeout: TimeAmount) async throws(GatewayError) -> UpstreamResponse
+    {
+        var fields = HTTPHeaders()
+        for (name, value) in headers { fields.add(name: name, value: value) }
+        if body != nil { fields.replaceOrAdd(name: "content-type", value: "application/json") }
+        do {
+            // GETs are checks and listings: they must not queue behind streams that fill the pool.
+            let response = try await pool.execute(method: method, path: path, headers: fields, body: body,
+                                                  headTimeout: timeout, beyondLimit: method == .GET)
+            return UpstreamResponse(status: response.status, headers: response.headers, body: .http1(response.body))
+        } catch {
+            throw Self.classify(error)
+        }
+    }
+
+    @inline(never)
+    private func sendThroughAsyncHTTPClient(method: HTTPMethod, url: String, headers: [(String, String)],
+                                            body: ByteBuffer?, timeout: TimeAmount) async throws(GatewayError)
+        -> UpstreamResponse
+    {
         var request = HTTPClientRequest(url: url)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }

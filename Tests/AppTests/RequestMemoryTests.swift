@@ -1,0 +1,67 @@
+@testable import App
+import Hummingbird
+import Testing
+
+/// What keeps an open stream small: the metered work runs in a child task (its deep async stack
+/// is freed once the answer's head is in), and client connections read into small buffers that
+/// grow for large bodies.
+@Suite("Per-request memory")
+struct RequestMemoryTests {
+    @TaskLocal static var tag: String?
+
+    @Test func theChildsResponseIsReturnedAsItIs() async throws {
+        let response = try await MeteredCall.apart {
+            Response(status: .accepted, headers: [.xRequestId: "r1"])
+        }
+        #expect(response.status == .accepted)
+        #expect(response.headers[.xRequestId] == "r1")
+    }
+
+    @Test func theChildsErrorIsThrownAsItIs() async throws {
+        do {
+            _ = try await MeteredCall.apart { throw GatewayError.routeNotFound("/x") }
+            Issue.record("no error thrown")
+        } catch GatewayError.routeNotFound(let path) {
+            #expect(path == "/x")
+        }
+    }
+
+    @Test func theWorkRunsInAnotherTaskThatSeesTheCallersTaskLocals() async throws {
+        let outer = withUnsafeCurrentTask { $0?.hashValue }
+        try await Self.$tag.withValue("request-7") {
+            _ = try await MeteredCall.apart {
+                // Hummingbird's request logger is a task-local: the child must see the caller's.
+                #expect(Self.tag == "request-7")
+                let inner = withUnsafeCurrentTask { $0?.hashValue }
+                #expect(inner != nil && inner != outer)
+                return Response(status: .ok)
+            }
+        }
+    }
+
+    @Test func cancellingTheCallerCancelsTheWork() async throws {
+        let call = Task {
+            try await MeteredCall.apart {
+                try await Task.sleep(for: .seconds(30))
+                return Response(status: .ok)
+            }
+        }
+        call.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await call.value }
+    }
+
+    /// Bodies far over the first 512-byte read arrive whole: the reads grow with the body.
+    @Test func aLargeBodyReachesTheUpstreamWholeAndIsBilled() async throws {
+        try await GatewayHarness.with { h in
+            let (customer, key) = try await h.customer(budgetNanos: nil)
+            let prompt = String(repeating: "abcdefghij", count: 30_000)
+            let body = #"{"model":"llama3","stream":false,"messages":[{"role":"user","content":"\#(prompt)"}]}"#
+            let r = try await h.send(.POST, "/api/chat", key: key, json: body)
+            #expect(r.status == 200)
+            let forwarded = try #require(h.fake.recorder.lastBody("/api/chat"))
+            #expect(forwarded.contains(prompt))
+            #expect(try await h.ledger().count == 1)
+            #expect(try await h.budget(customer).spent > .zero)
+        }
+    }
+}
