@@ -38,6 +38,46 @@ public enum ModelName {
     /// tag defaults to `latest` and is left out when it is that; every part is compared ignoring
     /// case by Ollama, so the result is lower-cased.
     public static func ollama(_ raw: String) throws(Problem) -> String {
+        if let plain = plainOllamaName(raw) { return plain }
+        return try parsedOllamaName(raw)
+    }
+
+    /// The common spelling, `model` or `model:tag` in lower case, answered from its bytes
+    /// (every request names a model; the full parse costs several String copies): nil for
+    /// anything else, which `parsedOllamaName` reads. Agrees with it wherever it answers (test).
+    static func plainOllamaName(_ raw: String) -> String? {
+        let bytes = raw.utf8
+        var colon: String.UTF8View.Index?
+        for index in bytes.indices {
+            switch bytes[index] {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "."):
+                continue
+            case UInt8(ascii: ":") where colon == nil:
+                colon = index
+            default:
+                return nil
+            }
+        }
+        let model = bytes[..<(colon ?? bytes.endIndex)]
+        guard plainPart(model) else { return nil }
+        guard let colon else { return raw }
+        let tag = bytes[bytes.index(after: colon)...]
+        // `:local`, `:cloud` and `-cloud` tags are sources, not tags: the full parse handles them.
+        guard plainPart(tag), !tag.elementsEqual("local".utf8), !tag.elementsEqual("cloud".utf8),
+              !tag.reversed().starts(with: "duolc-".utf8) else { return nil }
+        return tag.elementsEqual("latest".utf8) ? String(Substring(model)) : raw
+    }
+
+    /// A model or tag Ollama accepts, for the bytes `plainOllamaName` lets through: 1 to 80
+    /// bytes, a letter, digit or `_` first.
+    private static func plainPart(_ part: Substring.UTF8View) -> Bool {
+        guard let first = part.first, part.count <= 80 else { return false }
+        return first != UInt8(ascii: "-") && first != UInt8(ascii: ".")
+    }
+
+    /// `ollama(_:)` by Ollama's own rules, for every spelling.
+    static func parsedOllamaName(_ raw: String) throws(Problem) -> String {
         let trimmed = raw.trimmingWhitespace()
         guard !trimmed.isEmpty else { throw .empty }
         guard trimmed.utf8.count <= maxBytes else { throw .tooLong }

@@ -39,7 +39,22 @@ public struct PriceCatalog: Sendable {
 
     /// The row whose model name is the longest prefix of `model` (dated snapshots match their
     /// family), if any.
+    ///
+    /// Asked on every metered request (for its image bound), so it compares bytes and allocates
+    /// nothing; names here are ASCII (a pass-through name is checked printable ASCII, an Ollama
+    /// name is normalised to its ASCII parts), where bytes and characters agree.
     public func entry(for model: String) -> Entry? {
-        entries.filter { model == $0.model || model.hasPrefix($0.model + "-") }.max { $0.model.count < $1.model.count }
+        var best: Entry?
+        for entry in entries where Self.isSnapshot(model, of: entry.model) {
+            if best.map({ entry.model.utf8.count > $0.model.utf8.count }) ?? true { best = entry }
+        }
+        return best
+    }
+
+    /// `model` is `family` itself or a snapshot of it (`family-...`).
+    static func isSnapshot(_ model: String, of family: String) -> Bool {
+        let name = model.utf8, prefix = family.utf8
+        guard name.starts(with: prefix) else { return false }
+        return name.count == prefix.count || name[name.index(name.startIndex, offsetBy: prefix.count)] == UInt8(ascii: "-")
     }
 }

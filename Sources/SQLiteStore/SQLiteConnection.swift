@@ -161,11 +161,26 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
             switch binds[number - 1] {
             case .null: rc = sqlite3_bind_null(statement, index)
             case .int(let v): rc = sqlite3_bind_int64(statement, index, v)
-            case .text(let s): rc = sqlite3_bind_text(statement, index, s, -1, Self.transient)
+            case .text(let s): rc = Self.bindText(s, at: index, to: statement)
             }
             guard rc == SQLITE_OK else { throw error(rc) }
         }
     }
+
+    /// Binds a string's UTF-8 bytes as they are stored (no NUL-terminated copy: passing the
+    /// String where SQLite takes a C string copied it into a new array on every bind).
+    private static func bindText(_ text: String, at index: Int32, to statement: OpaquePointer) -> Int32 {
+        var text = text
+        return text.withUTF8 { utf8 in
+            utf8.withMemoryRebound(to: CChar.self) { chars in
+                // An empty string has no address, and a NULL pointer would bind SQL NULL, not ''.
+                sqlite3_bind_text(statement, index, chars.baseAddress ?? emptyText, Int32(chars.count), transient)
+            }
+        }
+    }
+
+    /// A static, never written C string `""`.
+    nonisolated(unsafe) private static let emptyText = UnsafeRawPointer(("" as StaticString).utf8Start).assumingMemoryBound(to: CChar.self)
 
     private func readRow(_ statement: OpaquePointer) -> SQLRow {
         let columns = sqlite3_column_count(statement)

@@ -30,7 +30,7 @@ struct RequestMemoryTests {
         let outer = withUnsafeCurrentTask { $0?.hashValue }
         try await Self.$tag.withValue("request-7") {
             _ = try await MeteredCall.apart {
-                // Hummingbird's request logger is a task-local: the child must see the caller's.
+                // Task-locals (ServiceLifecycle's shutdown state, tracing, logging) are the caller's.
                 #expect(Self.tag == "request-7")
                 let inner = withUnsafeCurrentTask { $0?.hashValue }
                 #expect(inner != nil && inner != outer)

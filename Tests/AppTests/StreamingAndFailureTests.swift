@@ -94,6 +94,7 @@ struct StreamingAndFailureTests {
             let r = try await h.send(.POST, "/api/chat", key: key, json: #"{"model":"llama9","messages":[]}"#)
             #expect(r.status == 404)
             #expect(r.body == #"{"error":"model 'llama9' not found"}"#)
+            #expect(try await h.ledger().count == 1)
             let row = try #require(try await h.ledger().first)
             #expect(row.outcome == "upstream_error" && row.status == 404 && row.cost == 0)
             #expect(try await h.budget(customer).spent == .zero)

@@ -325,4 +325,16 @@ struct PriceCatalogTests {
         #expect(catalog.entry(for: "claude-opus-4-1-20250805")?.model == "claude-opus-4-1")
         #expect(catalog.entry(for: "llama3") == nil)
     }
+
+    /// The byte-wise lookup picks what the longest-prefix rule over characters picks.
+    @Test func theLookupIsTheLongestFamilyPrefix() {
+        let catalog = PriceCatalog.shipped
+        let names = catalog.entries.flatMap { [$0.model, $0.model + "-2025-01-01", $0.model + "x", $0.model + "-",
+                                               String($0.model.dropLast())] } + ["", "llama3", "gpt", "claude-", "-"]
+        for name in names {
+            let expected = catalog.entries.filter { name == $0.model || name.hasPrefix($0.model + "-") }
+                .max { $0.model.count < $1.model.count }
+            #expect(catalog.entry(for: name) == expected, "\(name)")
+        }
+    }
 }

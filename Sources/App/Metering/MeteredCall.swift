@@ -23,11 +23,15 @@ struct MeteredCall: Sendable {
     /// and on through keep-alive. Reading, holding and sending reach the deepest stack of a
     /// request; done in a child, that stack is freed when the answer's head is in, and the
     /// connection keeps only the shallow one that relays the body and settles.
+    ///
+    /// One child only, with the caller suspended until it ends: the child is then the request
+    /// body's only reader (NIO's body sequence allows one consumer; a second child, such as a
+    /// timeout racing it, or the caller reading the body too, would trap).
     static func apart(_ work: @escaping @Sendable () async throws -> Response) async throws -> Response {
         try await withThrowingTaskGroup(of: Response.self) { group in
             group.addTask(operation: work)
-            // One child, which returns or throws: `next()` gives its result.
-            return try await group.next()!
+            guard let response = try await group.next() else { preconditionFailure("the group has its one child") }
+            return response
         }
     }
 

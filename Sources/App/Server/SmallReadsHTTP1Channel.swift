@@ -10,6 +10,7 @@ import NIOCore
 /// read fills the buffer (as `HTTP1Pool` does upstream) costs a large body one read more at
 /// most and an open stream ~1.5 KiB less.
 struct SmallReadsHTTP1Channel: ServerChildChannel {
+    /// Hummingbird's channel, with its own configuration (header limits, idle timeout).
     let http1: HTTP1Channel
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<HTTP1Channel.Value> {
