@@ -67,7 +67,7 @@ public struct Gateway: Sendable {
         -> some ApplicationProtocol
     {
         Application(
-            router: router(),
+            responder: ChildTaskResponder(router: router().buildResponder()),
             server: HTTPServerBuilder { responder in SmallReadsHTTP1Channel(http1: HTTP1Channel(responder: responder)) },
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "lmsvr"),
             // Started before the server and stopped after it (in reverse), so requests still

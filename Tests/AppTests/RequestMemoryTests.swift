@@ -2,15 +2,15 @@
 import Hummingbird
 import Testing
 
-/// What keeps an open stream small: the metered work runs in a child task (its deep async stack
-/// is freed once the answer's head is in), and client connections read into small buffers that
-/// grow for large bodies.
+/// What keeps an open stream small: each request is answered in a child task (its deep async
+/// stack is freed once the response's head is returned), and client connections read into small
+/// buffers that grow for large bodies.
 @Suite("Per-request memory")
 struct RequestMemoryTests {
     @TaskLocal static var tag: String?
 
     @Test func theChildsResponseIsReturnedAsItIs() async throws {
-        let response = try await MeteredCall.apart {
+        let response = try await ChildTaskResponder<CallbackResponder<GatewayContext>>.inChildTask {
             Response(status: .accepted, headers: [.xRequestId: "r1"])
         }
         #expect(response.status == .accepted)
@@ -19,7 +19,7 @@ struct RequestMemoryTests {
 
     @Test func theChildsErrorIsThrownAsItIs() async throws {
         do {
-            _ = try await MeteredCall.apart { throw GatewayError.routeNotFound("/x") }
+            _ = try await ChildTaskResponder<CallbackResponder<GatewayContext>>.inChildTask { throw GatewayError.routeNotFound("/x") }
             Issue.record("no error thrown")
         } catch GatewayError.routeNotFound(let path) {
             #expect(path == "/x")
@@ -29,7 +29,7 @@ struct RequestMemoryTests {
     @Test func theWorkRunsInAnotherTaskThatSeesTheCallersTaskLocals() async throws {
         let outer = withUnsafeCurrentTask { $0?.hashValue }
         try await Self.$tag.withValue("request-7") {
-            _ = try await MeteredCall.apart {
+            _ = try await ChildTaskResponder<CallbackResponder<GatewayContext>>.inChildTask {
                 // Task-locals (ServiceLifecycle's shutdown state, tracing, logging) are the caller's.
                 #expect(Self.tag == "request-7")
                 let inner = withUnsafeCurrentTask { $0?.hashValue }
@@ -41,7 +41,7 @@ struct RequestMemoryTests {
 
     @Test func cancellingTheCallerCancelsTheWork() async throws {
         let call = Task {
-            try await MeteredCall.apart {
+            try await ChildTaskResponder<CallbackResponder<GatewayContext>>.inChildTask {
                 try await Task.sleep(for: .seconds(30))
                 return Response(status: .ok)
             }

@@ -15,26 +15,6 @@ struct MeteredCall: Sendable {
     let upstream: UpstreamClient
     let ollama: OllamaPool
 
-    /// Runs a metered route's work (reading the body, planning, `run`) in a child task and
-    /// returns its response.
-    ///
-    /// A task keeps the deepest async stack it ever reached (its allocator's slabs) until it
-    /// ends, and a connection's task lives as long as the connection: through a whole stream,
-    /// and on through keep-alive. Reading, holding and sending reach the deepest stack of a
-    /// request; done in a child, that stack is freed when the answer's head is in, and the
-    /// connection keeps only the shallow one that relays the body and settles.
-    ///
-    /// One child only, with the caller suspended until it ends: the child is then the request
-    /// body's only reader (NIO's body sequence allows one consumer; a second child, such as a
-    /// timeout racing it, or the caller reading the body too, would trap).
-    static func apart(_ work: @escaping @Sendable () async throws -> Response) async throws -> Response {
-        try await withThrowingTaskGroup(of: Response.self) { group in
-            group.addTask(operation: work)
-            guard let response = try await group.next() else { preconditionFailure("the group has its one child") }
-            return response
-        }
-    }
-
     // `run` and `send` are split, and the failure paths are functions of their own, so that
     // each async frame holds only what lives across its awaits: a task keeps the deepest async
     // stack it reached for as long as its connection lives, and every open stream pays for it.

@@ -13,12 +13,10 @@ struct AnthropicRoutes: Sendable {
 
     func register(on router: Router<GatewayContext>) {
         router.post("/v1/messages") { request, context in
-            try await MeteredCall.apart {
-                let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
-                let version = request.headers[.anthropicVersion] ?? "2023-06-01", beta = request.headers[.anthropicBeta]
-                return try await metered.run(try await messages(read, version: version, beta: beta), principal: read.principal,
-                                             context: context)
-            }
+            let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
+            let version = request.headers[.anthropicVersion] ?? "2023-06-01", beta = request.headers[.anthropicBeta]
+            return try await metered.run(try await messages(read, version: version, beta: beta), principal: read.principal,
+                                         context: context)
         }
     }
 

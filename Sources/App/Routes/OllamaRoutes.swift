@@ -20,10 +20,8 @@ struct OllamaRoutes: Sendable {
     func register(on router: Router<GatewayContext>) {
         for endpoint in OllamaRequest.Endpoint.allCases {
             router.post(RouterPath(stringLiteral: endpoint.rawValue)) { request, context in
-                try await MeteredCall.apart {
-                    let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
-                    return try await metered.run(try plan(endpoint, read), principal: read.principal, context: context)
-                }
+                let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
+                return try await metered.run(try plan(endpoint, read), principal: read.principal, context: context)
             }
         }
         router.get("/api/tags") { _, context in try await listing("/api/tags", for: context.principal) }

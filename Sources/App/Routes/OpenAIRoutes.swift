@@ -13,16 +13,12 @@ struct OpenAIRoutes: Sendable {
 
     func register(on router: Router<GatewayContext>) {
         router.post("/v1/chat/completions") { request, context in
-            try await MeteredCall.apart {
-                let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
-                return try await metered.run(try await chat(read, context), principal: read.principal, context: context)
-            }
+            let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
+            return try await metered.run(try await chat(read, context), principal: read.principal, context: context)
         }
         router.post("/v1/embeddings") { request, context in
-            try await MeteredCall.apart {
-                let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
-                return try await metered.run(try await embeddings(read), principal: read.principal, context: context)
-            }
+            let read = try await MeteredRequest.read(request, context, limit: configuration.maxBodyBytes)
+            return try await metered.run(try await embeddings(read), principal: read.principal, context: context)
         }
     }
 
