@@ -25,6 +25,8 @@ struct GatewayHarness {
     let configuration: Configuration
     let cache: LookupCache
     let journal: SettleJournal
+    /// The type of the application's responder, as `serve` runs it.
+    let responderType: Any.Type
     var base: String { "http://127.0.0.1:\(gatewayPort)" }
 
     /// Creates a customer (budget in nano-dollars; nil = unlimited) and a key; returns both.
@@ -131,7 +133,7 @@ struct GatewayHarness {
             let gatewayPort = await portIterator.next()!
             let harness = GatewayHarness(gatewayPort: gatewayPort, upstreamPort: upstreamPort, store: store,
                                          database: database, databaseURL: url, fake: fake, configuration: configuration,
-                                         cache: gateway.cache, journal: journal)
+                                         cache: gateway.cache, journal: journal, responderType: type(of: try await app.responder))
             do {
                 try await body(harness)
             } catch {

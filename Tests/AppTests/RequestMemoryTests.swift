@@ -40,14 +40,28 @@ struct RequestMemoryTests {
     }
 
     @Test func cancellingTheCallerCancelsTheWork() async throws {
+        let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
         let call = Task {
             try await ChildTaskResponder<CallbackResponder<GatewayContext>>.inChildTask {
+                startedContinuation.yield()
                 try await Task.sleep(for: .seconds(30))
                 return Response(status: .ok)
             }
         }
+        // Cancelled once the work runs in its child, not before it started.
+        var iterator = started.makeAsyncIterator()
+        await iterator.next()
         call.cancel()
         await #expect(throws: CancellationError.self) { _ = try await call.value }
+    }
+
+    /// `serve`'s application answers through the child-task responder.
+    @Test func theGatewayAnswersEveryRequestInAChildTask() async throws {
+        try await GatewayHarness.with { h in
+            #expect(ObjectIdentifier(h.responderType) == ObjectIdentifier(ChildTaskResponder<RouterResponder<GatewayContext>>.self))
+            let live = try await h.send(.GET, "/health/live")
+            #expect(live.status == 200)
+        }
     }
 
     /// Bodies far over the first 512-byte read arrive whole: the reads grow with the body.

@@ -20,9 +20,10 @@ struct ChildTaskResponder<Router: HTTPResponder>: HTTPResponder where Router.Con
     /// Runs `work` in a child task and returns its response or throws its error.
     ///
     /// One child only, with the caller suspended until it ends: the child is then the request
-    /// body's only reader (NIO's body sequence allows one consumer; a second child, such as a
-    /// timeout racing it, or the caller reading the body too, would trap). The child inherits
-    /// the caller's task-locals and is cancelled with it.
+    /// body's only reader while it runs (the body is one sequence with one consumer: a second
+    /// child, such as a timeout racing it, must not read it too; Hummingbird drains what is
+    /// left after the response). The child inherits the caller's task-locals and is cancelled
+    /// with it.
     static func inChildTask(_ work: @escaping @Sendable () async throws -> Response) async throws -> Response {
         try await withThrowingTaskGroup(of: Response.self) { group in
             group.addTask(operation: work)
