@@ -212,7 +212,7 @@ class Harness:
         self.answer_mocks = [free_port() for _ in range(self.args.ollama_servers)]
         self.answer_mock = self.answer_mocks[0]
         answer = FIXED_ANSWER.replace("\\", "\\\\").replace("'", "\\'")
-        listens = "\n".join(f"        listen 127.0.0.1:{port};" for port in self.answer_mocks)
+        listens = "\n".join(f"        listen 127.0.0.1:{port} backlog=4096;" for port in self.answer_mocks)
         tags = '{"models":[{"name":"llama3:latest","model":"llama3:latest"}]}'
         self.nginx("mock", 1, f"""    server {{
 {listens}
@@ -255,7 +255,7 @@ http {{
         for phase, upstream in (("answers", self.answer_mock), ("streams", self.stream_mock)):
             servers.append(f"""    upstream {phase} {{ server 127.0.0.1:{upstream}; keepalive 256; keepalive_requests 10000000; }}
     server {{
-        listen 127.0.0.1:{self.proxy_ports[phase]};
+        listen 127.0.0.1:{self.proxy_ports[phase]} backlog=4096;
         location / {{
             proxy_pass http://{phase};
             proxy_http_version 1.1;

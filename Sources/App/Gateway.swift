@@ -69,7 +69,11 @@ public struct Gateway: Sendable {
         Application(
             responder: ChildTaskResponder(router: router().buildResponder()),
             server: HTTPServerBuilder { responder in SmallReadsHTTP1Channel(http1: HTTP1Channel(responder: responder)) },
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "lmsvr"),
+            // A burst of clients (a thousand streams opened at once) must not overflow the accept
+            // queue: a dropped SYN is retried by the client only after 1 s, then 3 s. 4,096 is
+            // Linux's default cap (net.core.somaxconn), which lowers it where it is smaller.
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "lmsvr",
+                                 backlog: 4096),
             // Started before the server and stopped after it (in reverse), so requests still
             // draining keep their holds alive and get their settles written.
             services: [JournalDrainer(journal: journal, store: store, liveHolds: liveHolds, metrics: metrics, logger: logger),

@@ -32,7 +32,9 @@ struct FakeUpstreamServer {
         let fake = FakeUpstream(options: options)
         let app = Application(
             router: fake.router(),
-            configuration: .init(address: .hostname("127.0.0.1", port: value("--port") ?? 0), serverName: "fake-ollama"),
+            // Ollama is a Go server: its listen backlog is net.core.somaxconn, not Hummingbird's 256.
+            configuration: .init(address: .hostname("127.0.0.1", port: value("--port") ?? 0), serverName: "fake-ollama",
+                                 backlog: 4096),
             onServerRunning: { channel in
                 FileHandle.standardOutput.write(Data("listening on \(channel.localAddress?.port ?? 0)\n".utf8))
             },

@@ -24,6 +24,8 @@ struct StreamProbe {
         var total = newHistogram()
         var ok = 0
         var failed = 0
+        /// Why streams failed: the status and the start of the body, or the client's error.
+        var reasons: [String: Int] = [:]
         var stalls = 0
         var tokenChunks = 0
         var transit = newHistogram()
@@ -47,8 +49,9 @@ struct StreamProbe {
                         let response = try await client.execute(request, timeout: .seconds(120))
                         let head = started.micros(to: clock.now)
                         guard response.status == .ok else {
-                            _ = try? await response.body.collect(upTo: 1 << 20)
-                            tally.withLockedValue { $0.failed += 1 }
+                            let body = (try? await response.body.collect(upTo: 1 << 20)).map { String(buffer: $0) } ?? ""
+                            let reason = "\(response.status.code) \(body.prefix(160))"
+                            tally.withLockedValue { $0.failed += 1; $0.reasons[reason, default: 0] += 1 }
                             return
                         }
                         var splitter = LineScanner()
@@ -80,10 +83,16 @@ struct StreamProbe {
                                 _ = t.transit.record(transit)
                                 if transit > stallMicros { t.delayed += 1 }
                             }
-                            if firstToken == nil { t.failed += 1 } else { t.ok += 1 }
+                            if firstToken == nil {
+                                t.failed += 1
+                                t.reasons["200 without a token", default: 0] += 1
+                            } else {
+                                t.ok += 1
+                            }
                         }
                     } catch {
-                        tally.withLockedValue { $0.failed += 1 }
+                        let reason = "\(error)".prefix(160)
+                        tally.withLockedValue { $0.failed += 1; $0.reasons[String(reason), default: 0] += 1 }
                     }
                 }
             }
@@ -92,7 +101,8 @@ struct StreamProbe {
         return tally.withLockedValue { t in
             var out: [String: Any] = ["mode": "streams", "streams": options.count, "repeats": options.repeats, "ok": t.ok, "failed": t.failed,
                                       "stalls": t.stalls, "token_chunks": t.tokenChunks, "pace_ms": options.paceMillis,
-                                      "stamped_chunks": Int(t.transit.totalCount), "delayed": t.delayed]
+                                      "stamped_chunks": Int(t.transit.totalCount), "delayed": t.delayed,
+                                      "failure_reasons": t.reasons]
             for (key, value) in summary(t.ttfb, prefix: "ttfb") { out[key] = value }
             for (key, value) in summary(t.ttft, prefix: "ttft") { out[key] = value }
             for (key, value) in summary(t.gaps, prefix: "gap") { out[key] = value }
