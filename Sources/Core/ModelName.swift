@@ -65,7 +65,7 @@ public enum ModelName {
         let tag = bytes[bytes.index(after: colon)...]
         // `:local`, `:cloud` and `-cloud` tags are sources, not tags: the full parse handles them.
         guard plainPart(tag), !tag.elementsEqual("local".utf8), !tag.elementsEqual("cloud".utf8),
-              !tag.reversed().starts(with: "duolc-".utf8) else { return nil }
+              !tag.suffix(6).elementsEqual("-cloud".utf8) else { return nil }
         return tag.elementsEqual("latest".utf8) ? String(Substring(model)) : raw
     }
 

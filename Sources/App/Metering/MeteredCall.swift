@@ -15,9 +15,6 @@ struct MeteredCall: Sendable {
     let upstream: UpstreamClient
     let ollama: OllamaPool
 
-    // `run` and `send` are split, and the failure paths are functions of their own, so that
-    // each async frame holds only what lives across its awaits: a task keeps the deepest async
-    // stack it reached for as long as its connection lives, and every open stream pays for it.
     func run(_ plan: CallPlan, principal: Principal, context: GatewayContext) async throws -> Response {
         let settlement = Settlement(billing: billing,
                                     ticket: try await billing.hold(plan, principal: principal, requestId: context.requestId,
@@ -91,7 +88,6 @@ struct MeteredCall: Sendable {
 
     /// An upstream's refusal (any status but 200): settled as failed, told to the client in
     /// the dialect's words.
-    @inline(never)
     private func refuse(_ response: UpstreamResponse, plan: CallPlan, settlement: Settlement) async -> any Error {
         let status = Int(response.status.code)
         let errorBody = try? await upstream.collect(response, limit: 1 << 20)

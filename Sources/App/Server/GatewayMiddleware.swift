@@ -22,9 +22,6 @@ struct GatewayMiddleware: RouterMiddleware {
     /// Ollama's model-management routes: refused to everyone with 403.
     static let forbiddenPrefixes = ["/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs"]
 
-    // `handle` keeps across its awaits only what it needs after them; everything else is done
-    // in the synchronous helpers below. A task keeps the largest async stack it ever needed for
-    // as long as its connection lives, so this frame's size is paid by every open stream.
     func handle(_ request: Request, context: GatewayContext,
                 next: (Request, GatewayContext) async throws -> Response) async throws -> Response {
         var context = context
@@ -46,7 +43,6 @@ struct GatewayMiddleware: RouterMiddleware {
     }
 
     /// Refuses what no key may reach and says whether the path needs one.
-    @inline(never)
     func needsKey(_ path: String) throws(GatewayError) -> Bool {
         // The router skips empty segments, so `//v1/chat/completions` would reach the OpenAI
         // route while its path reads as Ollama's: a path must be what it routes as.
@@ -62,7 +58,6 @@ struct GatewayMiddleware: RouterMiddleware {
 
     /// A key scoped to some API families reaches only their routes (its own usage is every
     /// key's to read).
-    @inline(never)
     static func checkScope(_ principal: Principal, dialect: Dialect, path: String) throws(GatewayError) {
         if !principal.scope.allows(dialect.family), !SelfServiceRoutes.paths.contains(path) {
             throw GatewayError.forbiddenAPI(dialect.family)
@@ -70,7 +65,6 @@ struct GatewayMiddleware: RouterMiddleware {
     }
 
     /// Any error as the route's dialect renders it.
-    @inline(never)
     func render(_ error: any Error, dialect: Dialect, path: String, requestId: String) -> Response {
         switch error {
         case let error as GatewayError:
@@ -86,7 +80,6 @@ struct GatewayMiddleware: RouterMiddleware {
     }
 
     /// The request id header, the metrics and the log line of a finished request.
-    @inline(never)
     func finish(_ response: inout Response, method: HTTPRequest.Method, path: String, dialect: Dialect,
                 context: GatewayContext) {
         response.headers[.xRequestId] = context.requestId

@@ -54,10 +54,6 @@ public final class UpstreamClient: Sendable {
 
     /// Sends a request and returns the response head, with the body still streaming; `timeout`
     /// (default: the read timeout) bounds the wait for the head.
-    ///
-    /// The two clients' paths are separate functions so that a request's async stack holds the
-    /// frame of the one it takes, not both: a task keeps the deepest stack it reached for as
-    /// long as its connection lives.
     func send(method: HTTPMethod, url: String, headers: [(String, String)] = [], body: ByteBuffer? = nil,
               timeout: Duration? = nil) async throws(GatewayError) -> UpstreamResponse
     {
@@ -69,7 +65,6 @@ public final class UpstreamClient: Sendable {
         return try await sendThroughAsyncHTTPClient(method: method, url: url, headers: headers, body: body, timeout: timeout)
     }
 
-    @inline(never)
     private func sendLean(_ pool: HTTP1Pool, method: HTTPMethod, path: String, headers: [(String, String)],
                           body: ByteBuffer?, timeout: TimeAmount) async throws(GatewayError) -> UpstreamResponse
     {
@@ -86,7 +81,6 @@ public final class UpstreamClient: Sendable {
         }
     }
 
-    @inline(never)
     private func sendThroughAsyncHTTPClient(method: HTTPMethod, url: String, headers: [(String, String)],
                                             body: ByteBuffer?, timeout: TimeAmount) async throws(GatewayError)
         -> UpstreamResponse
