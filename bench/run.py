@@ -104,6 +104,22 @@ def cpu_ticks(pids):
     return total
 
 
+def context_switches(pids):
+    """Voluntary and involuntary context switches of every thread of `pids` so far: each is a
+    thread leaving the CPU (to sleep, or preempted), which on the gateway's one core is the
+    price of a hand-over between its threads."""
+    total = 0
+    for pid in pids:
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    total += sum(int(line.split()[1]) for line in f
+                                 if line.split(":")[0] in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
 def rss_kib(pid, field="VmRSS"):
     """VmRSS, or RssAnon (private memory: without the mapped binary and shared libraries)."""
     with open(f"/proc/{pid}/status") as f:
@@ -359,6 +375,7 @@ end
         r = target or self.rungs[rung]
         pids = r["pids"] + (self.pg_pids() if rung.startswith("R3") else [])
         before, db_before = cpu_ticks(r["pids"]), cpu_ticks(pids) - cpu_ticks(r["pids"])
+        switches_before = context_switches(r["pids"])
         env = dict(os.environ, BENCH_KEY=r.get("key") or self.headers(rung))
         out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s",
                               "-s", script, f"{r['url']}{r.get('path', '/api/chat')}"], capture_output=True, text=True, env=env,
@@ -371,6 +388,7 @@ end
         res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
         if r["pids"]:
             res["cpu_us_per_req"] = (after - before) * 1e6 / TICKS / max(1, res["requests"])
+            res["switches_per_req"] = (context_switches(r["pids"]) - switches_before) / max(1, res["requests"])
         if rung.startswith("R3") and self.pg_pids():
             res["db_cpu_us_per_req"] = (db_after - db_before) * 1e6 / TICKS / max(1, res["requests"])
         return res
@@ -588,7 +606,9 @@ def print_medians(concurrency, results, width=14):
         p50 = statistics.median(r["p50_us"] for r in rounds)
         db = (f" + db {statistics.median(r['db_cpu_us_per_req'] for r in rounds):,.0f} us"
               if all("db_cpu_us_per_req" in r for r in rounds) else "")
-        print(f"c={concurrency:<3} {name:{width}} {rps:9,.0f} req/s  p50 {p50 / 1000:6.2f} ms  CPU/req {cpu:6,.0f} us{db}  "
+        switches = (f"  switches/req {statistics.median(r['switches_per_req'] for r in rounds):4.1f}"
+                    if all("switches_per_req" in r for r in rounds) else "")
+        print(f"c={concurrency:<3} {name:{width}} {rps:9,.0f} req/s  p50 {p50 / 1000:6.2f} ms  CPU/req {cpu:6,.0f} us{db}{switches}  "
               f"(rounds: {', '.join(str(round(r.get('cpu_us_per_req', 0))) for r in rounds)})", flush=True)
 
 
