@@ -46,6 +46,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SQLiteStore", dependencies: ["CSQLite", "Core", "SQLStore", "Migrate",
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .target(name: "Providers", dependencies: ["Core", "JSONKit"]),
