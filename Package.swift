@@ -61,6 +61,7 @@ let package = Package(
             "Core", "SQLStore", "Providers", "JSONKit", "UpstreamHTTP",
             .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
             .product(name: "DequeModule", package: "swift-collections"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),

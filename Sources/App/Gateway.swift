@@ -2,6 +2,7 @@ import Core
 import Hummingbird
 import HummingbirdCore
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// The HTTP gateway: the router with every route, and the services that run beside it.
@@ -62,13 +63,22 @@ public struct Gateway: Sendable {
         return router
     }
 
+    /// Hummingbird closes a connection idle this long: no request in flight, or one whose head or
+    /// body stopped arriving (a client that trickles a request never finishes it). A response
+    /// being written is never idle, so streams of any length are untouched.
+    private var clientIdleTimeout: TimeAmount? {
+        configuration.clientIdleTimeoutSeconds > 0 ? .seconds(Int64(configuration.clientIdleTimeoutSeconds)) : nil
+    }
+
     /// The application, listening on the configured address; `onServerRunning` learns the port.
     public func application(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in })
         -> some ApplicationProtocol
     {
         Application(
             responder: ChildTaskResponder(router: router().buildResponder()),
-            server: HTTPServerBuilder { responder in SmallReadsHTTP1Channel(http1: HTTP1Channel(responder: responder)) },
+            server: HTTPServerBuilder { [idleTimeout = clientIdleTimeout] responder in
+                SmallReadsHTTP1Channel(http1: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idleTimeout)))
+            },
             // A burst of clients (a thousand streams opened at once) must not overflow the accept
             // queue: a dropped SYN is retried by the client only after 1 s, then 3 s. 4,096 is
             // Linux's default cap (net.core.somaxconn), which lowers it where it is smaller.

@@ -38,6 +38,10 @@ public struct Configuration: Sendable {
     public var upstreamConnectTimeoutSeconds: Int
     /// How long the upstream may stay silent (before the first byte or between chunks): 504.
     public var upstreamReadTimeoutSeconds: Int
+    /// How long a client connection may stay idle (no request in flight, or a request whose
+    /// head or body stopped arriving) before it is closed; 0: never. A response being written,
+    /// a stream however long, is not idle.
+    public var clientIdleTimeoutSeconds: Int
     /// Output tokens held (and given to the upstream as its limit) for a request that sets no
     /// limit of its own.
     public var defaultMaxOutputTokens: Int64
@@ -117,6 +121,7 @@ public struct Configuration: Sendable {
         "MAX_BODY_BYTES": "16777216",
         "UPSTREAM_CONNECT_TIMEOUT_SECONDS": "5",
         "UPSTREAM_READ_TIMEOUT_SECONDS": "300",
+        "CLIENT_IDLE_TIMEOUT_SECONDS": "120",
         "DEFAULT_MAX_OUTPUT_TOKENS": "4096",
         "MAX_OUTPUT_TOKENS": "32768",
         "PROMPT_OVERHEAD_TOKENS": "512",
@@ -204,6 +209,7 @@ public struct Configuration: Sendable {
         self.maxBodyBytes = try integer("MAX_BODY_BYTES", 1024...1_073_741_824)
         self.upstreamConnectTimeoutSeconds = try integer("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 1...600)
         self.upstreamReadTimeoutSeconds = try integer("UPSTREAM_READ_TIMEOUT_SECONDS", 1...86_400)
+        self.clientIdleTimeoutSeconds = try integer("CLIENT_IDLE_TIMEOUT_SECONDS", 0...86_400)
         self.defaultMaxOutputTokens = Int64(try integer("DEFAULT_MAX_OUTPUT_TOKENS", 1...10_000_000))
         self.maxOutputTokens = Int64(try integer("MAX_OUTPUT_TOKENS", 1...10_000_000))
         if defaultMaxOutputTokens > maxOutputTokens {
