@@ -59,7 +59,8 @@ public struct Configuration: Sendable {
     /// How long a hold lives unless its process extends it: live requests' holds are extended
     /// while they run, so this only decides how soon a dead process's holds are released.
     public var holdExpirySeconds: Int
-    /// How long cached keys and prices may be used (PostgreSQL, while the change listener is up).
+    /// How long cached keys and prices may be used, on either backend, while its change feed is up
+    /// (PostgreSQL: LISTEN/NOTIFY; SQLite: the data-version poll); 0 disables the cache.
     public var cacheTTLSeconds: Double
     public var databasePoolSize: Int
     public var databasePoolWaitMillis: Int
