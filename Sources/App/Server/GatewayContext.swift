@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Core
 import Hummingbird
 
@@ -24,15 +27,32 @@ public struct GatewayContext: RequestContext {
 
 /// Request ids: 128 random bits in hex.
 enum RequestId {
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// `req_` and 32 lowercase hex digits: the 128 bits come from one `getentropy` (one
+    /// `getrandom(2)`; the system generator asks the kernel once per 64 bits) and are written
+    /// straight into the string.
     static func generate() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let high = generator.next() as UInt64, low = generator.next() as UInt64
-        return "req_" + hex(high) + hex(low)
+        var bits = (UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &bits) { fillRandom($0) }
+        return String(unsafeUninitializedCapacity: 36) { buffer in
+            for (index, byte) in "req_".utf8.enumerated() { buffer[index] = byte }
+            withUnsafeBytes(of: &bits) { random in
+                for (index, byte) in random.enumerated() {
+                    buffer[4 + 2 * index] = hexDigits[Int(byte >> 4)]
+                    buffer[5 + 2 * index] = hexDigits[Int(byte & 0x0f)]
+                }
+            }
+            return 36
+        }
     }
 
-    private static func hex(_ value: UInt64) -> String {
-        let s = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - s.count) + s
+    private static func fillRandom(_ bytes: UnsafeMutableRawBufferPointer) {
+        #if canImport(Glibc)
+        if getentropy(bytes.baseAddress, bytes.count) == 0 { return }
+        #endif
+        var generator = SystemRandomNumberGenerator()
+        for index in bytes.indices { bytes[index] = generator.next() }
     }
 }
 
