@@ -78,8 +78,10 @@ ingress:
   - hostname: $HOSTNAME_ARG
     service: $SERVICE
     originRequest:
-      # Streams stay open while the model talks.
-      keepAliveTimeout: 10m
+      # How long cloudflared keeps an idle pooled connection to lmsvr: below lmsvr's
+      # CLIENT_IDLE_TIMEOUT_SECONDS (120 s), so it never sends a request on a connection lmsvr is
+      # closing. (Not a limit on streams: a response being written is never idle.)
+      keepAliveTimeout: 90s
       disableChunkedEncoding: false
   - service: http_status:404"
 

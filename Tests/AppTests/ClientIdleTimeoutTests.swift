@@ -108,6 +108,22 @@ struct ClientIdleTimeoutTests {
         }
     }
 
+    /// A model that takes longer to answer than the idle timeout (Ollama loading a large model):
+    /// the request has been read, so the connection is not idle while the gateway waits.
+    @Test func anUpstreamSlowerToAnswerThanTheTimeoutIsWaitedForAndBilled() async throws {
+        var upstream = FakeUpstream.Options()
+        upstream.slowSeconds = 2.5
+        try await GatewayHarness.with(environment: ["CLIENT_IDLE_TIMEOUT_SECONDS": "1"], upstreamOptions: upstream) { h in
+            let (customer, key) = try await h.customer(budgetNanos: 1_000_000_000)
+            let r = try await h.send(.POST, "/api/chat", key: key, json: #"{"model":"slow","messages":[],"stream":false}"#)
+            #expect(r.status == 200)
+            #expect(try await eventually { try await h.ledger().count == 1 })
+            #expect(try await h.ledger().first?.outcome == "ok")
+            let status = try await h.budget(customer)
+            #expect(status.held == .zero && status.spent > .zero)
+        }
+    }
+
     @Test func zeroKeepsIdleConnectionsOpen() async throws {
         try await GatewayHarness.with(environment: ["CLIENT_IDLE_TIMEOUT_SECONDS": "0"]) { h in
             let fd = try connect(port: h.gatewayPort, readTimeout: 2)
