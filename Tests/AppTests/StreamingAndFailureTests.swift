@@ -65,6 +65,32 @@ struct StreamingAndFailureTests {
         }
     }
 
+    /// The chunk whose write fails (the client reset the connection) was counted by the relay
+    /// but never delivered: the charge stops at what the client had.
+    @Test func theChunkWhoseWriteFailsIsNotCharged() async throws {
+        // Chunks 3 s apart: the reset lands long before the second chunk is written, even with
+        // the whole suite running (written before the reset, it would be delivered as far as the
+        // gateway can tell, and charged).
+        var upstream = FakeUpstream.Options()
+        upstream.dripMillis = 3000
+        try await GatewayHarness.with(upstreamOptions: upstream) { h in
+            let (customer, key) = try await h.customer(budgetNanos: nil)
+            let body = #"{"model":"drip","messages":[]}"#
+            let socket = try RawSocket(port: h.gatewayPort)
+            try socket.send("POST /api/chat HTTP/1.1\r\nHost: lmsvr\r\nAuthorization: Bearer \(key)\r\n"
+                + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            // The head and the first line ("The ", one token).
+            let received = try #require(await socket.read(until: { String(decoding: $0, as: UTF8.self).contains("}\n") },
+                                                          thenReset: true))
+            #expect(String(decoding: received, as: UTF8.self).contains(#""content":"The ""#))
+            #expect(try await eventually { try await h.ledger().count == 1 })
+            let row = try #require(try await h.ledger().first)
+            #expect(row.outcome == "client_cancelled")
+            #expect(row.completion == 1) // the second chunk, whose write failed, is not counted
+            #expect(try await h.budget(customer).held == .zero)
+        }
+    }
+
     @Test func malformedJSONIs400AndNeverReachesTheUpstream() async throws {
         try await GatewayHarness.with { h in
             let (_, key) = try await h.customer(budgetNanos: nil)

@@ -112,6 +112,9 @@ struct MeteredCall: Sendable {
             var relay = relay
             var firstByte: Int64?
             var clientGone = false, failure: GatewayError?
+            // What the client had before the write that failed: the chunk it carried was counted
+            // by the relay but never delivered, so it is not charged.
+            var deliveredBeforeFailedWrite: Delivered?
             var tail: [UInt8] = [] // everything from the terminal event on
             func send(_ bytes: [UInt8]) async -> Bool {
                 guard !bytes.isEmpty else { return true }
@@ -127,11 +130,13 @@ struct MeteredCall: Sendable {
             if !clientGone {
                 do {
                     try await UpstreamBody.forEach(upstreamBody, idleTimeout: idleTimeout) { chunk in
+                        let before = relay.delivered
                         let out = relay.relay(chunk)
                         if relay.complete {
                             tail += out
                         } else if !(await send(out)) {
                             clientGone = true
+                            deliveredBeforeFailedWrite = before
                             return false // stops reading, which cancels the upstream request
                         }
                         return !relay.reachedLimit
@@ -146,7 +151,9 @@ struct MeteredCall: Sendable {
                 }
             }
             let ending: CallEnding
-            if relay.reachedLimit {
+            if let delivered = deliveredBeforeFailedWrite {
+                ending = .clientGone(usage: relay.usage, delivered: delivered)
+            } else if relay.reachedLimit {
                 ending = .stoppedAtLimit(usage: relay.usage, delivered: relay.delivered)
             } else if clientGone {
                 ending = .clientGone(usage: relay.usage, delivered: relay.delivered)
