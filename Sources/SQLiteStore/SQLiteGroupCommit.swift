@@ -21,7 +21,7 @@ import SQLStore
 /// A group's members are answered from the event loop each came from, one job per loop, not one
 /// by one from the database thread: a resumption from a foreign thread schedules onto a loop
 /// through its cross-thread queue (two locks and a wake-up check each), one from the loop's own
-/// thread enqueues locally. Measured: ~4-7 % less CPU per request at 16 and 64 concurrent
+/// thread enqueues locally. Measured: ~2-7 % less CPU per request at 16 and 64 concurrent
 /// requests. Answering each member on its own loop also keeps a request's work where it was
 /// (before, each resumption went to the next loop in turn).
 final class SQLiteGroupCommit: Sendable {
