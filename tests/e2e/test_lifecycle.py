@@ -51,3 +51,41 @@ def test_new_connections_are_refused_while_draining():
             raise AssertionError("the server still answered after SIGTERM")
         except OSError:
             pass
+
+
+def test_a_stream_cut_by_the_end_of_the_grace_period_is_still_charged():
+    """A stream longer than SHUTDOWN_GRACE_SECONDS is cut when the grace period ends; its settle
+    (what it delivered) must reach the database or the journal before the process exits."""
+    with tempfile.TemporaryDirectory(prefix="lmsvr-e2e-") as workdir:
+        g = Gateway(workdir, extra_env={"SHUTDOWN_GRACE_SECONDS": "0"})
+        customer, key = g.customer()
+        first_line = threading.Event()
+
+        def stream():
+            request = urllib.request.Request(
+                g.base + "/api/chat", method="POST",
+                data=json.dumps({"model": "drip", "messages": []}).encode(),
+                headers={"Authorization": f"Bearer {key}"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    for _ in response:
+                        first_line.set()
+            except OSError:
+                pass  # cut by the shutdown
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert first_line.wait(10)
+        g.server.send_signal(signal.SIGTERM)
+        code = g.server.wait(timeout=30)
+        reader.join(30)
+        # Written at exit, or replayed from the journal by the next start: either way, exactly one
+        # row once a server has run again on the same database.
+        rows = g.ledger(customer)
+        if not rows:
+            Gateway(workdir).stop()  # same database and journal directory: the start replays it
+            rows = g.ledger(customer)
+        g.fake.terminate()
+        assert code is not None
+        assert len(rows) == 1, (rows, open(g.log_path).read()[-2000:])
+        assert rows[0]["completion_tokens"] >= 1
