@@ -51,20 +51,16 @@ struct RawSocket: Sendable {
         }
     }
 
-    /// Reads until the server closes the connection (recv returns 0), returning what came and how
-    /// long it took; nil if the read timed out first (the server kept the connection open).
-    func readUntilClosed() async -> (text: String, seconds: Double)? {
+    /// Reads until the server closes the connection (recv returns 0), returning what came; nil if
+    /// the read timed out first (the server kept the connection open).
+    func readUntilClosed() async -> String? {
         await Self.onOwnThread { [fd] in
-            let start = ContinuousClock.now
             var bytes: [UInt8] = []
             while true {
                 guard let chunk = Self.receive(fd) else { return nil }
-                if chunk.isEmpty { break }
+                if chunk.isEmpty { return String(decoding: bytes, as: UTF8.self) }
                 bytes += chunk
             }
-            let elapsed = ContinuousClock.now - start
-            return (String(decoding: bytes, as: UTF8.self),
-                    Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
         }
     }
 

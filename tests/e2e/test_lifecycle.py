@@ -9,25 +9,35 @@ import urllib.request
 from conftest import Gateway
 
 
-def test_sigterm_lets_an_inflight_stream_finish_and_settle():
-    with tempfile.TemporaryDirectory(prefix="lmsvr-e2e-") as workdir:
-        g = Gateway(workdir)
-        customer, key = g.customer()
-        lines: list[str] = []
-        first_line = threading.Event()
+def stream_in_background(g: Gateway, key: str) -> tuple[threading.Thread, list[str], threading.Event]:
+    """A `drip` stream read on its own thread: the lines it got, and an event set at the first.
+    A stream the server cuts just ends."""
+    lines: list[str] = []
+    first_line = threading.Event()
 
-        def stream():
-            request = urllib.request.Request(
-                g.base + "/api/chat", method="POST",
-                data=json.dumps({"model": "drip", "messages": []}).encode(),
-                headers={"Authorization": f"Bearer {key}"})
+    def stream():
+        request = urllib.request.Request(
+            g.base + "/api/chat", method="POST",
+            data=json.dumps({"model": "drip", "messages": []}).encode(),
+            headers={"Authorization": f"Bearer {key}"})
+        try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 for line in response:
                     lines.append(line.decode())
                     first_line.set()
+        except OSError:
+            pass  # cut by the shutdown: the caller checks the lines
 
-        reader = threading.Thread(target=stream)
-        reader.start()
+    reader = threading.Thread(target=stream)
+    reader.start()
+    return reader, lines, first_line
+
+
+def test_sigterm_lets_an_inflight_stream_finish_and_settle():
+    with tempfile.TemporaryDirectory(prefix="lmsvr-e2e-") as workdir:
+        g = Gateway(workdir)
+        customer, key = g.customer()
+        reader, lines, first_line = stream_in_background(g, key)
         assert first_line.wait(10)
         g.server.send_signal(signal.SIGTERM)
         reader.join(30)
@@ -59,22 +69,7 @@ def test_a_stream_cut_by_the_end_of_the_grace_period_is_still_charged():
     with tempfile.TemporaryDirectory(prefix="lmsvr-e2e-") as workdir:
         g = Gateway(workdir, extra_env={"SHUTDOWN_GRACE_SECONDS": "0"})
         customer, key = g.customer()
-        first_line = threading.Event()
-
-        def stream():
-            request = urllib.request.Request(
-                g.base + "/api/chat", method="POST",
-                data=json.dumps({"model": "drip", "messages": []}).encode(),
-                headers={"Authorization": f"Bearer {key}"})
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    for _ in response:
-                        first_line.set()
-            except OSError:
-                pass  # cut by the shutdown
-
-        reader = threading.Thread(target=stream)
-        reader.start()
+        reader, _, first_line = stream_in_background(g, key)
         assert first_line.wait(10)
         g.server.send_signal(signal.SIGTERM)
         code = g.server.wait(timeout=30)
