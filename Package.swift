@@ -32,11 +32,15 @@ let package = Package(
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "JSONKit"),
+        .target(name: "EventLoopClock", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .target(name: "Core", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "SQLStore", dependencies: [
-            "Core", "JSONKit",
+            "Core", "JSONKit", "EventLoopClock",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -45,7 +49,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "SQLiteStore", dependencies: ["CSQLite", "Core", "SQLStore", "Migrate",
+        .target(name: "SQLiteStore", dependencies: ["CSQLite", "Core", "SQLStore", "Migrate", "EventLoopClock",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
@@ -58,7 +62,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .target(name: "App", dependencies: [
-            "Core", "SQLStore", "Providers", "JSONKit", "UpstreamHTTP",
+            "Core", "SQLStore", "Providers", "JSONKit", "UpstreamHTTP", "EventLoopClock",
             .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -103,6 +107,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Core", "SQLStore", "SQLiteStore", "PGStore", "Migrate"]),
         .testTarget(name: "CoreTests", dependencies: ["Core"]),
         .testTarget(name: "JSONKitTests", dependencies: ["JSONKit"]),
+        .testTarget(name: "EventLoopClockTests", dependencies: ["EventLoopClock"]),
         .testTarget(name: "UpstreamHTTPTests", dependencies: ["UpstreamHTTP", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import Core
+import EventLoopClock
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -157,7 +158,7 @@ struct HoldReleaser: Service {
             } catch {
                 logger.warning("could not release expired holds", metadata: ["error": "\(error)"])
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            try? await cancelWhenGracefulShutdown { try await EventLoopClock.sleep(for: interval) }
         }
     }
 }

@@ -1,4 +1,5 @@
 import Core
+import EventLoopClock
 
 /// Who gets the database first when callers queue: a settle frees budget and must never wait
 /// behind new holds, which ask for it.
@@ -61,7 +62,7 @@ public func retryingConflicts<T>(maxAttempts: Int, _ attempt: () async throws ->
         } catch SQLError.retryable(let reason) {
             guard tries < maxAttempts else { throw SQLError.retryable(reason) }
             tries += 1
-            try await Task.sleep(nanoseconds: UInt64.random(in: 200_000...(2_000_000 * UInt64(tries))))
+            try await EventLoopClock.sleep(for: .nanoseconds(Int64.random(in: 200_000...(2_000_000 * Int64(tries)))))
         }
     }
 }

@@ -1,4 +1,5 @@
 import Core
+import EventLoopClock
 
 /// The change feed on SQLite, which has no LISTEN/NOTIFY: polls `PRAGMA data_version`, which
 /// moves only when another process (the CLI: revoke-key, set-pricing, …) commits to the file.
@@ -28,7 +29,7 @@ public struct SQLiteChangeWatcher: Sendable {
                 if last != nil { handle(.disconnected) }
                 last = nil
             }
-            try? await Task.sleep(for: interval)
+            try? await EventLoopClock.sleep(for: interval)
         }
     }
 }

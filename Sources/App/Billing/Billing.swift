@@ -1,4 +1,5 @@
 import Core
+import EventLoopClock
 import Logging
 import NIOConcurrencyHelpers
 import Providers
@@ -207,7 +208,7 @@ struct Billing: Sendable {
                         "request_id": "\(finalRow.requestId)", "cost_usd": "\(finalRow.cost.decimalString)", "error": "\(error)",
                     ])
                     journal.databaseAccepts = true // the database may be back: try it too
-                    try? await Task.sleep(for: backoff)
+                    try? await EventLoopClock.sleep(for: backoff)
                     backoff = min(backoff * 2, .seconds(5))
                 }
             }

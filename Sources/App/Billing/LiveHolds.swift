@@ -1,4 +1,5 @@
 import Core
+import EventLoopClock
 import Logging
 import NIOConcurrencyHelpers
 import ServiceLifecycle
@@ -30,7 +31,7 @@ struct HoldKeeper: Service {
 
     func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            try? await cancelWhenGracefulShutdown { try await EventLoopClock.sleep(for: interval) }
             await extend()
         }
     }

@@ -1,4 +1,5 @@
 import Core
+import EventLoopClock
 import Logging
 import ServiceLifecycle
 
@@ -39,7 +40,7 @@ struct JournalDrainer: Service {
             guard let usage = journal.first else {
                 journal.databaseAccepts = true
                 if Task.isShuttingDownGracefully { break }
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.idlePoll) }
+                try? await cancelWhenGracefulShutdown { try await EventLoopClock.sleep(for: Self.idlePoll) }
                 continue
             }
             do {
@@ -53,11 +54,11 @@ struct JournalDrainer: Service {
                 if journal.isEmpty { logger.notice("the settle journal is drained: every charge is in the database") }
             } catch let error as StoreError where error.isOutage {
                 // The database is still away: wait and try the same record again.
-                try? await Task.sleep(for: backoff)
+                try? await EventLoopClock.sleep(for: backoff)
                 backoff = min(backoff * 2, Self.maxBackoff)
             } catch {
                 failures = failures.requestId == usage.requestId ? (usage.requestId, failures.count + 1) : (usage.requestId, 1)
-                try? await Task.sleep(for: backoff)
+                try? await EventLoopClock.sleep(for: backoff)
                 backoff = min(backoff * 2, Self.maxBackoff)
                 // Set aside only once it is on disk there; until then it stays in the journal.
                 guard failures.count >= Self.attemptsBeforeSettingAside, await journal.setAside(usage) else { continue }

@@ -1,4 +1,5 @@
 import Core
+import EventLoopClock
 import Foundation
 import JSONKit
 import Logging
@@ -267,7 +268,7 @@ struct OllamaPoolMonitor: Service {
         guard !pool.isSingle else { return try await gracefulShutdown() }
         await pool.firstCheck()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+            try? await cancelWhenGracefulShutdown { try await EventLoopClock.sleep(for: interval) }
             guard !Task.isShuttingDownGracefully && !Task.isCancelled else { break }
             await pool.refresh()
         }

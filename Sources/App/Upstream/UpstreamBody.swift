@@ -1,5 +1,6 @@
 import AsyncAlgorithms
 import AsyncHTTPClient
+import EventLoopClock
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -54,7 +55,7 @@ enum UpstreamBody {
             group.addTask {
                 while let wait = clock.untilExpiry() {
                     do {
-                        try await Task.sleep(for: wait)
+                        try await EventLoopClock.sleep(for: wait)
                     } catch {
                         return // cancelled: the body ended or the consumer stopped
                     }
