@@ -125,13 +125,23 @@ public struct Gateway: Sendable {
     }
 
     /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests (streams
-    /// included) finish and settle within the grace period, and returns.
+    /// included) finish and settle within the grace period, and returns. Requests still running
+    /// when the grace period ends are cut, each settled for what it delivered (or journaled),
+    /// and it returns normally then too: that is the shutdown asked for, not a failure.
     public func run(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let shutdown = ShutdownWitness()
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: application(onServerRunning: onServerRunning))],
+            services: [.init(service: application(onServerRunning: onServerRunning)), .init(service: shutdown)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds)
-        try await ServiceGroup(configuration: groupConfiguration).run()
+        do {
+            try await ServiceGroup(configuration: groupConfiguration).run()
+        } catch is CancellationError where shutdown.hasBegun && !Task.isCancelled {
+            // ServiceGroup cancels what is still running when the grace period ends; the
+            // requests it cut have settled on their way out.
+            logger.warning("the shutdown grace period ended: requests still running were cut and charged for what they delivered",
+                          metadata: ["grace_seconds": "\(configuration.shutdownGraceSeconds)"])
+        }
     }
 }
 
