@@ -9,4 +9,7 @@ public enum ChangeEvent: Sendable, Equatable {
     case notice(String)
     /// Something changed, without saying what (SQLite): drop everything cached.
     case flush
+    /// Nothing has changed up to this instant (SQLite: the moment a poll that found the file's
+    /// data version unmoved began), so what is cached is still current as of then.
+    case unchanged(asOf: ContinuousClock.Instant)
 }

@@ -17,13 +17,22 @@ public struct SQLiteChangeWatcher: Sendable {
     }
 
     /// Reports `.connected` after the first successful read, `.flush` after every outside
-    /// commit, `.disconnected` while the file cannot be read. Returns when the task is cancelled.
+    /// commit, `.unchanged` after every read that found none (as of the moment the read was
+    /// asked for: any commit before it would have moved the version), `.disconnected` while the
+    /// file cannot be read. Returns when the task is cancelled.
     public func run(_ handle: @Sendable (ChangeEvent) -> Void) async {
         var last: Int64?
         while !Task.isCancelled {
+            let asked = ContinuousClock.now
             do {
                 let version = try await database.dataVersion()
-                if last == nil { handle(.connected) } else if version != last { handle(.flush) }
+                if last == nil {
+                    handle(.connected)
+                } else if version != last {
+                    handle(.flush)
+                } else {
+                    handle(.unchanged(asOf: asked))
+                }
                 last = version
             } catch {
                 if last != nil { handle(.disconnected) }

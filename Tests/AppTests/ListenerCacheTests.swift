@@ -104,6 +104,25 @@ struct SQLiteWatcherCacheTests {
         }
     }
 
+    @Test func whileTheWatcherFindsNothingChangedAKeyStaysCachedPastTheTTL() async throws {
+        try await GatewayHarness.with(backend: .sqlite, environment: ["CACHE_TTL_SECONDS": "1"], listen: true) { h in
+            try await waitUntilListening(h)
+            let (_, key) = try await h.customer(budgetNanos: nil)
+            #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
+            try await Task.sleep(for: .milliseconds(2500)) // past the TTL, the watcher polling all along
+            // A change the watcher cannot see (the gateway's own connection moves no data
+            // version): the key is still served from the cache, so its entry outlived the TTL.
+            try await silentlyRevoke(h, keyId: 1)
+            #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
+            // A revocation by another process is seen as before.
+            _ = try await h.database.withConnection { try $0.execute("UPDATE api_keys SET revoked_us = NULL WHERE id = 1") }
+            let cli = try await SQLiteDatabase.open(path: String(h.databaseURL.dropFirst("sqlite:///".count)))
+            _ = try await SQLiteStore(database: cli).revokeKey(id: 1, nowMicros: nowMicros())
+            await cli.shutdown()
+            #expect(try await eventually { try await h.send(.GET, "/api/version", key: key).status == 401 })
+        }
+    }
+
     @Test func aPriceSetByAnotherProcessReplacesTheCachedOne() async throws {
         try await GatewayHarness.with(backend: .sqlite, environment: ["CACHE_TTL_SECONDS": "600"], listen: true) { h in
             try await waitUntilListening(h)

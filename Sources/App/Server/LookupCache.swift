@@ -7,7 +7,11 @@ import NIOConcurrencyHelpers
 /// - used only while the feed is connected; while it is down every lookup reads the database;
 /// - a notice evicts what it names (`key:ID`, `customer:ID`, every price on `price:…`);
 /// - every (re)connect flushes everything, since notices in the gap may be lost;
-/// - entries expire after the TTL whatever happens, bounding staleness if a notice is lost;
+/// - an entry expires the TTL after the last moment it was known current: its read, or the
+///   feed's latest `.unchanged` (SQLite's watcher reports one for every poll that found nothing
+///   changed, so keys and prices idle for longer than the TTL stay cached while it runs; the
+///   PostgreSQL listener reports none). That bounds staleness if a notice is lost or the feed
+///   stalls: no entry is used more than the TTL after a change it missed;
 /// - a lookup that started before a notice is not cached (generation check), so a revocation
 ///   committed during a lookup cannot be undone by it.
 ///
@@ -18,6 +22,8 @@ public final class LookupCache: Sendable {
         var enabled = false
         var generation: UInt64 = 0
         var connections = 0
+        /// Everything cached is current as of this instant (the feed's latest `.unchanged`).
+        var unchangedAsOf: ContinuousClock.Instant?
         var principals: [String: (principal: Principal, expires: ContinuousClock.Instant)] = [:]
         var prices: [String: (price: ModelPrice, source: PriceSource, expires: ContinuousClock.Instant)] = [:]
     }
@@ -25,10 +31,14 @@ public final class LookupCache: Sendable {
     let ttl: Duration
     private let state = NIOLockedValueBox(State())
     private let onReconnect: @Sendable () -> Void
+    /// The clock, for tests that move time by hand.
+    private let now: @Sendable () -> ContinuousClock.Instant
 
-    public init(ttlSeconds: Double, onReconnect: @escaping @Sendable () -> Void = {}) {
+    public init(ttlSeconds: Double, onReconnect: @escaping @Sendable () -> Void = {},
+                now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
         self.ttl = .milliseconds(Int64(ttlSeconds * 1000))
         self.onReconnect = onReconnect
+        self.now = now
     }
 
     /// Whether lookups are currently served from the cache (the feed is connected).
@@ -37,8 +47,16 @@ public final class LookupCache: Sendable {
     // MARK: Feed
 
     public func handle(_ event: ChangeEvent) {
+        if case .unchanged(let instant) = event {
+            // Invalidates nothing, so lookups under way may still cache what they read.
+            state.withLockedValue { state in
+                if state.enabled { state.unchangedAsOf = max(state.unchangedAsOf ?? instant, instant) }
+            }
+            return
+        }
         let reconnected = state.withLockedValue { state -> Bool in
             state.generation &+= 1
+            state.unchangedAsOf = nil
             switch event {
             case .connected:
                 state.principals = [:]
@@ -59,6 +77,8 @@ public final class LookupCache: Sendable {
                 case .customer(let id): state.principals = state.principals.filter { $0.value.principal.customerId != id }
                 case .price, .unknown: state.prices = [:]
                 }
+            case .unchanged:
+                break
             }
             return false
         }
@@ -69,10 +89,19 @@ public final class LookupCache: Sendable {
 
     /// A fresh cached principal, or nil (then read the database and `remember`).
     func principal(forHash hash: String) -> Principal? {
-        state.withLockedValue { state in
-            guard state.enabled, let entry = state.principals[hash], entry.expires > .now else { return nil }
+        let now = now()
+        return state.withLockedValue { state in
+            guard state.enabled, let entry = state.principals[hash], usable(entry.expires, state, now) else { return nil }
             return entry.principal
         }
+    }
+
+    /// Whether an entry read `ttl` before `expires` may be used at `now`: within its own TTL, or
+    /// within the TTL of the feed's latest `.unchanged`. Every entry in the cache was read after
+    /// the last flush (a flush empties it, and a lookup that began before one is not cached), so
+    /// that `.unchanged` vouches for it.
+    private func usable(_ expires: ContinuousClock.Instant, _ state: State, _ now: ContinuousClock.Instant) -> Bool {
+        expires > now || state.unchangedAsOf.map { $0 + ttl > now } ?? false
     }
 
     /// The generation to pass to `remember` for a lookup starting now; nil when disabled.
@@ -90,13 +119,14 @@ public final class LookupCache: Sendable {
         state.withLockedValue { state in
             guard state.enabled, state.generation == generation else { return }
             if state.principals.count >= Self.maxEntries { state.principals = [:] }
-            state.principals[hash] = (principal, .now + ttl)
+            state.principals[hash] = (principal, now() + ttl)
         }
     }
 
     func price(for model: String) -> (ModelPrice, PriceSource)? {
-        state.withLockedValue { state in
-            guard state.enabled, let entry = state.prices[model], entry.expires > .now else { return nil }
+        let now = now()
+        return state.withLockedValue { state in
+            guard state.enabled, let entry = state.prices[model], usable(entry.expires, state, now) else { return nil }
             return (entry.price, entry.source)
         }
     }
@@ -106,7 +136,7 @@ public final class LookupCache: Sendable {
         state.withLockedValue { state in
             guard state.enabled, state.generation == generation else { return }
             if state.prices.count >= Self.maxEntries { state.prices = [:] }
-            state.prices[model] = (price, source, .now + ttl)
+            state.prices[model] = (price, source, now() + ttl)
         }
     }
 }

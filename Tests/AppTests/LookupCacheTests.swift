@@ -1,0 +1,91 @@
+@testable import App
+import Core
+import NIOConcurrencyHelpers
+import Testing
+
+/// A clock the test moves by hand.
+final class ManualClock: Sendable {
+    private let instant = NIOLockedValueBox(ContinuousClock.now)
+
+    var now: ContinuousClock.Instant { instant.withLockedValue { $0 } }
+
+    func advance(_ duration: Duration) { instant.withLockedValue { $0 += duration } }
+}
+
+/// A cache with a 5 s TTL on `clock`, its feed connected, and one key remembered now.
+func connectedCache(_ clock: ManualClock) -> LookupCache {
+    let cache = LookupCache(ttlSeconds: 5, now: { clock.now })
+    cache.handle(.connected)
+    cache.remember(Principal(keyId: 1, customerId: 1, revoked: false), forHash: "h", generation: cache.generation())
+    return cache
+}
+
+@Suite("LookupCache: how long an entry may be used")
+struct LookupCacheTests {
+    @Test func withoutUnchangedReportsAnEntryLastsItsTTLFromItsRead() {
+        let clock = ManualClock()
+        let cache = connectedCache(clock)
+        clock.advance(.milliseconds(4999))
+        #expect(cache.principal(forHash: "h") != nil)
+        clock.advance(.milliseconds(2))
+        #expect(cache.principal(forHash: "h") == nil)
+    }
+
+    @Test func unchangedReportsKeepAnEntryPastItsTTLAndTheTTLBoundsStalenessOnceTheyStop() {
+        let clock = ManualClock()
+        let cache = connectedCache(clock)
+        let price = ModelPrice(perRequest: Money(nanos: 7))
+        cache.remember(price, source: .configured, for: "llama3:latest", generation: cache.generation())
+        for _ in 0..<200 { // 10 s of polls every 50 ms, each finding nothing changed
+            clock.advance(.milliseconds(50))
+            cache.handle(.unchanged(asOf: clock.now))
+        }
+        #expect(cache.principal(forHash: "h") != nil)
+        #expect(cache.price(for: "llama3:latest")?.0 == price)
+        // The feed stalls: a change it misses now is served for at most the TTL.
+        clock.advance(.milliseconds(4999))
+        #expect(cache.principal(forHash: "h") != nil)
+        clock.advance(.milliseconds(2))
+        #expect(cache.principal(forHash: "h") == nil)
+        #expect(cache.price(for: "llama3:latest") == nil)
+    }
+
+    @Test func aFlushDropsWhatAnUnchangedReportVouchedFor() {
+        let clock = ManualClock()
+        let cache = connectedCache(clock)
+        clock.advance(.seconds(4))
+        cache.handle(.unchanged(asOf: clock.now))
+        cache.handle(.flush)
+        #expect(cache.principal(forHash: "h") == nil)
+        // Read again after the flush: its own TTL only, until the next unchanged report.
+        cache.remember(Principal(keyId: 1, customerId: 1, revoked: true), forHash: "h", generation: cache.generation())
+        clock.advance(.milliseconds(5001))
+        #expect(cache.principal(forHash: "h") == nil)
+    }
+
+    @Test func aLookupSpanningAnUnchangedReportIsCachedButOneSpanningAFlushIsNot() {
+        let clock = ManualClock()
+        let cache = connectedCache(clock)
+        let principal = Principal(keyId: 2, customerId: 2, revoked: false)
+        let before = cache.generation()
+        cache.handle(.unchanged(asOf: clock.now))
+        cache.remember(principal, forHash: "spans-unchanged", generation: before)
+        #expect(cache.principal(forHash: "spans-unchanged") == principal)
+        let beforeFlush = cache.generation()
+        cache.handle(.flush)
+        cache.remember(principal, forHash: "spans-flush", generation: beforeFlush)
+        #expect(cache.principal(forHash: "spans-flush") == nil)
+    }
+
+    @Test func unchangedReportsNeitherEnableADisconnectedCacheNorOutliveAReconnect() {
+        let clock = ManualClock()
+        let cache = connectedCache(clock)
+        cache.handle(.disconnected)
+        cache.handle(.unchanged(asOf: clock.now))
+        #expect(!cache.isEnabled)
+        cache.handle(.connected)
+        cache.remember(Principal(keyId: 1, customerId: 1, revoked: false), forHash: "h", generation: cache.generation())
+        clock.advance(.milliseconds(5001))
+        #expect(cache.principal(forHash: "h") == nil)
+    }
+}
