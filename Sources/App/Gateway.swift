@@ -17,6 +17,8 @@ public struct Gateway: Sendable {
     public let cache: LookupCache
     /// The holds of requests this process is serving, kept alive while they run.
     public let liveHolds = LiveHolds()
+    /// Settles no request task waits for; shutdown waits for them.
+    let detachedSettles = DetachedSettles()
     /// Settles the database could not take yet.
     public let journal: SettleJournal
     /// When keys were last used, written in batches.
@@ -44,7 +46,7 @@ public struct Gateway: Sendable {
                                                  journal: journal, logger: logger, metrics: metrics,
                                                  maxBodyBytes: configuration.maxBodyBytes))
         let billing = Billing(store: store, configuration: configuration, logger: logger, metrics: metrics, cache: cache,
-                              liveHolds: liveHolds, journal: journal)
+                              liveHolds: liveHolds, journal: journal, detached: detachedSettles)
         let metered = MeteredCall(billing: billing, upstream: upstream, ollama: ollama)
         router.get("/metrics") { [metrics, store, journal, ollama] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -133,16 +135,25 @@ public struct Gateway: Sendable {
         var groupConfiguration = ServiceGroupConfiguration(
             services: [.init(service: application(onServerRunning: onServerRunning)), .init(service: shutdown)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds)
+        let grace = Duration.seconds(configuration.shutdownGraceSeconds)
+        groupConfiguration.maximumGracefulShutdownDuration = grace
+        var graceRanOut: Bool { shutdown.began.map { ContinuousClock.now - $0 >= grace } ?? false }
         do {
             try await ServiceGroup(configuration: groupConfiguration).run()
-        } catch is CancellationError where shutdown.hasBegun && !Task.isCancelled {
-            // ServiceGroup cancels what is still running when the grace period ends; the
-            // requests it cut have settled on their way out.
-            logger.warning("the shutdown grace period ended: requests still running were cut and charged for what they delivered",
-                          metadata: ["grace_seconds": "\(configuration.shutdownGraceSeconds)"])
+        } catch is CancellationError where graceRanOut && !Task.isCancelled {
+            // ServiceGroup cancels what is still running when the grace period ends (a service
+            // may end by rethrowing that cancellation); the requests it cut settle on their way out.
+        }
+        if !(await detachedSettles.drained(within: .seconds(5))) {
+            logger.error("stopping with settles still running; their holds are released after HOLD_EXPIRY_SECONDS",
+                         metadata: ["settles": "\(detachedSettles.count)"])
+        }
+        if graceRanOut {
+            logger.warning("the shutdown grace period ran out: any request still running was cut and charged for what it delivered",
+                           metadata: ["grace_seconds": "\(configuration.shutdownGraceSeconds)"])
         }
     }
+
 }
 
 /// Releases holds that outlived their expiry (their process died mid-request: live requests'

@@ -11,10 +11,11 @@ import NIOPosix
 /// the thread that runs the task anyway.
 public enum EventLoopClock {
     /// Returns after `duration`, or throws `CancellationError` as soon as the task is cancelled.
-    public static func sleep(for duration: Duration,
-                             on loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.any()) async throws {
+    /// The timer is armed on one of the singleton group's loops (the current one when called from
+    /// one), which never shut down: a timer on a loop that did would never fire.
+    public static func sleep(for duration: Duration) async throws {
         try Task.checkCancellation()
-        let scheduled = loop.scheduleTask(in: TimeAmount(duration)) {}
+        let scheduled = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(duration)) {}
         do {
             try await withTaskCancellationHandler {
                 try await scheduled.futureResult.get()

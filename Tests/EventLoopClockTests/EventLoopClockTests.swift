@@ -12,7 +12,7 @@ struct EventLoopClockTests {
     @Test func cancellingTheTaskEndsItsSleepWithCancellationError() async throws {
         // Five seconds: a missed cancellation returns without an error, and the expectation fails.
         let sleeper = Task { try await EventLoopClock.sleep(for: .seconds(5)) }
-        try await Task.sleep(for: .milliseconds(20)) // let it arm its timer
+        try await Task.sleep(for: .milliseconds(200)) // let it arm its timer and wait on it
         sleeper.cancel()
         await #expect(throws: CancellationError.self) { try await sleeper.value }
     }

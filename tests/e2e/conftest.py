@@ -29,7 +29,8 @@ def free_port() -> int:
 class Gateway:
     """A running `lmsvr serve` with its database and fake upstream."""
 
-    def __init__(self, workdir: str, extra_env: dict | None = None):
+    def __init__(self, workdir: str, extra_env: dict | None = None, ollama_servers: int = 1):
+        """`ollama_servers=2` lists the one fake upstream twice (by address and by name)."""
         self.workdir = workdir
         self.db_url = f"sqlite:///{workdir}/lmsvr.db"
         self.fake = subprocess.Popen([FAKE, "--port", "0"], stdout=subprocess.PIPE, text=True)
@@ -39,7 +40,8 @@ class Gateway:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, DATABASE_URL=self.db_url, HOST="127.0.0.1", PORT=str(self.port),
-                        OLLAMA_BASE_URL=f"http://127.0.0.1:{self.upstream_port}", LOG_LEVEL="WARNING",
+                        OLLAMA_BASE_URL=",".join(f"http://{host}:{self.upstream_port}"
+                                                 for host in ["127.0.0.1", "localhost"][:ollama_servers]), LOG_LEVEL="WARNING",
                         OPENAI_API_KEY="sk-operator-openai", OPENAI_BASE_URL=f"http://127.0.0.1:{self.upstream_port}/v1",
                         ANTHROPIC_API_KEY="sk-ant-operator", ANTHROPIC_BASE_URL=f"http://127.0.0.1:{self.upstream_port}")
         self.env.update(extra_env or {})

@@ -17,6 +17,8 @@ struct Billing: Sendable {
     let cache: LookupCache
     let liveHolds: LiveHolds
     let journal: SettleJournal
+    /// Settles no request waits for, awaited at shutdown.
+    let detached: DetachedSettles
 
     /// What a request was admitted with; everything settling needs.
     struct Ticket: Sendable {

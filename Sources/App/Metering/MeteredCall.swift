@@ -363,7 +363,7 @@ final class Settlement: Sendable {
         let billing = self.billing, ticket = self.ticket, server = lease.withLockedValue { $0 }?.name
         billing.logger.warning("a metered call ended without settling; settling it as abandoned",
                                metadata: ["request_id": "\(ticket.requestId)"])
-        Task {
+        billing.detached.start {
             await billing.settle(ticket, .clientGone(usage: nil, delivered: .nothing), timeToFirstByteMicros: nil, server: server)
         }
     }

@@ -265,7 +265,10 @@ struct OllamaPoolMonitor: Service {
 
     func run() async throws {
         // A service that returns ends the whole group: with one server, wait for shutdown.
-        guard !pool.isSingle else { return try await gracefulShutdown() }
+        guard !pool.isSingle else {
+            try? await gracefulShutdown() // or cancelled, when the grace period runs out: no failure either
+            return
+        }
         await pool.firstCheck()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             try? await cancelWhenGracefulShutdown { try await EventLoopClock.sleep(for: interval) }
