@@ -137,13 +137,17 @@ public struct Gateway: Sendable {
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         let grace = Duration.seconds(configuration.shutdownGraceSeconds)
         groupConfiguration.maximumGracefulShutdownDuration = grace
-        var graceRanOut: Bool { shutdown.began.map { ContinuousClock.now - $0 >= grace } ?? false }
+        var failure: (any Error)?
         do {
             try await ServiceGroup(configuration: groupConfiguration).run()
-        } catch is CancellationError where graceRanOut && !Task.isCancelled {
-            // ServiceGroup cancels what is still running when the grace period ends (a service
-            // may end by rethrowing that cancellation); the requests it cut settle on their way out.
+        } catch {
+            failure = error
         }
+        // ServiceGroup's timer starts a moment before the witness notes the shutdown: allow for it.
+        let graceRanOut = shutdown.began.map { ContinuousClock.now - $0 >= grace - .milliseconds(100) } ?? false
+        // ServiceGroup cancels what is still running when the grace period ends (a service may end
+        // by rethrowing that cancellation); the requests it cut settle on their way out.
+        if failure is CancellationError && graceRanOut && !Task.isCancelled { failure = nil }
         if !(await detachedSettles.drained(within: .seconds(5))) {
             logger.error("stopping with settles still running; their holds are released after HOLD_EXPIRY_SECONDS",
                          metadata: ["settles": "\(detachedSettles.count)"])
@@ -152,6 +156,7 @@ public struct Gateway: Sendable {
             logger.warning("the shutdown grace period ran out: any request still running was cut and charged for what it delivered",
                            metadata: ["grace_seconds": "\(configuration.shutdownGraceSeconds)"])
         }
+        if let failure { throw failure }
     }
 
 }

@@ -23,7 +23,11 @@ final class DetachedSettles: Sendable {
     func drained(within limit: Duration) async -> Bool {
         let deadline = ContinuousClock.now + limit
         while count > 0 && ContinuousClock.now < deadline {
-            try? await EventLoopClock.sleep(for: .milliseconds(10))
+            do {
+                try await EventLoopClock.sleep(for: .milliseconds(10))
+            } catch {
+                break // cancelled: stop waiting
+            }
         }
         return count == 0
     }

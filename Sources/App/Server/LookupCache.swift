@@ -7,11 +7,16 @@ import NIOConcurrencyHelpers
 /// - used only while the feed is connected; while it is down every lookup reads the database;
 /// - a notice evicts what it names (`key:ID`, `customer:ID`, every price on `price:…`);
 /// - every (re)connect flushes everything, since notices in the gap may be lost;
-/// - an entry expires the TTL after the last moment it was known current: its read, or the
-///   feed's latest `.unchanged` (SQLite's watcher reports one for every poll that found nothing
-///   changed, so keys and prices idle for longer than the TTL stay cached while it runs; the
-///   PostgreSQL listener reports none). That bounds staleness if a notice is lost or the feed
-///   stalls: no entry is used more than the TTL after a change it missed;
+/// - an entry expires the TTL after the last moment it was known current. For a price, that is
+///   its read. For a key, its read or the feed's latest `.unchanged` (SQLite's watcher reports
+///   one for every poll that found nothing changed, so keys idle for longer than the TTL stay
+///   cached while it runs; the PostgreSQL listener reports none). That bounds staleness if a
+///   notice is lost or the feed stalls: no entry is used more than the TTL after a change it
+///   missed. Prices are not renewed so: which price is in force also depends on the clock
+///   (`effective_from_us <= now`), and a row can come into force with no commit;
+/// - the feed sees only other processes' changes (on SQLite, commits on another connection): a
+///   server that ever writes keys, customers or prices itself must call `handle(.flush)`, or
+///   the key it changed stays cached for as long as the watcher runs;
 /// - a lookup that started before a notice is not cached (generation check), so a revocation
 ///   committed during a lookup cannot be undone by it.
 ///
@@ -96,10 +101,10 @@ public final class LookupCache: Sendable {
         }
     }
 
-    /// Whether an entry read `ttl` before `expires` may be used at `now`: within its own TTL, or
-    /// within the TTL of the feed's latest `.unchanged`. Every entry in the cache was read after
-    /// the last flush (a flush empties it, and a lookup that began before one is not cached), so
-    /// that `.unchanged` vouches for it.
+    /// Whether a key entry read `ttl` before `expires` may be used at `now`: within its own TTL,
+    /// or within the TTL of the feed's latest `.unchanged`. Every entry in the cache was read
+    /// after the last flush (a flush empties it, and a lookup that began before one is not
+    /// cached), so that `.unchanged` vouches for it.
     private func usable(_ expires: ContinuousClock.Instant, _ state: State, _ now: ContinuousClock.Instant) -> Bool {
         expires > now || state.unchangedAsOf.map { $0 + ttl > now } ?? false
     }
@@ -126,7 +131,7 @@ public final class LookupCache: Sendable {
     func price(for model: String) -> (ModelPrice, PriceSource)? {
         let now = now()
         return state.withLockedValue { state in
-            guard state.enabled, let entry = state.prices[model], usable(entry.expires, state, now) else { return nil }
+            guard state.enabled, let entry = state.prices[model], entry.expires > now else { return nil }
             return (entry.price, entry.source)
         }
     }
