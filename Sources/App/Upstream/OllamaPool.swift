@@ -192,10 +192,13 @@ public final class OllamaPool: Sendable {
             guard servers.count > 1 else { return nil }
             servers[index].healthy = false
             servers[index].error = error
-            return servers[index].server.displayName
+            return servers[index].name
         }
-        if let name { logger.warning("an Ollama server failed; it leaves the rotation until it answers again",
-                                     metadata: ["server": "\(name)", "error": "\(error)"]) }
+        guard let name else { return }
+        // The gauge agrees with /health from now on, not only from the next check.
+        metrics.ollamaServer(name, healthy: false)
+        logger.warning("an Ollama server failed; it leaves the rotation until it answers again",
+                       metadata: ["server": "\(name)", "error": "\(error)"])
     }
 
     // MARK: Checking
