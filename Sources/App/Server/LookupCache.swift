@@ -27,7 +27,7 @@ public final class LookupCache: Sendable {
         var enabled = false
         var generation: UInt64 = 0
         var connections = 0
-        /// Everything cached is current as of this instant (the feed's latest `.unchanged`).
+        /// Every cached key is current as of this instant (the feed's latest `.unchanged`).
         var unchangedAsOf: ContinuousClock.Instant?
         var principals: [String: (principal: Principal, expires: ContinuousClock.Instant)] = [:]
         var prices: [String: (price: ModelPrice, source: PriceSource, expires: ContinuousClock.Instant)] = [:]
@@ -96,17 +96,13 @@ public final class LookupCache: Sendable {
     func principal(forHash hash: String) -> Principal? {
         let now = now()
         return state.withLockedValue { state in
-            guard state.enabled, let entry = state.principals[hash], usable(entry.expires, state, now) else { return nil }
+            guard state.enabled, let entry = state.principals[hash] else { return nil }
+            // Within its own TTL, or within the TTL of the feed's latest `.unchanged`: every entry
+            // was read after the last flush (a flush empties the cache, and a lookup that began
+            // before one is not cached), so that report vouches for it.
+            guard entry.expires > now || state.unchangedAsOf.map({ $0 + ttl > now }) ?? false else { return nil }
             return entry.principal
         }
-    }
-
-    /// Whether a key entry read `ttl` before `expires` may be used at `now`: within its own TTL,
-    /// or within the TTL of the feed's latest `.unchanged`. Every entry in the cache was read
-    /// after the last flush (a flush empties it, and a lookup that began before one is not
-    /// cached), so that `.unchanged` vouches for it.
-    private func usable(_ expires: ContinuousClock.Instant, _ state: State, _ now: ContinuousClock.Instant) -> Bool {
-        expires > now || state.unchangedAsOf.map { $0 + ttl > now } ?? false
     }
 
     /// The generation to pass to `remember` for a lookup starting now; nil when disabled.
