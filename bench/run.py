@@ -38,11 +38,11 @@ PROFILES = {
     # By hand: a few minutes.
     "full": dict(rounds=5, seconds=3, concurrencies=[1, 16, 64], big_rounds=5, open_seconds=5,
                  open_fractions=[0.5, 0.8], stream_counts=[1, 100, 1000], memory_steps=[250, 500, 1000],
-                 memory_settle=2.0, store_pairs=4000, warmup=2, peer_concurrencies=[1, 16]),
+                 memory_settle=2.0, store_pairs=4000, warmup=2, peer_concurrencies=[1, 16], commit_count=2000),
     # CI: a few seconds per phase, only to keep the harness working.
     "smoke": dict(rounds=1, seconds=1, concurrencies=[1, 4], big_rounds=1, open_seconds=1,
                   open_fractions=[0.5], stream_counts=[2], memory_steps=[5, 10],
-                  memory_settle=0.3, store_pairs=64, warmup=1, peer_concurrencies=[1]),
+                  memory_settle=0.3, store_pairs=64, warmup=1, peer_concurrencies=[1], commit_count=50),
 }
 
 SMALL_BODY = json.dumps({"model": "llama3", "stream": False, "messages": [
@@ -531,6 +531,22 @@ general_settings:
                 log(f"store {name} customers={customers}: {results[f'{name}/{customers}']['pairs_per_second']} pairs/s")
         return results
 
+    def commit_alone(self):
+        """One durable commit of one small row at a time, with nothing of lmsvr around it, on the
+        gateways' disk and PostgreSQL, pinned where the gateways run: issue 14 asks for c=1's added
+        latency beyond this commit (bench/commit_alone.py)."""
+        results = {}
+        script = os.path.join(ROOT, "bench", "commit_alone.py")
+        for name, where in (("sqlite", self.work), ("postgres", self.pg_url)):
+            extra = ["--count", str(self.p["commit_count"])] if name == "sqlite" else ["--seconds", str(self.p["seconds"])]
+            out = subprocess.run(["taskset", "-c", "0", sys.executable, script, name, where, *extra],
+                                 capture_output=True, text=True, timeout=300)
+            if out.returncode != 0:
+                raise RuntimeError(f"commit_alone {name} failed: {out.stderr.strip()}")
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            log(f"durable commit alone, {name}: p50 {results[name]['p50_us']:.0f} us")
+        return results
+
     def ledger_check(self):
         """Every lmsvr request must have left exactly one ledger row."""
         out = {}
@@ -567,6 +583,8 @@ general_settings:
         idle = {rung: (self.rungs[rung]["rss_start_kib"], self.rungs[rung]["anon_start_kib"]) for rung in self.gateways}
         result["closed_loop"] = closed = self.closed_loop()
         result["noise"] = noise_check(closed)
+        # Right after the closed loop, so c=1 and the commit it is compared with see the same disk.
+        result["commit_alone"] = self.commit_alone()
         if self.args.closed_only:
             return result
         result["open_loop"] = self.open_loop(closed)
