@@ -52,7 +52,7 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
         var listener: PGListener?
         var watcher: Task<Void, Never>?
         if let conninfo = configuration.directConninfo {
-            listener = PGListener(conninfo: conninfo, logger: logger)
+            listener = PGListener(conninfo: conninfo, confirmEvery: gateway.cache.confirmationInterval, logger: logger)
             listener?.start { [cache = gateway.cache] in cache.handle($0) }
         } else if let database = (store as? SQLiteStore)?.database {
             watcher = Task { [cache = gateway.cache] in await SQLiteChangeWatcher(database: database).run { cache.handle($0) } }

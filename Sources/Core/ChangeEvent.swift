@@ -9,7 +9,9 @@ public enum ChangeEvent: Sendable, Equatable {
     case notice(String)
     /// Something changed, without saying what (SQLite): drop everything cached.
     case flush
-    /// Nothing has changed up to this instant (SQLite: the moment a poll that found the file's
-    /// data version unmoved began), so what is cached is still current as of then.
+    /// Nothing has changed up to this instant, so what is cached is still current as of then.
+    /// SQLite: the moment a poll that found the file's data version unmoved began. PostgreSQL:
+    /// the moment a round trip on the listening connection was sent, every notice committed
+    /// before it having been reported first.
     case unchanged(asOf: ContinuousClock.Instant)
 }

@@ -54,6 +54,19 @@ public struct CacheWrites: Sendable, Hashable {
 }
 
 /// A price row as stored: a model's prices from a moment on, until a newer row replaces it.
+/// What `Store.priceInForce` finds: the row in force (nil when none of the names has one) and
+/// when the answer changes by the calendar alone.
+public struct PriceInForce: Sendable, Hashable {
+    public var record: PriceRecord?
+    /// Microseconds since the Unix epoch when the next scheduled row comes into force, if any.
+    public var nextChangeMicros: Int64?
+
+    public init(record: PriceRecord?, nextChangeMicros: Int64?) {
+        self.record = record
+        self.nextChangeMicros = nextChangeMicros
+    }
+}
+
 public struct PriceRecord: Sendable, Hashable, Codable {
     public var model: String
     public var price: ModelPrice

@@ -42,6 +42,10 @@ public protocol Store: Sendable {
     func setPrice(model: String, price: ModelPrice, effectiveFromMicros: Int64) async throws -> PriceRecord
     /// The row in force at an instant, or `nil` when the model has none.
     func price(model: String, atMicros: Int64) async throws -> PriceRecord?
+    /// In one read: the row in force at an instant for the first of `models` that has one, and
+    /// when the next row of any of them comes into force (until then the answer stands, unless
+    /// a row is written).
+    func priceInForce(models: [String], atMicros: Int64) async throws -> PriceInForce
     /// The row in force now for every model that has one.
     func currentPrices(atMicros: Int64) async throws -> [PriceRecord]
     func upsertModelMetadata(_ models: [ModelMetadata]) async throws

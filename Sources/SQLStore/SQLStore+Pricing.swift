@@ -40,6 +40,30 @@ extension SQLStore {
         }
     }
 
+    public func priceInForce(models: [String], atMicros: Int64) async throws -> PriceInForce {
+        try await read { c in
+            var found = PriceInForce(record: nil, nextChangeMicros: nil)
+            for model in models {
+                if found.record == nil {
+                    found.record = try c.execute(
+                        """
+                        SELECT \(Self.priceColumns) FROM model_prices WHERE model = $1 AND effective_from_us <= $2 \
+                        ORDER BY effective_from_us DESC, id DESC LIMIT 1
+                        """, .text(model), .int(atMicros)
+                    ).first.map(Self.priceRecord)
+                }
+                // A scheduled row of any of the names changes the answer: the first name's row
+                // wins over the second's, and a name without one falls through to the next.
+                let next = try c.execute(
+                    "SELECT effective_from_us FROM model_prices WHERE model = $1 AND effective_from_us > $2 ORDER BY effective_from_us LIMIT 1",
+                    .text(model), .int(atMicros)
+                ).first.map { try $0.int(0) }
+                if let next { found.nextChangeMicros = min(found.nextChangeMicros ?? next, next) }
+            }
+            return found
+        }
+    }
+
     public func currentPrices(atMicros: Int64) async throws -> [PriceRecord] {
         try await read { c in
             try c.execute(

@@ -78,13 +78,16 @@ struct GatewayHarness {
         try await store.budgetStatus(customerId: customer.id, period: BudgetPeriod(containingMicros: nowMicros()))!
     }
 
-    /// Runs `body` against a fresh gateway and fake upstream, then stops both.
+    /// Runs `body` against a fresh gateway and fake upstream, then stops both. `listen`: run the
+    /// change feed `serve` runs; `listenerConfirms: false` keeps PostgreSQL's listener from
+    /// confirming (as one that stalled would), so entries expire by their own TTL.
     static func with(
         backend: Backend = .sqlite,
         environment: [String: String] = [:],
         upstreamOptions: FakeUpstream.Options = .init(),
         upstreamDown: Bool = false,
         listen: Bool = false,
+        listenerConfirms: Bool = true,
         sqliteBusyTimeoutMillis: Int = 10_000,
         _ body: (GatewayHarness) async throws -> Void
     ) async throws {
@@ -120,7 +123,9 @@ struct GatewayHarness {
                                             logger: logger)
             let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, journal: journal, logger: logger)
             // The change feed serve runs: LISTEN on PostgreSQL, the data-version watcher on SQLite.
-            let listener = listen && backend == .postgres ? PGListener(conninfo: url, logger: logger) : nil
+            let listener = listen && backend == .postgres
+                ? PGListener(conninfo: url, confirmEvery: listenerConfirms ? gateway.cache.confirmationInterval : nil, logger: logger)
+                : nil
             listener?.start { [cache = gateway.cache] in cache.handle($0) }
             defer { listener?.stop() }
             if listen, let sqlite = database as? SQLiteDatabase {

@@ -1,3 +1,4 @@
+@testable import App
 import Core
 import Foundation
 import PGStore
@@ -6,9 +7,21 @@ import SQLiteStore
 import TestSupport
 import Testing
 
-/// Revokes a key behind the gateway's back: no NOTIFY, as if the notice were lost.
-func silentlyRevoke(_ h: GatewayHarness, keyId: Int64) async throws {
-    _ = try await h.database.withConnection { try $0.execute("UPDATE api_keys SET revoked_us = 1 WHERE id = $1", .int(keyId)) }
+/// Revokes (or restores) a key behind the gateway's back, as if the notice were lost: on SQLite
+/// through the gateway's own connection, which moves no data version; on PostgreSQL in replica
+/// mode, where no ordinary trigger fires (migration 0008's NOTIFY triggers included).
+func silentlyRevoke(_ h: GatewayHarness, keyId: Int64, revoked: Bool = true) async throws {
+    try await silently(h, "UPDATE api_keys SET revoked_us = $2 WHERE id = $1", .int(keyId), revoked ? .int(1) : .null)
+}
+
+/// Runs one statement the change feed cannot see (see `silentlyRevoke`).
+func silently(_ h: GatewayHarness, _ sql: String, _ binds: SQLValue...) async throws {
+    let replica = h.database is PGDatabase
+    _ = try await h.database.withConnection { c in
+        if replica { _ = try c.execute("SET session_replication_role = replica") }
+        defer { if replica { _ = try? c.execute("RESET session_replication_role") } }
+        return try c.execute(sql, binds).count
+    }
 }
 
 /// A cached key survives a change the feed does not report (the gateway's own connection moves
@@ -20,9 +33,51 @@ func expectCachedKeyRefused(_ h: GatewayHarness, revoke: () async throws -> Void
     #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
     try await silentlyRevoke(h, keyId: 1)
     #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
-    _ = try await h.database.withConnection { try $0.execute("UPDATE api_keys SET revoked_us = NULL WHERE id = 1") }
+    try await silentlyRevoke(h, keyId: 1, revoked: false)
     try await revoke()
     #expect(try await eventually { try await h.send(.GET, "/api/version", key: key).status == 401 })
+}
+
+/// With a 1 s TTL, a key and a price read once are still served from the cache 2.5 s later, the
+/// feed reporting nothing changed all along: changes it cannot see (`silently`) go unnoticed.
+/// Returns the key.
+func expectEntriesOutliveTheTTL(_ h: GatewayHarness) async throws -> String {
+    try await waitUntilListening(h)
+    let (_, key) = try await h.customer(budgetNanos: nil)
+    #expect(try await h.send(.POST, "/api/chat", key: key, json: chatBody).status == 200)
+    let firstCost = try await h.ledger().last?.cost
+    #expect(firstCost != nil && firstCost != 9)
+    try await Task.sleep(for: .milliseconds(2500))
+    try await silentlyRevoke(h, keyId: 1)
+    try await silently(h, """
+        INSERT INTO model_prices (model, per_request_nanos, per_model_nanos, input_per_1m_nanos, output_per_1m_nanos, \
+        effective_from_us) VALUES ('llama3', 9, 0, 0, 0, 0)
+        """)
+    #expect(try await h.send(.POST, "/api/chat", key: key, json: chatBody).status == 200)
+    #expect(try await h.ledger().last?.cost == firstCost)
+    return key
+}
+
+/// A price scheduled ahead comes into force at its date, with no commit then to tell the
+/// cache: the cached price is not used past it. `otherProcess` writes as the CLI would.
+func expectAScheduledPriceOnTime(_ h: GatewayHarness, otherProcess: any Store) async throws {
+    try await waitUntilListening(h)
+    let (_, key) = try await h.customer(budgetNanos: nil)
+    let due = nowMicros() + 5_000_000 // ample for the steps below on a loaded machine
+    _ = try await otherProcess.setPrice(model: "llama3", price: ModelPrice(perRequest: Money(nanos: 7)), effectiveFromMicros: nowMicros() - 1)
+    _ = try await otherProcess.setPrice(model: "llama3", price: ModelPrice(perRequest: Money(nanos: 8)), effectiveFromMicros: due)
+    #expect(try await eventually {
+        _ = try await h.send(.POST, "/api/chat", key: key, json: chatBody)
+        return try await h.ledger().last?.cost == 7
+    })
+    // Once the feed has reported both commits (SQLite polls every 50 ms; a notice is quicker),
+    // nothing evicts the price again: it is served from the cache until its date.
+    try await Task.sleep(for: .milliseconds(300))
+    #expect(try await h.send(.POST, "/api/chat", key: key, json: chatBody).status == 200)
+    #expect(h.cache.price(for: "llama3", nowMicros: nowMicros()) != nil)
+    while nowMicros() < due + 50_000 { try await Task.sleep(for: .milliseconds(100)) }
+    #expect(try await h.send(.POST, "/api/chat", key: key, json: chatBody).status == 200)
+    #expect(try await h.ledger().last?.cost == 8)
 }
 
 func waitUntilListening(_ h: GatewayHarness) async throws {
@@ -74,8 +129,34 @@ struct ListenerCacheTests {
         }
     }
 
-    @Test func withoutNoticesAnEntryLivesNoLongerThanTheTTL() async throws {
+    @Test func aRevocationMadeWithPlainSQLIsRefusedAtOnce() async throws {
+        try await GatewayHarness.with(backend: .postgres, environment: ["CACHE_TTL_SECONDS": "600"], listen: true) { h in
+            // No NOTIFY of its own (an operator's psql): migration 0008's trigger announces it.
+            try await expectCachedKeyRefused(h) {
+                _ = try await h.database.withConnection { try $0.execute("UPDATE api_keys SET revoked_us = 1 WHERE id = 1") }
+            }
+        }
+    }
+
+    @Test func whileTheListenerConfirmsKeysAndPricesStayCachedPastTheTTL() async throws {
         try await GatewayHarness.with(backend: .postgres, environment: ["CACHE_TTL_SECONDS": "1"], listen: true) { h in
+            let key = try await expectEntriesOutliveTheTTL(h)
+            // A revocation as the CLI makes it is seen as before.
+            try await silentlyRevoke(h, keyId: 1, revoked: false)
+            _ = try await h.store.revokeKey(id: 1, nowMicros: nowMicros())
+            #expect(try await eventually { try await h.send(.GET, "/api/version", key: key).status == 401 })
+        }
+    }
+
+    @Test func aScheduledPriceComesIntoForceOnTimeThoughCached() async throws {
+        try await GatewayHarness.with(backend: .postgres, environment: ["CACHE_TTL_SECONDS": "600"], listen: true) { h in
+            try await expectAScheduledPriceOnTime(h, otherProcess: h.store)
+        }
+    }
+
+    @Test func withoutNoticesOrConfirmationsAnEntryLivesNoLongerThanTheTTL() async throws {
+        try await GatewayHarness.with(backend: .postgres, environment: ["CACHE_TTL_SECONDS": "1"], listen: true,
+                                      listenerConfirms: false) { h in
             try await waitUntilListening(h)
             let (_, key) = try await h.customer(budgetNanos: nil)
             #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
@@ -104,22 +185,23 @@ struct SQLiteWatcherCacheTests {
         }
     }
 
-    @Test func whileTheWatcherFindsNothingChangedAKeyStaysCachedPastTheTTL() async throws {
+    @Test func whileTheWatcherFindsNothingChangedKeysAndPricesStayCachedPastTheTTL() async throws {
         try await GatewayHarness.with(backend: .sqlite, environment: ["CACHE_TTL_SECONDS": "1"], listen: true) { h in
-            try await waitUntilListening(h)
-            let (_, key) = try await h.customer(budgetNanos: nil)
-            #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
-            try await Task.sleep(for: .milliseconds(2500)) // past the TTL, the watcher polling all along
-            // A change the watcher cannot see (the gateway's own connection moves no data
-            // version): the key is still served from the cache, so its entry outlived the TTL.
-            try await silentlyRevoke(h, keyId: 1)
-            #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
+            let key = try await expectEntriesOutliveTheTTL(h)
             // A revocation by another process is seen as before.
-            _ = try await h.database.withConnection { try $0.execute("UPDATE api_keys SET revoked_us = NULL WHERE id = 1") }
+            try await silentlyRevoke(h, keyId: 1, revoked: false)
             let cli = try await SQLiteDatabase.open(path: String(h.databaseURL.dropFirst("sqlite:///".count)))
             _ = try await SQLiteStore(database: cli).revokeKey(id: 1, nowMicros: nowMicros())
             await cli.shutdown()
             #expect(try await eventually { try await h.send(.GET, "/api/version", key: key).status == 401 })
+        }
+    }
+
+    @Test func aScheduledPriceComesIntoForceOnTimeThoughCached() async throws {
+        try await GatewayHarness.with(backend: .sqlite, environment: ["CACHE_TTL_SECONDS": "600"], listen: true) { h in
+            let cli = try await SQLiteDatabase.open(path: String(h.databaseURL.dropFirst("sqlite:///".count)))
+            try await expectAScheduledPriceOnTime(h, otherProcess: SQLiteStore(database: cli))
+            await cli.shutdown()
         }
     }
 

@@ -31,23 +31,44 @@ struct LookupCacheTests {
         #expect(cache.principal(forHash: "h") == nil)
     }
 
-    @Test func unchangedReportsKeepAKeyPastItsTTLAndTheTTLBoundsStalenessOnceTheyStop() {
+    @Test func unchangedReportsKeepEntriesPastTheirTTLAndTheTTLBoundsStalenessOnceTheyStop() {
         let clock = ManualClock()
         let cache = connectedCache(clock)
         let price = ModelPrice(perRequest: Money(nanos: 7))
-        cache.remember(price, source: .configured, for: "llama3:latest", generation: cache.generation())
+        cache.remember(price, source: .configured, nextChangeMicros: nil, for: "llama3:latest", generation: cache.generation())
         for _ in 0..<200 { // 10 s of polls every 50 ms, each finding nothing changed
             clock.advance(.milliseconds(50))
             cache.handle(.unchanged(asOf: clock.now))
         }
         #expect(cache.principal(forHash: "h") != nil)
-        // Prices are not renewed: a row can come into force (effective_from_us <= now) with no commit.
-        #expect(cache.price(for: "llama3:latest") == nil)
+        #expect(cache.price(for: "llama3:latest", nowMicros: 0) != nil)
         // The feed stalls: a change it misses now is served for at most the TTL.
         clock.advance(.milliseconds(4999))
         #expect(cache.principal(forHash: "h") != nil)
+        #expect(cache.price(for: "llama3:latest", nowMicros: 0) != nil)
         clock.advance(.milliseconds(2))
         #expect(cache.principal(forHash: "h") == nil)
+        #expect(cache.price(for: "llama3:latest", nowMicros: 0) == nil)
+    }
+
+    @Test func aPriceIsNotUsedOnceTheNextRowComesIntoForceByItsDate() {
+        let clock = ManualClock()
+        let cache = connectedCache(clock)
+        let price = ModelPrice(perRequest: Money(nanos: 7))
+        // The next row comes into force at 1,000 µs (wall clock), with no commit to report it.
+        cache.remember(price, source: .configured, nextChangeMicros: 1_000, for: "llama3", generation: cache.generation())
+        #expect(cache.price(for: "llama3", nowMicros: 999) != nil)
+        #expect(cache.price(for: "llama3", nowMicros: 1_000) == nil)
+        // However recently the feed vouched for it.
+        cache.handle(.unchanged(asOf: clock.now))
+        #expect(cache.price(for: "llama3", nowMicros: 1_000) == nil)
+    }
+
+    @Test func theListenerConfirmsTwicePerTTLWithinBounds() {
+        #expect(LookupCache(ttlSeconds: 5).confirmationInterval == .milliseconds(2500))
+        #expect(LookupCache(ttlSeconds: 0.1).confirmationInterval == .milliseconds(100))
+        #expect(LookupCache(ttlSeconds: 600).confirmationInterval == .seconds(5))
+        #expect(LookupCache(ttlSeconds: 0).confirmationInterval == nil)
     }
 
     @Test func aFlushDropsWhatAnUnchangedReportVouchedFor() {

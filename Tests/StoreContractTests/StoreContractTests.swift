@@ -85,6 +85,30 @@ struct StoreContractTests {
     }
 
     @Test(arguments: Backend.allCases)
+    func thePriceInForceSaysWhenItNextChanges(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let t0: Int64 = 1_000_000
+        _ = try await store.setPrice(model: "llama3", price: ModelPrice(perRequest: Money(nanos: 1)), effectiveFromMicros: t0)
+        _ = try await store.setPrice(model: "llama3", price: ModelPrice(perRequest: Money(nanos: 2)), effectiveFromMicros: t0 + 10)
+        _ = try await store.setPrice(model: "llama3:latest", price: ModelPrice(perRequest: Money(nanos: 3)), effectiveFromMicros: t0 + 5)
+        let names = ["llama3", "llama3:latest"]
+        // Before any row: nothing in force, and the earliest row of either name is the next change.
+        #expect(try await store.priceInForce(models: names, atMicros: t0 - 1) == PriceInForce(record: nil, nextChangeMicros: t0))
+        // The first name's row wins; the second name's scheduled row still changes nothing it
+        // returns, but is when the answer must be asked again.
+        let early = try await store.priceInForce(models: names, atMicros: t0)
+        #expect(early.record?.price.perRequest == Money(nanos: 1) && early.nextChangeMicros == t0 + 5)
+        let middle = try await store.priceInForce(models: names, atMicros: t0 + 5)
+        #expect(middle.record?.price.perRequest == Money(nanos: 1) && middle.nextChangeMicros == t0 + 10)
+        let late = try await store.priceInForce(models: names, atMicros: t0 + 10)
+        #expect(late.record?.price.perRequest == Money(nanos: 2) && late.nextChangeMicros == nil)
+        // The second name alone.
+        let tagged = try await store.priceInForce(models: ["mistral", "llama3:latest"], atMicros: t0 + 5)
+        #expect(tagged.record?.model == "llama3:latest" && tagged.nextChangeMicros == nil)
+    }
+
+    @Test(arguments: Backend.allCases)
     func modelMetadataUpserts(backend: Backend) async throws {
         let (store, _, _) = try await backend.makeStore()
         defer { Task { await store.close() } }

@@ -45,24 +45,25 @@ struct Billing: Sendable {
     /// `:latest` tag Ollama treats as implied, else the shipped catalog, else the default
     /// price per request. `model` is already normalised and length-bounded.
     func price(for model: String) async throws(GatewayError) -> (ModelPrice, PriceSource) {
-        if let cached = cache.price(for: model) { return cached }
-        let generation = cache.generation()
-        let found = try await lookUpPrice(for: model)
-        cache.remember(found.0, source: found.1, for: model, generation: generation)
-        return found
-    }
-
-    private func lookUpPrice(for model: String) async throws(GatewayError) -> (ModelPrice, PriceSource) {
         let now = nowMicros()
+        if let cached = cache.price(for: model, nowMicros: now) { return cached }
+        let generation = cache.generation()
+        let found: PriceInForce
         do {
-            for name in [model, model + ":latest"] {
-                if let record = try await store.price(model: name, atMicros: now) { return (record.price, .configured) }
-            }
+            found = try await store.priceInForce(models: [model, model + ":latest"], atMicros: now)
         } catch {
             throw Self.storeFailure(error, logger: logger)
         }
-        if let entry = PriceCatalog.shipped.entry(for: model) { return (entry.price, .catalog) }
-        return (ModelPrice(perRequest: configuration.defaultPricePerRequest), .fallback)
+        let price: (ModelPrice, PriceSource)
+        if let record = found.record {
+            price = (record.price, .configured)
+        } else if let entry = PriceCatalog.shipped.entry(for: model) {
+            price = (entry.price, .catalog)
+        } else {
+            price = (ModelPrice(perRequest: configuration.defaultPricePerRequest), .fallback)
+        }
+        cache.remember(price.0, source: price.1, nextChangeMicros: found.nextChangeMicros, for: model, generation: generation)
+        return price
     }
 
     /// Holds an upper bound of the call's cost: the prompt's bound plus the output bound, for

@@ -7,16 +7,17 @@ import NIOConcurrencyHelpers
 /// - used only while the feed is connected; while it is down every lookup reads the database;
 /// - a notice evicts what it names (`key:ID`, `customer:ID`, every price on `price:…`);
 /// - every (re)connect flushes everything, since notices in the gap may be lost;
-/// - an entry expires the TTL after the last moment it was known current. For a price, that is
-///   its read. For a key, its read or the feed's latest `.unchanged` (SQLite's watcher reports
-///   one for every poll that found nothing changed, so keys idle for longer than the TTL stay
-///   cached while it runs; the PostgreSQL listener reports none). That bounds staleness if a
-///   notice is lost or the feed stalls: no entry is used more than the TTL after a change it
-///   missed. Prices are not renewed so: which price is in force also depends on the clock
-///   (`effective_from_us <= now`), and a row can come into force with no commit;
+/// - an entry expires the TTL after the last moment it was known current: its read, or the
+///   feed's latest `.unchanged`. SQLite's watcher reports one for every poll that found nothing
+///   changed; PostgreSQL's listener for every round trip it makes (`confirmationInterval`).
+///   So keys and prices idle for longer than the TTL stay cached while the feed runs, and the
+///   TTL bounds staleness only if the feed stalls: no entry is used more than the TTL after a
+///   change it missed;
+/// - a price is also used only until the next row of its model comes into force by its date
+///   (`effective_from_us`), which happens with no commit to report;
 /// - the feed sees only other processes' changes (on SQLite, commits on another connection): a
 ///   server that ever writes keys, customers or prices itself must call `handle(.flush)`, or
-///   the key it changed stays cached for as long as the watcher runs;
+///   what it changed stays cached for as long as the feed runs;
 /// - a lookup that started before a notice is not cached (generation check), so a revocation
 ///   committed during a lookup cannot be undone by it.
 ///
@@ -27,10 +28,25 @@ public final class LookupCache: Sendable {
         var enabled = false
         var generation: UInt64 = 0
         var connections = 0
-        /// Every cached key is current as of this instant (the feed's latest `.unchanged`).
+        /// Every cached entry is current as of this instant (the feed's latest `.unchanged`).
         var unchangedAsOf: ContinuousClock.Instant?
         var principals: [String: (principal: Principal, expires: ContinuousClock.Instant)] = [:]
-        var prices: [String: (price: ModelPrice, source: PriceSource, expires: ContinuousClock.Instant)] = [:]
+        var prices: [String: CachedPrice] = [:]
+
+        /// Within its own TTL, or within the TTL of the feed's latest `.unchanged`: every entry
+        /// was read after the last flush (a flush empties the cache, and a lookup that began
+        /// before one is not cached), so that report vouches for it.
+        func isCurrent(expires: ContinuousClock.Instant, now: ContinuousClock.Instant, ttl: Duration) -> Bool {
+            expires > now || unchangedAsOf.map { $0 + ttl > now } ?? false
+        }
+    }
+
+    struct CachedPrice {
+        var price: ModelPrice
+        var source: PriceSource
+        var expires: ContinuousClock.Instant
+        /// When the model's next price row comes into force (wall-clock microseconds), if any.
+        var nextChangeMicros: Int64?
     }
 
     let ttl: Duration
@@ -48,6 +64,12 @@ public final class LookupCache: Sendable {
 
     /// Whether lookups are currently served from the cache (the feed is connected).
     public var isEnabled: Bool { state.withLockedValue { $0.enabled } }
+
+    /// How often PostgreSQL's listener should confirm that nothing changed: twice per TTL, so
+    /// idle entries are renewed before they expire (within 0.1–5 s); nil without a cache.
+    public var confirmationInterval: Duration? {
+        ttl > .zero ? min(max(ttl / 2, .milliseconds(100)), .seconds(5)) : nil
+    }
 
     // MARK: Feed
 
@@ -96,11 +118,8 @@ public final class LookupCache: Sendable {
     func principal(forHash hash: String) -> Principal? {
         let now = now()
         return state.withLockedValue { state in
-            guard state.enabled, let entry = state.principals[hash] else { return nil }
-            // Within its own TTL, or within the TTL of the feed's latest `.unchanged`: every entry
-            // was read after the last flush (a flush empties the cache, and a lookup that began
-            // before one is not cached), so that report vouches for it.
-            guard entry.expires > now || state.unchangedAsOf.map({ $0 + ttl > now }) ?? false else { return nil }
+            guard state.enabled, let entry = state.principals[hash],
+                  state.isCurrent(expires: entry.expires, now: now, ttl: ttl) else { return nil }
             return entry.principal
         }
     }
@@ -124,20 +143,25 @@ public final class LookupCache: Sendable {
         }
     }
 
-    func price(for model: String) -> (ModelPrice, PriceSource)? {
+    /// The cached price of `model` at `nowMicros` (wall clock, as price rows are dated), or nil.
+    func price(for model: String, nowMicros: Int64) -> (ModelPrice, PriceSource)? {
         let now = now()
         return state.withLockedValue { state in
-            guard state.enabled, let entry = state.prices[model], entry.expires > now else { return nil }
+            guard state.enabled, let entry = state.prices[model],
+                  state.isCurrent(expires: entry.expires, now: now, ttl: ttl),
+                  entry.nextChangeMicros.map({ nowMicros < $0 }) ?? true else { return nil }
             return (entry.price, entry.source)
         }
     }
 
-    func remember(_ price: ModelPrice, source: PriceSource, for model: String, generation: UInt64?) {
+    /// `nextChangeMicros`: when the next price row of the model comes into force, if one is
+    /// scheduled; the entry is not used from then on.
+    func remember(_ price: ModelPrice, source: PriceSource, nextChangeMicros: Int64?, for model: String, generation: UInt64?) {
         guard let generation else { return }
         state.withLockedValue { state in
             guard state.enabled, state.generation == generation else { return }
             if state.prices.count >= Self.maxEntries { state.prices = [:] }
-            state.prices[model] = (price, source, now() + ttl)
+            state.prices[model] = CachedPrice(price: price, source: source, expires: now() + ttl, nextChangeMicros: nextChangeMicros)
         }
     }
 }

@@ -1,0 +1,2 @@
+-- Nothing to do on SQLite: servers notice every other process's commit through the file's data
+-- version (SQLiteChangeWatcher), whoever makes it. (PostgreSQL's 0008 adds NOTIFY triggers.)
