@@ -50,24 +50,26 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
         // PostgreSQL a dedicated connection LISTENs for what other processes commit; on SQLite a
         // watcher polls the file's data version, which only other processes' commits move.
         var listener: PGListener?
-        var watcher: Task<Void, Never>?
+        var feedTask: Task<Void, Never>?
         if let conninfo = configuration.directConninfo {
-            listener = PGListener(conninfo: conninfo, confirmEvery: gateway.cache.confirmationInterval, logger: logger)
+            listener = PGListener(conninfo: conninfo, logger: logger)
             listener?.start { [cache = gateway.cache] in cache.handle($0) }
+            // Proves the listener hears the writers, so idle keys and prices stay cached.
+            feedTask = Task { [cache = gateway.cache] in await ChangeConfirmer(cache: cache, store: store, logger: logger).run() }
         } else if let database = (store as? SQLiteStore)?.database {
-            watcher = Task { [cache = gateway.cache] in await SQLiteChangeWatcher(database: database).run { cache.handle($0) } }
+            feedTask = Task { [cache = gateway.cache] in await SQLiteChangeWatcher(database: database).run { cache.handle($0) } }
         }
         do {
             try await gateway.run()
         } catch {
-            watcher?.cancel()
+            feedTask?.cancel()
             listener?.stop()
             await upstream.shutdown()
             await journal.shutdown()
             await store.close()
             throw error
         }
-        watcher?.cancel()
+        feedTask?.cancel()
         listener?.stop()
         await upstream.shutdown()
         await journal.shutdown()

@@ -17,17 +17,9 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
     /// Connects, giving up after `connectTimeoutSeconds` unless the connection string sets its own.
     init(conninfo: String, preparesStatements: Bool = true, connectTimeoutSeconds: Int = 10) throws(SQLError) {
         self.preparesStatements = preparesStatements
-        // Keywords processed in order, later ones override: our defaults first, then the
-        // operator's string (URI or key=value) expanded through `dbname`.
-        // TCP keepalives and a user timeout, so a connection to a server that vanished without a
-        // word (a partition, a dead host) fails in about half a minute instead of hanging.
-        let keywords = ["connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
-                        "tcp_user_timeout", "dbname"]
-        let values = [String(connectTimeoutSeconds), "1", "15", "5", "3", "30000", conninfo]
-        let conn = withCStrings(keywords) { k in
-            withCStrings(values) { v in PQconnectdbParams(k, v, 1) }
+        guard let conn = Self.connect(conninfo, connectTimeoutSeconds: connectTimeoutSeconds) else {
+            throw .connectionFailed("out of memory")
         }
-        guard let conn else { throw .connectionFailed("out of memory") }
         guard PQstatus(conn) == CONNECTION_OK else {
             let message = Self.firstLine(String(cString: PQerrorMessage(conn)))
             PQfinish(conn)
@@ -39,6 +31,20 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
     }
 
     deinit { PQfinish(handle) }
+
+    /// `PQconnectdbParams` with lmsvr's defaults under the operator's string. Keywords are
+    /// processed in order, later ones override: our defaults first, then the operator's string
+    /// (URI or key=value) expanded through `dbname`. TCP keepalives and a user timeout, so a
+    /// connection to a server that vanished without a word (a partition, a dead host) fails in
+    /// about half a minute instead of hanging. The caller checks the status.
+    static func connect(_ conninfo: String, connectTimeoutSeconds: Int) -> OpaquePointer? {
+        let keywords = ["connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                        "tcp_user_timeout", "dbname"]
+        let values = [String(connectTimeoutSeconds), "1", "15", "5", "3", "30000", conninfo]
+        return withCStrings(keywords) { k in
+            withCStrings(values) { v in PQconnectdbParams(k, v, 1) }
+        }
+    }
 
     /// Whether the connection is still usable; a broken one is discarded by the pool.
     var isHealthy: Bool { PQstatus(handle) == CONNECTION_OK }

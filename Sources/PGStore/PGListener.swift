@@ -6,31 +6,28 @@ import SQLStore
 
 /// Listens for change notices on a dedicated libpq connection and its own thread (never an
 /// event loop), reconnecting with back-off when the connection dies. Each (re)connection is
-/// reported as `.connected` so caches flush whatever they might have missed.
+/// reported as `.connected` so caches flush whatever they might have missed. A round trip
+/// every 5 s finds a dead connection; the connection has the pool's TCP keepalives and user
+/// timeout, so a half-open one fails within about half a minute.
 ///
-/// With `confirmEvery`, a round trip (`SELECT 1`) on the listening connection at that interval
-/// is reported as `.unchanged(asOf:)` the moment it was sent: a committing transaction signals
-/// every listening backend before its client learns of the commit, and a backend sends the
-/// notices it was signalled for before it answers its next query, so every notice committed
-/// before the round trip was sent has been handed over before its answer. (Migration 0008's
-/// triggers make every change a cache depends on notify, whoever commits it.) Without it, the
-/// same round trip runs every 5 s only to find a dead connection.
+/// That this connection hears what others commit is confirmed end to end elsewhere
+/// (`ChangeConfirmer`): a round trip on it proves only that it answers, not that the session
+/// answering is the one that ran `LISTEN` (a transaction-mode pooler), or that it is in the
+/// database the writers use.
 ///
 /// `@unchecked Sendable`: the connection is created, used and closed only by the listener's own
 /// thread; the stop flag is guarded by a lock.
 public final class PGListener: @unchecked Sendable {
     private let conninfo: String
     private let channel: String
-    private let confirmEvery: Duration?
     private let logger: Logger
     private let lock = NSLock()
     private var stopped = false
     private var thread: Thread?
 
-    public init(conninfo: String, channel: String = ChangeNotice.channel, confirmEvery: Duration? = nil, logger: Logger) {
+    public init(conninfo: String, channel: String = ChangeNotice.channel, logger: Logger) {
         self.conninfo = conninfo
         self.channel = channel
-        self.confirmEvery = confirmEvery
         self.logger = logger
     }
 
@@ -75,7 +72,7 @@ public final class PGListener: @unchecked Sendable {
     }
 
     private func connect() -> OpaquePointer? {
-        guard let connection = PQconnectdb(conninfo) else { return nil }
+        guard let connection = PGConnection.connect(conninfo, connectTimeoutSeconds: 10) else { return nil }
         guard PQstatus(connection) == CONNECTION_OK else {
             PQfinish(connection)
             return nil
@@ -90,32 +87,27 @@ public final class PGListener: @unchecked Sendable {
         return connection
     }
 
-    /// Waits on the socket and hands every notification over, with a round trip every
-    /// `confirmEvery` (or 5 s), until the connection fails or the listener stops.
+    /// Waits on the socket and hands every notification over, with a round trip every 5 s to
+    /// find a dead connection, until the connection fails or the listener stops.
     private func listen(on connection: OpaquePointer, _ handle: @Sendable (ChangeEvent) -> Void) {
         let socket = PQsocket(connection)
-        let roundTripEvery = confirmEvery ?? .seconds(5)
-        var nextRoundTrip = ContinuousClock.now + roundTripEvery
+        var nextPing = ContinuousClock.now + .seconds(5)
         while !isStopped {
-            let untilRoundTrip = max(.zero, min(.milliseconds(500), nextRoundTrip - .now))
+            let untilPing = max(.zero, min(.milliseconds(500), nextPing - .now))
             var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, Int32(untilRoundTrip / .milliseconds(1)))
+            let ready = poll(&descriptor, 1, Int32(untilPing / .milliseconds(1)))
             if ready < 0 && errno != EINTR { return }
             if ready > 0 {
                 guard PQconsumeInput(connection) == 1 else { return }
                 handOver(connection, handle)
             }
-            if ContinuousClock.now >= nextRoundTrip {
-                // Taken before the query is sent: what was committed before this instant is
-                // among the notices read with the answer (see the type's comment).
-                let sent = ContinuousClock.now
+            if ContinuousClock.now >= nextPing {
                 let result = PQexec(connection, "SELECT 1")
                 let ok = PQresultStatus(result) == PGRES_TUPLES_OK
                 PQclear(result)
                 guard ok else { return }
                 handOver(connection, handle)
-                if confirmEvery != nil { handle(.unchanged(asOf: sent)) }
-                nextRoundTrip = sent + roundTripEvery
+                nextPing = .now + .seconds(5)
             }
             if PQstatus(connection) != CONNECTION_OK { return }
         }

@@ -41,27 +41,24 @@ extension SQLStore {
     }
 
     public func priceInForce(models: [String], atMicros: Int64) async throws -> PriceInForce {
-        try await read { c in
-            var found = PriceInForce(record: nil, nextChangeMicros: nil)
-            for model in models {
-                if found.record == nil {
-                    found.record = try c.execute(
-                        """
-                        SELECT \(Self.priceColumns) FROM model_prices WHERE model = $1 AND effective_from_us <= $2 \
-                        ORDER BY effective_from_us DESC, id DESC LIMIT 1
-                        """, .text(model), .int(atMicros)
-                    ).first.map(Self.priceRecord)
-                }
-                // A scheduled row of any of the names changes the answer: the first name's row
-                // wins over the second's, and a name without one falls through to the next.
-                let next = try c.execute(
-                    "SELECT effective_from_us FROM model_prices WHERE model = $1 AND effective_from_us > $2 ORDER BY effective_from_us LIMIT 1",
-                    .text(model), .int(atMicros)
-                ).first.map { try $0.int(0) }
-                if let next { found.nextChangeMicros = min(found.nextChangeMicros ?? next, next) }
-            }
-            return found
-        }
+        // One statement, so one round trip on PostgreSQL: the newest row in force of the first
+        // name that has one (joined to a one-row aggregate, so it may be absent), and the
+        // earliest scheduled row of any of the names: the first name's row wins over the
+        // second's, and a name without one falls through to the next.
+        let names = models.indices.map { "$\($0 + 2)" }.joined(separator: ", ")
+        let rank = models.indices.map { "WHEN $\($0 + 2) THEN \($0)" }.joined(separator: " ")
+        let row = try await read { c in
+            try c.execute(
+                """
+                SELECT p.*, n.next FROM \
+                (SELECT MIN(effective_from_us) AS next FROM model_prices WHERE model IN (\(names)) AND effective_from_us > $1) n \
+                LEFT JOIN (SELECT \(Self.priceColumns) FROM model_prices WHERE model IN (\(names)) AND effective_from_us <= $1 \
+                ORDER BY CASE model \(rank) END, effective_from_us DESC, id DESC LIMIT 1) p ON 1 = 1
+                """, [.int(atMicros)] + models.map(SQLValue.text))
+        }.first
+        guard let row else { return PriceInForce(record: nil, nextChangeMicros: nil) }
+        return PriceInForce(record: row.optionalText(0) == nil ? nil : try Self.priceRecord(from: row),
+                            nextChangeMicros: try row.optionalInt(7))
     }
 
     public func currentPrices(atMicros: Int64) async throws -> [PriceRecord] {

@@ -41,6 +41,10 @@ public struct SQLStore<Database: SQLDatabase>: Store {
         _ = try await read { try $0.execute("SELECT 1") }
     }
 
+    public func sendChangeMarker(_ token: String) async throws {
+        try await write(durable: false) { try $0.notifyChange(ChangeNotice.sync(token).payload) }
+    }
+
     public func close() async {
         await database.shutdown()
     }
@@ -96,10 +100,13 @@ public struct SQLStore<Database: SQLDatabase>: Store {
 }
 
 /// What a NOTIFY on `ChangeNotice.channel` says changed, so listeners evict the right cache.
+/// (Migration 0008's triggers also send `key:ID` and `price:MODEL`, and `flush` on a TRUNCATE.)
 public enum ChangeNotice: Sendable, Hashable {
     case key(Int64)
     case customer(Int64)
     case price(String)
+    /// Changes nothing: a marker a replica sends to see it come back (`ChangeConfirmer`).
+    case sync(String)
 
     /// The PostgreSQL channel every change is announced on.
     public static let channel = "lmsvr_changes"
@@ -109,6 +116,7 @@ public enum ChangeNotice: Sendable, Hashable {
         case .key(let id): "key:\(id)"
         case .customer(let id): "customer:\(id)"
         case .price(let model): "price:\(model)"
+        case .sync(let token): "sync:\(token)"
         }
     }
 }

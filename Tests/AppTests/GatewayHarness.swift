@@ -79,8 +79,9 @@ struct GatewayHarness {
     }
 
     /// Runs `body` against a fresh gateway and fake upstream, then stops both. `listen`: run the
-    /// change feed `serve` runs; `listenerConfirms: false` keeps PostgreSQL's listener from
-    /// confirming (as one that stalled would), so entries expire by their own TTL.
+    /// change feed `serve` runs (on PostgreSQL the listener and its `ChangeConfirmer`);
+    /// `listenerConfirms: false` leaves the confirmer out, so entries expire by their own TTL;
+    /// `listenerURL`: where the listener connects (default: the gateway's database).
     static func with(
         backend: Backend = .sqlite,
         environment: [String: String] = [:],
@@ -88,6 +89,7 @@ struct GatewayHarness {
         upstreamDown: Bool = false,
         listen: Bool = false,
         listenerConfirms: Bool = true,
+        listenerURL: String? = nil,
         sqliteBusyTimeoutMillis: Int = 10_000,
         _ body: (GatewayHarness) async throws -> Void
     ) async throws {
@@ -123,10 +125,11 @@ struct GatewayHarness {
                                             logger: logger)
             let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, journal: journal, logger: logger)
             // The change feed serve runs: LISTEN on PostgreSQL, the data-version watcher on SQLite.
-            let listener = listen && backend == .postgres
-                ? PGListener(conninfo: url, confirmEvery: listenerConfirms ? gateway.cache.confirmationInterval : nil, logger: logger)
-                : nil
+            let listener = listen && backend == .postgres ? PGListener(conninfo: listenerURL ?? url, logger: logger) : nil
             listener?.start { [cache = gateway.cache] in cache.handle($0) }
+            if listener != nil && listenerConfirms {
+                group.addTask { [cache = gateway.cache] in await ChangeConfirmer(cache: cache, store: store, logger: logger).run() }
+            }
             defer { listener?.stop() }
             if listen, let sqlite = database as? SQLiteDatabase {
                 group.addTask { [cache = gateway.cache] in await SQLiteChangeWatcher(database: sqlite).run { cache.handle($0) } }

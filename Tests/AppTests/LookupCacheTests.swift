@@ -64,6 +64,67 @@ struct LookupCacheTests {
         #expect(cache.price(for: "llama3", nowMicros: 1_000) == nil)
     }
 
+    @Test func aMarkerThisProcessSentConfirmsAsOfWhenItWasSent() {
+        let clock = ManualClock()
+        let cache = connectedCache(clock) // key read at 0 s, TTL 5 s
+        clock.advance(.seconds(3))
+        cache.expectSync("mine-1") // sent at 3 s
+        clock.advance(.seconds(1))
+        cache.handle(.notice("sync:mine-1")) // heard at 4 s: current as of 3 s, so usable until 8 s
+        clock.advance(.milliseconds(3999))
+        #expect(cache.principal(forHash: "h") != nil)
+        clock.advance(.milliseconds(2))
+        #expect(cache.principal(forHash: "h") == nil)
+    }
+
+    @Test func anotherReplicasMarkerConfirmsNothing() {
+        let clock = ManualClock()
+        let cache = connectedCache(clock)
+        cache.expectSync("mine-1")
+        clock.advance(.seconds(4))
+        cache.handle(.notice("sync:theirs-1"))
+        clock.advance(.seconds(2))
+        #expect(cache.principal(forHash: "h") == nil)
+    }
+
+    @Test func aMarkerKeepsAnEntryAliveAndNoticesStillEvict() {
+        let clock = ManualClock()
+        let cache = connectedCache(clock)
+        for round in 1...10 { // 10 s of markers, one a second, each heard 10 ms after it was sent
+            clock.advance(.milliseconds(990))
+            cache.expectSync("m-\(round)")
+            clock.advance(.milliseconds(10))
+            cache.handle(.notice("sync:m-\(round)"))
+        }
+        #expect(cache.principal(forHash: "h") != nil)
+        cache.handle(.notice("key:1"))
+        #expect(cache.principal(forHash: "h") == nil)
+    }
+
+    @Test func aMarkerFromBeforeAReconnectConfirmsNothing() {
+        let clock = ManualClock()
+        let cache = connectedCache(clock)
+        cache.expectSync("m-1")
+        cache.handle(.disconnected)
+        cache.handle(.connected)
+        cache.remember(Principal(keyId: 1, customerId: 1, revoked: false), forHash: "h", generation: cache.generation())
+        cache.handle(.notice("sync:m-1"))
+        clock.advance(.milliseconds(5001))
+        #expect(cache.principal(forHash: "h") == nil)
+    }
+
+    @Test func aFlushNoticeOrAnUnknownOneDropsKeysAndPrices() {
+        for payload in ["flush", "something:new"] {
+            let clock = ManualClock()
+            let cache = connectedCache(clock)
+            cache.remember(ModelPrice(perRequest: Money(nanos: 7)), source: .configured, nextChangeMicros: nil, for: "llama3",
+                           generation: cache.generation())
+            cache.handle(.notice(payload))
+            #expect(cache.principal(forHash: "h") == nil)
+            #expect(cache.price(for: "llama3", nowMicros: 0) == nil)
+        }
+    }
+
     @Test func theListenerConfirmsTwicePerTTLWithinBounds() {
         #expect(LookupCache(ttlSeconds: 5).confirmationInterval == .milliseconds(2500))
         #expect(LookupCache(ttlSeconds: 0.1).confirmationInterval == .milliseconds(100))

@@ -5,8 +5,11 @@
 -- scope, owner) or to any price row notifies `lmsvr_changes` in the committing transaction. The
 -- same payload NOTIFYed twice in one transaction (lmsvr's own and the trigger's) is delivered once.
 -- Updates of other columns (the last-use time, limits: read by the hold, not cached) notify nothing.
--- Because of them, a listener's round trip confirms that no cached key or price changed before
--- it was sent (see PGListener), which is what lets replicas keep idle keys cached past the TTL.
+-- A TRUNCATE of either table notifies `flush` (replicas drop everything cached). Because of them, a
+-- replica's own marker coming back on its listener confirms that no cached key or price changed
+-- before it was sent (ChangeConfirmer), which is what lets replicas keep idle entries cached past
+-- the TTL. Writes that fire no trigger (session_replication_role = replica, disabled triggers,
+-- pg_restore --disable-triggers) are not announced: send NOTIFY lmsvr_changes, 'flush' after them.
 CREATE FUNCTION lmsvr_notify_key_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('lmsvr_changes', 'key:' || OLD.id);
@@ -43,3 +46,16 @@ $$;
 
 CREATE TRIGGER model_prices_notify AFTER INSERT OR UPDATE OR DELETE ON model_prices FOR EACH ROW
     EXECUTE FUNCTION lmsvr_notify_price_change();
+
+CREATE FUNCTION lmsvr_notify_flush() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('lmsvr_changes', 'flush');
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER api_keys_notify_truncate AFTER TRUNCATE ON api_keys FOR EACH STATEMENT
+    EXECUTE FUNCTION lmsvr_notify_flush();
+
+CREATE TRIGGER model_prices_notify_truncate AFTER TRUNCATE ON model_prices FOR EACH STATEMENT
+    EXECUTE FUNCTION lmsvr_notify_flush();

@@ -8,11 +8,15 @@ import NIOConcurrencyHelpers
 /// - a notice evicts what it names (`key:ID`, `customer:ID`, every price on `price:…`);
 /// - every (re)connect flushes everything, since notices in the gap may be lost;
 /// - an entry expires the TTL after the last moment it was known current: its read, or the
-///   feed's latest `.unchanged`. SQLite's watcher reports one for every poll that found nothing
-///   changed; PostgreSQL's listener for every round trip it makes (`confirmationInterval`).
-///   So keys and prices idle for longer than the TTL stay cached while the feed runs, and the
-///   TTL bounds staleness only if the feed stalls: no entry is used more than the TTL after a
-///   change it missed;
+///   latest confirmation that nothing changed. SQLite's watcher reports `.unchanged` for every
+///   poll that found nothing changed. On PostgreSQL, `ChangeConfirmer` commits a `sync:TOKEN`
+///   notice through the writers' path every `confirmationInterval` (`expectSync` first), and
+///   its arrival on the listener confirms everything as of the moment it was sent: notices are
+///   delivered in commit order, so every change committed before then was reported first, and
+///   a listener that hears nothing (a pooler that lost its `LISTEN`, another database)
+///   confirms nothing. So keys and prices idle for longer than the TTL stay cached while the
+///   feed works, and the TTL bounds staleness if it stops: no entry is used more than the TTL
+///   after a change it missed;
 /// - a price is also used only until the next row of its model comes into force by its date
 ///   (`effective_from_us`), which happens with no commit to report;
 /// - the feed sees only other processes' changes (on SQLite, commits on another connection): a
@@ -32,12 +36,18 @@ public final class LookupCache: Sendable {
         var unchangedAsOf: ContinuousClock.Instant?
         var principals: [String: (principal: Principal, expires: ContinuousClock.Instant)] = [:]
         var prices: [String: CachedPrice] = [:]
+        /// Markers sent and not yet heard back, with the moment each was registered.
+        var pendingSyncs: [String: ContinuousClock.Instant] = [:]
 
         /// Within its own TTL, or within the TTL of the feed's latest `.unchanged`: every entry
         /// was read after the last flush (a flush empties the cache, and a lookup that began
         /// before one is not cached), so that report vouches for it.
         func isCurrent(expires: ContinuousClock.Instant, now: ContinuousClock.Instant, ttl: Duration) -> Bool {
             expires > now || unchangedAsOf.map { $0 + ttl > now } ?? false
+        }
+
+        mutating func confirm(asOf instant: ContinuousClock.Instant) {
+            if enabled { unchangedAsOf = max(unchangedAsOf ?? instant, instant) }
         }
     }
 
@@ -71,13 +81,35 @@ public final class LookupCache: Sendable {
         ttl > .zero ? min(max(ttl / 2, .milliseconds(100)), .seconds(5)) : nil
     }
 
+    /// Registers a marker about to be sent (`ChangeConfirmer`): when `sync:TOKEN` arrives on the
+    /// feed, everything cached is confirmed current as of now, the moment before it was sent.
+    /// At most 16 wait at once (a listener that hears nothing never answers them).
+    func expectSync(_ token: String) {
+        let now = now()
+        state.withLockedValue { state in
+            guard state.enabled else { return }
+            if state.pendingSyncs.count >= 16 { state.pendingSyncs = [:] }
+            state.pendingSyncs[token] = now
+        }
+    }
+
+    /// Drops a marker that could not be sent.
+    func forgetSync(_ token: String) {
+        state.withLockedValue { _ = $0.pendingSyncs.removeValue(forKey: token) }
+    }
+
     // MARK: Feed
 
     public func handle(_ event: ChangeEvent) {
+        // Confirmations invalidate nothing, so lookups under way may still cache what they read.
         if case .unchanged(let instant) = event {
-            // Invalidates nothing, so lookups under way may still cache what they read.
+            state.withLockedValue { $0.confirm(asOf: instant) }
+            return
+        }
+        if case .notice(let payload) = event, case .sync(let token) = ChangeNoticeKind(payload) {
+            // Another replica's marker, or one from before a reconnect, confirms nothing here.
             state.withLockedValue { state in
-                if state.enabled { state.unchangedAsOf = max(state.unchangedAsOf ?? instant, instant) }
+                if let sent = state.pendingSyncs.removeValue(forKey: token) { state.confirm(asOf: sent) }
             }
             return
         }
@@ -88,6 +120,7 @@ public final class LookupCache: Sendable {
             case .connected:
                 state.principals = [:]
                 state.prices = [:]
+                state.pendingSyncs = [:]
                 state.enabled = ttl > .zero
                 state.connections += 1
                 return state.connections > 1
@@ -95,6 +128,7 @@ public final class LookupCache: Sendable {
                 state.enabled = false
                 state.principals = [:]
                 state.prices = [:]
+                state.pendingSyncs = [:]
             case .flush:
                 state.principals = [:]
                 state.prices = [:]
@@ -102,7 +136,12 @@ public final class LookupCache: Sendable {
                 switch ChangeNoticeKind(payload) {
                 case .key(let id): state.principals = state.principals.filter { $0.value.principal.keyId != id }
                 case .customer(let id): state.principals = state.principals.filter { $0.value.principal.customerId != id }
-                case .price, .unknown: state.prices = [:]
+                case .price: state.prices = [:]
+                case .flush, .unknown, .sync:
+                    // A TRUNCATE (migration 0008's statement triggers), or a payload this
+                    // version does not know: whatever it was, drop everything.
+                    state.principals = [:]
+                    state.prices = [:]
                 }
             case .unchanged:
                 break
@@ -171,15 +210,19 @@ enum ChangeNoticeKind {
     case key(Int64)
     case customer(Int64)
     case price(String)
+    case sync(String)
+    case flush
     case unknown
 
     init(_ payload: String) {
+        if payload == "flush" { self = .flush; return }
         let parts = payload.split(separator: ":", maxSplits: 1)
         guard parts.count == 2 else { self = .unknown; return }
         switch parts[0] {
         case "key": self = Int64(parts[1]).map(ChangeNoticeKind.key) ?? .unknown
         case "customer": self = Int64(parts[1]).map(ChangeNoticeKind.customer) ?? .unknown
         case "price": self = .price(String(parts[1]))
+        case "sync": self = .sync(String(parts[1]))
         default: self = .unknown
         }
     }
