@@ -52,10 +52,12 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
         var listener: PGListener?
         var feedTask: Task<Void, Never>?
         if let conninfo = configuration.directConninfo {
-            listener = PGListener(conninfo: conninfo, logger: logger)
-            listener?.start { [cache = gateway.cache] in cache.handle($0) }
+            let pgListener = PGListener(conninfo: conninfo, logger: logger)
+            pgListener.start { [cache = gateway.cache] in cache.handle($0) }
+            listener = pgListener
             // Proves the listener hears the writers, so idle keys and prices stay cached.
-            feedTask = Task { [cache = gateway.cache] in await ChangeConfirmer(cache: cache, store: store, logger: logger).run() }
+            let confirmer = ChangeConfirmer(cache: gateway.cache, store: store, listening: { pgListener.hearsDirectly }, logger: logger)
+            feedTask = Task { await confirmer.run() }
         } else if let database = (store as? SQLiteStore)?.database {
             feedTask = Task { [cache = gateway.cache] in await SQLiteChangeWatcher(database: database).run { cache.handle($0) } }
         }

@@ -5,13 +5,13 @@ public enum ChangeEvent: Sendable, Equatable {
     case connected
     /// The feed lost its connection: notices may be missed until `connected`.
     case disconnected
-    /// A change was committed: `key:ID`, `customer:ID` or `price:MODEL`.
+    /// A notice on the channel: a change was committed (`key:ID`, `customer:ID`, `price:MODEL`,
+    /// or `flush` for a TRUNCATE), or a replica's marker came back (`sync:TOKEN`).
     case notice(String)
     /// Something changed, without saying what (SQLite): drop everything cached.
     case flush
-    /// Nothing has changed up to this instant, so what is cached is still current as of then.
-    /// SQLite: the moment a poll that found the file's data version unmoved began. PostgreSQL:
-    /// the moment a round trip on the listening connection was sent, every notice committed
-    /// before it having been reported first.
+    /// Nothing has changed up to this instant, so what is cached is still current as of then
+    /// (SQLite: the moment a poll that found the file's data version unmoved began; PostgreSQL
+    /// confirms with markers instead, see `ChangeConfirmer`).
     case unchanged(asOf: ContinuousClock.Instant)
 }

@@ -53,7 +53,6 @@ public struct CacheWrites: Sendable, Hashable {
     public static let none = CacheWrites()
 }
 
-/// A price row as stored: a model's prices from a moment on, until a newer row replaces it.
 /// What `Store.priceInForce` finds: the row in force (nil when none of the names has one) and
 /// when the answer changes by the calendar alone.
 public struct PriceInForce: Sendable, Hashable {
@@ -67,6 +66,7 @@ public struct PriceInForce: Sendable, Hashable {
     }
 }
 
+/// A price row as stored: a model's prices from a moment on, until a newer row replaces it.
 public struct PriceRecord: Sendable, Hashable, Codable {
     public var model: String
     public var price: ModelPrice

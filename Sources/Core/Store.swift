@@ -101,8 +101,9 @@ public protocol Store: Sendable {
     // MARK: Health and lifecycle
     /// Runs a trivial query; throws `StoreError.unavailable` when the database cannot be reached.
     func ping() async throws
-    /// Commits a change notice `sync:TOKEN` through the writers' own path (PostgreSQL: NOTIFY on
-    /// the change channel; SQLite, which has no notices: nothing), for `ChangeConfirmer`.
+    /// Commits a change notice `sync:TOKEN` through the writers' own path, for `ChangeConfirmer`
+    /// (PostgreSQL: NOTIFY on the change channel, only while the change triggers are in place;
+    /// SQLite, which has no notices: does nothing).
     func sendChangeMarker(_ token: String) async throws
     func close() async
     /// The connection pool's use, where there is a pool (PostgreSQL).

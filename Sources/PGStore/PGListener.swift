@@ -12,8 +12,10 @@ import SQLStore
 ///
 /// That this connection hears what others commit is confirmed end to end elsewhere
 /// (`ChangeConfirmer`): a round trip on it proves only that it answers, not that the session
-/// answering is the one that ran `LISTEN` (a transaction-mode pooler), or that it is in the
-/// database the writers use.
+/// answering is the one that ran `LISTEN`, or that it is in the database the writers use. And
+/// only a session of the server's own counts (`hearsDirectly`): through a transaction-mode
+/// pooler, notices reach whichever client holds the server connection at the time, so a marker
+/// could come back while a revocation went to another client.
 ///
 /// `@unchecked Sendable`: the connection is created, used and closed only by the listener's own
 /// thread; the stop flag is guarded by a lock.
@@ -23,6 +25,7 @@ public final class PGListener: @unchecked Sendable {
     private let logger: Logger
     private let lock = NSLock()
     private var stopped = false
+    private var direct = false
     private var thread: Thread?
 
     public init(conninfo: String, channel: String = ChangeNotice.channel, logger: Logger) {
@@ -35,6 +38,21 @@ public final class PGListener: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return stopped
+    }
+
+    /// Whether the listening session is the server's own, not a connection pooler's: the
+    /// backend pid the server reports equals the one in the connection's key data (a pooler
+    /// sends its own). False while disconnected.
+    public var hearsDirectly: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return direct
+    }
+
+    private func setDirect(_ value: Bool) {
+        lock.lock()
+        direct = value
+        lock.unlock()
     }
 
     /// Starts the listening thread; `handle` is called on it for every event.
@@ -54,15 +72,35 @@ public final class PGListener: @unchecked Sendable {
 
     private func loop(_ handle: @Sendable (ChangeEvent) -> Void) {
         var backoffMillis = 100
+        var failing = false
+        var warnedPooler = false
         while !isStopped {
-            guard let connection = connect() else {
+            let connection: OpaquePointer
+            switch connect() {
+            case .failure(let reason):
+                // Once per run of failures: the caches stay off meanwhile, which operators should know.
+                if !failing { logger.warning("change listener cannot listen; retrying", metadata: ["reason": "\(reason)"]) }
+                failing = true
                 Thread.sleep(forTimeInterval: Double(backoffMillis) / 1000)
                 backoffMillis = min(backoffMillis * 2, 2000)
                 continue
+            case .success(let connected):
+                connection = connected
             }
+            failing = false
             backoffMillis = 100
+            let direct = Self.isServerSession(connection)
+            if !direct && !warnedPooler {
+                logger.warning("""
+                    the change listener is connected through a pooler, not to the server itself: cached keys and prices \
+                    expire after CACHE_TTL_SECONDS, and a revocation may take that long; point DATABASE_DIRECT_URL at the server
+                    """)
+                warnedPooler = true
+            }
+            setDirect(direct)
             handle(.connected)
             listen(on: connection, handle)
+            setDirect(false)
             PQfinish(connection)
             if !isStopped {
                 handle(.disconnected)
@@ -71,20 +109,38 @@ public final class PGListener: @unchecked Sendable {
         }
     }
 
-    private func connect() -> OpaquePointer? {
-        guard let connection = PGConnection.connect(conninfo, connectTimeoutSeconds: 10) else { return nil }
+    private func connect() -> Result<OpaquePointer, ListenFailure> {
+        guard let connection = PGConnection.connect(conninfo, connectTimeoutSeconds: 10) else { return .failure(.init("out of memory")) }
         guard PQstatus(connection) == CONNECTION_OK else {
-            PQfinish(connection)
-            return nil
+            defer { PQfinish(connection) }
+            return .failure(.init(connection))
         }
         PQsetNoticeProcessor(connection, { _, _ in }, nil)
         let result = PQexec(connection, "LISTEN \(channel)")
         defer { PQclear(result) }
         guard PQresultStatus(result) == PGRES_COMMAND_OK else {
-            PQfinish(connection)
-            return nil
+            defer { PQfinish(connection) }
+            return .failure(.init(connection))
         }
-        return connection
+        return .success(connection)
+    }
+
+    /// Why the listener could not listen: libpq's first line, with any password removed.
+    struct ListenFailure: Error, CustomStringConvertible {
+        let description: String
+        init(_ text: String) { description = text }
+        init(_ connection: OpaquePointer) {
+            self.init(DatabaseLocation.redact(PGConnection.firstLine(String(cString: PQerrorMessage(connection)))))
+        }
+    }
+
+    /// The session answering is the server process the connection started with.
+    private static func isServerSession(_ connection: OpaquePointer) -> Bool {
+        let result = PQexec(connection, "SELECT pg_backend_pid()")
+        defer { PQclear(result) }
+        guard PQresultStatus(result) == PGRES_TUPLES_OK, PQntuples(result) == 1,
+              let text = PQgetvalue(result, 0, 0), let pid = Int32(String(cString: text)) else { return false }
+        return pid == PQbackendPID(connection)
     }
 
     /// Waits on the socket and hands every notification over, with a round trip every 5 s to

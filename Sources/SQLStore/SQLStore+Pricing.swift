@@ -45,6 +45,7 @@ extension SQLStore {
         // name that has one (joined to a one-row aggregate, so it may be absent), and the
         // earliest scheduled row of any of the names: the first name's row wins over the
         // second's, and a name without one falls through to the next.
+        guard !models.isEmpty else { return PriceInForce(record: nil, nextChangeMicros: nil) }
         let names = models.indices.map { "$\($0 + 2)" }.joined(separator: ", ")
         let rank = models.indices.map { "WHEN $\($0 + 2) THEN \($0)" }.joined(separator: " ")
         let row = try await read { c in

@@ -127,8 +127,9 @@ struct GatewayHarness {
             // The change feed serve runs: LISTEN on PostgreSQL, the data-version watcher on SQLite.
             let listener = listen && backend == .postgres ? PGListener(conninfo: listenerURL ?? url, logger: logger) : nil
             listener?.start { [cache = gateway.cache] in cache.handle($0) }
-            if listener != nil && listenerConfirms {
-                group.addTask { [cache = gateway.cache] in await ChangeConfirmer(cache: cache, store: store, logger: logger).run() }
+            if let listener, listenerConfirms {
+                let confirmer = ChangeConfirmer(cache: gateway.cache, store: store, listening: { listener.hearsDirectly }, logger: logger)
+                group.addTask { await confirmer.run() }
             }
             defer { listener?.stop() }
             if listen, let sqlite = database as? SQLiteDatabase {

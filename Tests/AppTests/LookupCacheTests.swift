@@ -79,11 +79,12 @@ struct LookupCacheTests {
 
     @Test func anotherReplicasMarkerConfirmsNothing() {
         let clock = ManualClock()
-        let cache = connectedCache(clock)
-        cache.expectSync("mine-1")
-        clock.advance(.seconds(4))
+        let cache = connectedCache(clock) // key read at 0 s, TTL 5 s
+        clock.advance(.seconds(3))
+        cache.expectSync("mine-1") // sent at 3 s, never heard
+        clock.advance(.seconds(1))
         cache.handle(.notice("sync:theirs-1"))
-        clock.advance(.seconds(2))
+        clock.advance(.seconds(2)) // 6 s: mine-1 would have vouched until 8 s
         #expect(cache.principal(forHash: "h") == nil)
     }
 
@@ -101,16 +102,19 @@ struct LookupCacheTests {
         #expect(cache.principal(forHash: "h") == nil)
     }
 
-    @Test func aMarkerFromBeforeAReconnectConfirmsNothing() {
+    @Test func confirmationsRenewAnEntryForAtMostTheMaxAgeAfterItsRead() {
         let clock = ManualClock()
-        let cache = connectedCache(clock)
-        cache.expectSync("m-1")
-        cache.handle(.disconnected)
-        cache.handle(.connected)
-        cache.remember(Principal(keyId: 1, customerId: 1, revoked: false), forHash: "h", generation: cache.generation())
-        cache.handle(.notice("sync:m-1"))
-        clock.advance(.milliseconds(5001))
-        #expect(cache.principal(forHash: "h") == nil)
+        let cache = connectedCache(clock) // TTL 5 s: max age 60 s
+        #expect(cache.maxAge == .seconds(60))
+        for round in 1...70 { // 70 s of markers, one a second
+            clock.advance(.milliseconds(990))
+            cache.expectSync("m-\(round)")
+            clock.advance(.milliseconds(10))
+            cache.handle(.notice("sync:m-\(round)"))
+            // A change no notice reports (a write that fired no trigger) lasts at most a minute.
+            #expect((cache.principal(forHash: "h") != nil) == (round < 60), "at \(round) s")
+        }
+        #expect(LookupCache(ttlSeconds: 10).maxAge == .seconds(120))
     }
 
     @Test func aFlushNoticeOrAnUnknownOneDropsKeysAndPrices() {

@@ -5,10 +5,15 @@ revocation tests through the pooler too (test_replicas.py)."""
 import json
 import os
 import subprocess
+import tempfile
+import time
+
+import urllib.error
+import urllib.request
 
 import pytest
 
-from conftest import LMSVR, free_port
+from conftest import LMSVR, Gateway, free_port
 from pgbouncer import PgBouncer
 from test_replicas import fresh_database
 
@@ -65,3 +70,43 @@ def test_the_cli_works_through_the_pooler_and_named_statements_fail_with_a_hint(
     failed = [f for f in failures if f.returncode != 0]
     assert failed, "named statements through a transaction-mode pooler went unnoticed"
     assert all("DATABASE_POOL_MODE=transaction" in f.stderr for f in failed), failed[0].stderr
+
+
+def test_a_listener_behind_the_pooler_is_reported_and_cached_keys_still_expire(pooler):
+    """DATABASE_DIRECT_URL pointed at the pooler by mistake: the listener's session is not the
+    server's own (its backend pid differs from the one in the connection's key data), and a
+    transaction-mode pooler may hand its notices to other clients. serve says so, and sends no
+    markers, so a key revoked behind its back is refused within CACHE_TTL_SECONDS."""
+    direct = fresh_database()
+    pooled = pooler.url_for(direct)
+    migrated = run(dict(os.environ, DATABASE_URL=pooled, DATABASE_POOL_MODE="transaction", DATABASE_DIRECT_URL=direct),
+                   "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    with tempfile.TemporaryDirectory(prefix="lmsvr-e2e-") as workdir:
+        g = Gateway(workdir, extra_env=dict(DATABASE_URL=pooled, DATABASE_POOL_MODE="transaction",
+                                            DATABASE_DIRECT_URL=pooled, CACHE_TTL_SECONDS="2"))
+        try:
+            deadline = time.time() + 10
+            while "connected through a pooler" not in open(g.log_path).read():
+                assert time.time() < deadline, open(g.log_path).read()
+                time.sleep(0.1)
+            customer_id, key = g.customer()
+            assert status(g.base + "/api/version", key) == 200
+            # Revoked in replica mode, which fires no trigger: only the TTL can end the cached entry.
+            subprocess.run(["psql", direct, "-qc", "SET session_replication_role = replica; "
+                            f"UPDATE api_keys SET revoked_us = 1 WHERE customer_id = {customer_id}"], check=True)
+            revoked_at = time.time()
+            while status(g.base + "/api/version", key) == 200:
+                assert time.time() - revoked_at < 6, "a revoked key outlived the TTL behind a pooler"
+                time.sleep(0.1)
+        finally:
+            assert g.stop() == 0
+
+
+def status(url, key):
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code

@@ -8,7 +8,10 @@ import Logging
 /// only while it does.
 ///
 /// Each round registers a fresh marker with the cache, then commits the notice `sync:TOKEN`
-/// through the store, the path every writer (the CLI, the admin pages, other replicas) takes.
+/// through the store, the path every writer (the CLI, the admin pages, other replicas) takes,
+/// and only while `listening` says the listener holds a session of the server's own (through a
+/// transaction-mode pooler it could hear the marker and miss a revocation sent to another
+/// client). The store sends nothing while migration 0008's triggers are missing or disabled.
 /// PostgreSQL delivers notices in commit order, so when the marker arrives on the listener,
 /// every change committed before it was sent has been reported first. A listener that hears
 /// nothing (a transaction-mode pooler that lost its `LISTEN`, `DATABASE_DIRECT_URL` naming
@@ -16,11 +19,13 @@ import Logging
 public struct ChangeConfirmer: Sendable {
     let cache: LookupCache
     let store: any Store
+    let listening: @Sendable () -> Bool
     let logger: Logger
 
-    public init(cache: LookupCache, store: any Store, logger: Logger) {
+    public init(cache: LookupCache, store: any Store, listening: @escaping @Sendable () -> Bool, logger: Logger) {
         self.cache = cache
         self.store = store
+        self.listening = listening
         self.logger = logger
     }
 
@@ -28,7 +33,7 @@ public struct ChangeConfirmer: Sendable {
     public func run() async {
         guard let interval = cache.confirmationInterval else { return }
         // Unique to this process, so replicas ignore each other's markers.
-        let replica = UUID().uuidString.prefix(12)
+        let replica = UUID().uuidString
         var round = 0
         while !Task.isCancelled {
             do {
@@ -36,10 +41,16 @@ public struct ChangeConfirmer: Sendable {
             } catch {
                 return
             }
-            guard cache.isEnabled else { continue }
+            guard cache.isEnabled, listening() else { continue }
             round += 1
             let token = "\(replica)-\(round)"
-            cache.expectSync(token)
+            if cache.expectSync(token) {
+                logger.warning("""
+                    the change listener has not heard this replica's last 16 markers: cached keys and prices expire \
+                    after CACHE_TTL_SECONDS until it does (are migration 0008's triggers in place, and is \
+                    DATABASE_DIRECT_URL the database DATABASE_URL writes to?)
+                    """)
+            }
             do {
                 try await store.sendChangeMarker(token)
             } catch {

@@ -16,7 +16,8 @@ import NIOConcurrencyHelpers
 ///   a listener that hears nothing (a pooler that lost its `LISTEN`, another database)
 ///   confirms nothing. So keys and prices idle for longer than the TTL stay cached while the
 ///   feed works, and the TTL bounds staleness if it stops: no entry is used more than the TTL
-///   after a change it missed;
+///   after a change it missed. A change no notice reports at all (a write that fired no
+///   trigger) is seen within `maxAge` of the entry's read, however many confirmations came;
 /// - a price is also used only until the next row of its model comes into force by its date
 ///   (`effective_from_us`), which happens with no commit to report;
 /// - the feed sees only other processes' changes (on SQLite, commits on another connection): a
@@ -42,8 +43,11 @@ public final class LookupCache: Sendable {
         /// Within its own TTL, or within the TTL of the feed's latest `.unchanged`: every entry
         /// was read after the last flush (a flush empties the cache, and a lookup that began
         /// before one is not cached), so that report vouches for it.
-        func isCurrent(expires: ContinuousClock.Instant, now: ContinuousClock.Instant, ttl: Duration) -> Bool {
-            expires > now || unchangedAsOf.map { $0 + ttl > now } ?? false
+        /// `expires` is the read plus the TTL. A confirmation renews an entry for at most
+        /// `maxAge` after its read, which bounds a change no notice reported (a write that fired
+        /// no trigger) even while confirmations keep coming.
+        func isCurrent(expires: ContinuousClock.Instant, now: ContinuousClock.Instant, ttl: Duration, maxAge: Duration) -> Bool {
+            expires > now || (unchangedAsOf.map { $0 + ttl > now } ?? false && expires - ttl + maxAge > now)
         }
 
         mutating func confirm(asOf instant: ContinuousClock.Instant) {
@@ -60,6 +64,8 @@ public final class LookupCache: Sendable {
     }
 
     let ttl: Duration
+    /// The longest an entry is used after its read, confirmed or not: 12 TTLs, at least a minute.
+    let maxAge: Duration
     private let state = NIOLockedValueBox(State())
     private let onReconnect: @Sendable () -> Void
     /// The clock, for tests that move time by hand.
@@ -68,6 +74,7 @@ public final class LookupCache: Sendable {
     public init(ttlSeconds: Double, onReconnect: @escaping @Sendable () -> Void = {},
                 now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
         self.ttl = .milliseconds(Int64(ttlSeconds * 1000))
+        self.maxAge = max(ttl * 12, .seconds(60))
         self.onReconnect = onReconnect
         self.now = now
     }
@@ -83,13 +90,17 @@ public final class LookupCache: Sendable {
 
     /// Registers a marker about to be sent (`ChangeConfirmer`): when `sync:TOKEN` arrives on the
     /// feed, everything cached is confirmed current as of now, the moment before it was sent.
-    /// At most 16 wait at once (a listener that hears nothing never answers them).
-    func expectSync(_ token: String) {
+    /// At most 16 wait at once: returns true when that many were unanswered and were dropped
+    /// (a listener that hears nothing never answers them).
+    @discardableResult
+    func expectSync(_ token: String) -> Bool {
         let now = now()
-        state.withLockedValue { state in
-            guard state.enabled else { return }
-            if state.pendingSyncs.count >= 16 { state.pendingSyncs = [:] }
+        return state.withLockedValue { state in
+            guard state.enabled else { return false }
+            let unanswered = state.pendingSyncs.count >= 16
+            if unanswered { state.pendingSyncs = [:] }
             state.pendingSyncs[token] = now
+            return unanswered
         }
     }
 
@@ -158,7 +169,7 @@ public final class LookupCache: Sendable {
         let now = now()
         return state.withLockedValue { state in
             guard state.enabled, let entry = state.principals[hash],
-                  state.isCurrent(expires: entry.expires, now: now, ttl: ttl) else { return nil }
+                  state.isCurrent(expires: entry.expires, now: now, ttl: ttl, maxAge: maxAge) else { return nil }
             return entry.principal
         }
     }
@@ -187,7 +198,7 @@ public final class LookupCache: Sendable {
         let now = now()
         return state.withLockedValue { state in
             guard state.enabled, let entry = state.prices[model],
-                  state.isCurrent(expires: entry.expires, now: now, ttl: ttl),
+                  state.isCurrent(expires: entry.expires, now: now, ttl: ttl, maxAge: maxAge),
                   entry.nextChangeMicros.map({ nowMicros < $0 }) ?? true else { return nil }
             return (entry.price, entry.source)
         }
