@@ -103,8 +103,8 @@ public protocol Store: Sendable {
     func ping() async throws
     /// Commits a change notice `sync:TOKEN` through the writers' own path, for `ChangeConfirmer`
     /// (PostgreSQL: NOTIFY on the change channel, only while the change triggers are in place;
-    /// SQLite, which has no notices: does nothing).
-    func sendChangeMarker(_ token: String) async throws
+    /// SQLite, which has no notices: nothing). Returns whether it was sent.
+    func sendChangeMarker(_ token: String) async throws -> Bool
     func close() async
     /// The connection pool's use, where there is a pool (PostgreSQL).
     var poolStatistics: PoolStatistics? { get }

@@ -1,5 +1,6 @@
 import CLibPQ
 import Core
+import Foundation
 import SQLStore
 
 /// One libpq connection, with its prepared statements.
@@ -21,9 +22,8 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
             throw .connectionFailed("out of memory")
         }
         guard PQstatus(conn) == CONNECTION_OK else {
-            let message = Self.firstLine(String(cString: PQerrorMessage(conn)))
-            PQfinish(conn)
-            throw .connectionFailed(DatabaseLocation.redact(message))
+            defer { PQfinish(conn) }
+            throw .connectionFailed(Self.connectFailure(conn, conninfo: conninfo))
         }
         self.handle = conn
         // libpq prints server NOTICEs to stderr by default; they are not for operators' terminals.
@@ -229,6 +229,34 @@ final class PGConnection: SQLConnection, @unchecked Sendable {
         return value == .min ? nil : -value
     }
 
+    /// Why a connection failed, safe to log: libpq's message without the password. libpq may
+    /// quote the connection string it could not parse (a `%` in a password not written `%25`
+    /// yields `invalid percent-encoded token: "secret"`), where nothing marks the password as
+    /// one, so an unparsable string gets a fixed text; otherwise the password's text (as written
+    /// and percent-decoded) is masked wherever it appears, then URLs and `password=` as usual.
+    static func connectFailure(_ connection: OpaquePointer, conninfo: String) -> String {
+        var parseError: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(conninfo, &parseError) else {
+            PQfreemem(parseError)
+            return "the connection string cannot be parsed (write special characters in the password percent-encoded: % as %25)"
+        }
+        defer { PQconninfoFree(options) }
+        var message = firstLine(String(cString: PQerrorMessage(connection)))
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if String(cString: keyword) == "password", let value = option.pointee.val {
+                let password = String(cString: value)
+                for form in Set([password, password.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? password])
+                where !form.isEmpty {
+                    message = message.replacingOccurrences(of: form, with: "***")
+                }
+            }
+            option += 1
+        }
+        return DatabaseLocation.redact(message)
+    }
+
+    /// The lines of a libpq message joined into one, empty ones dropped.
     static func firstLine(_ text: String) -> String {
         text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters() }.filter { !$0.isEmpty }
             .joined(separator: "; ")

@@ -75,7 +75,7 @@ public final class PGListener: @unchecked Sendable {
         var failing = false
         var warnedPooler = false
         while !isStopped {
-            let connection: OpaquePointer
+            let connection: OpaquePointer, direct: Bool
             switch connect() {
             case .failure(let reason):
                 // Once per run of failures: the caches stay off meanwhile, which operators should know.
@@ -85,21 +85,23 @@ public final class PGListener: @unchecked Sendable {
                 backoffMillis = min(backoffMillis * 2, 2000)
                 continue
             case .success(let connected):
-                connection = connected
+                (connection, direct) = connected
             }
             failing = false
             backoffMillis = 100
-            let direct = Self.isServerSession(connection)
             if !direct && !warnedPooler {
                 logger.warning("""
-                    the change listener is connected through a pooler, not to the server itself: cached keys and prices \
-                    expire after CACHE_TTL_SECONDS, and a revocation may take that long; point DATABASE_DIRECT_URL at the server
+                    the change listener's session is not the server's own (a connection pooler or proxy answers for it): \
+                    idle cached keys and prices are not renewed past CACHE_TTL_SECONDS, and through a transaction-mode \
+                    pooler a revocation may take that long too; point DATABASE_DIRECT_URL at the server itself
                     """)
                 warnedPooler = true
             }
             setDirect(direct)
             handle(.connected)
-            listen(on: connection, handle)
+            // Notices read with the pid query were committed before `.connected` flushed the caches.
+            handOver(connection, handle)
+            listen(on: connection, handle, direct: direct)
             setDirect(false)
             PQfinish(connection)
             if !isStopped {
@@ -109,43 +111,44 @@ public final class PGListener: @unchecked Sendable {
         }
     }
 
-    private func connect() -> Result<OpaquePointer, ListenFailure> {
-        guard let connection = PGConnection.connect(conninfo, connectTimeoutSeconds: 10) else { return .failure(.init("out of memory")) }
+    /// Connects and LISTENs; then whether the session answering is the server process the
+    /// connection started with (see `hearsDirectly`).
+    private func connect() -> Result<(OpaquePointer, direct: Bool), ListenFailure> {
+        guard let connection = PGConnection.connect(conninfo, connectTimeoutSeconds: 10) else {
+            return .failure(ListenFailure(description: "out of memory"))
+        }
         guard PQstatus(connection) == CONNECTION_OK else {
             defer { PQfinish(connection) }
-            return .failure(.init(connection))
+            return .failure(ListenFailure(description: PGConnection.connectFailure(connection, conninfo: conninfo)))
         }
         PQsetNoticeProcessor(connection, { _, _ in }, nil)
         let result = PQexec(connection, "LISTEN \(channel)")
         defer { PQclear(result) }
-        guard PQresultStatus(result) == PGRES_COMMAND_OK else {
+        guard PQresultStatus(result) == PGRES_COMMAND_OK, let pid = Self.backendPID(connection) else {
             defer { PQfinish(connection) }
-            return .failure(.init(connection))
+            return .failure(ListenFailure(description: PGConnection.connectFailure(connection, conninfo: conninfo)))
         }
-        return .success(connection)
+        return .success((connection, direct: pid == PQbackendPID(connection)))
     }
 
-    /// Why the listener could not listen: libpq's first line, with any password removed.
+    /// Why the listener could not listen, safe to log.
     struct ListenFailure: Error, CustomStringConvertible {
         let description: String
-        init(_ text: String) { description = text }
-        init(_ connection: OpaquePointer) {
-            self.init(DatabaseLocation.redact(PGConnection.firstLine(String(cString: PQerrorMessage(connection)))))
-        }
     }
 
-    /// The session answering is the server process the connection started with.
-    private static func isServerSession(_ connection: OpaquePointer) -> Bool {
+    /// The pid of the server process answering on `connection`, or nil if the query failed.
+    private static func backendPID(_ connection: OpaquePointer) -> Int32? {
         let result = PQexec(connection, "SELECT pg_backend_pid()")
         defer { PQclear(result) }
         guard PQresultStatus(result) == PGRES_TUPLES_OK, PQntuples(result) == 1,
-              let text = PQgetvalue(result, 0, 0), let pid = Int32(String(cString: text)) else { return false }
-        return pid == PQbackendPID(connection)
+              let text = PQgetvalue(result, 0, 0) else { return nil }
+        return Int32(String(cString: text))
     }
 
     /// Waits on the socket and hands every notification over, with a round trip every 5 s to
-    /// find a dead connection, until the connection fails or the listener stops.
-    private func listen(on connection: OpaquePointer, _ handle: @Sendable (ChangeEvent) -> Void) {
+    /// find a dead connection (or, for a session of the server's own, one whose answering
+    /// process changed), until the connection fails or the listener stops.
+    private func listen(on connection: OpaquePointer, _ handle: @Sendable (ChangeEvent) -> Void, direct: Bool) {
         let socket = PQsocket(connection)
         var nextPing = ContinuousClock.now + .seconds(5)
         while !isStopped {
@@ -158,10 +161,7 @@ public final class PGListener: @unchecked Sendable {
                 handOver(connection, handle)
             }
             if ContinuousClock.now >= nextPing {
-                let result = PQexec(connection, "SELECT 1")
-                let ok = PQresultStatus(result) == PGRES_TUPLES_OK
-                PQclear(result)
-                guard ok else { return }
+                guard let pid = Self.backendPID(connection), !direct || pid == PQbackendPID(connection) else { return }
                 handOver(connection, handle)
                 nextPing = .now + .seconds(5)
             }

@@ -41,20 +41,20 @@ public struct SQLStore<Database: SQLDatabase>: Store {
         _ = try await read { try $0.execute("SELECT 1") }
     }
 
-    public func sendChangeMarker(_ token: String) async throws {
-        guard database.dialect == .postgres else { return }
+    public func sendChangeMarker(_ token: String) async throws -> Bool {
+        guard database.dialect == .postgres else { return false }
         // One statement (its own transaction, committed without waiting for the WAL flush: its
         // place in the notice queue is fixed when it is queued), and only while all five of
         // migration 0008's triggers are there and enabled: a marker must not vouch for changes
         // that no longer announce themselves.
-        _ = try await read { c in
+        return try await read { c in
             try c.execute(
                 """
                 SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2) \
                 WHERE (SELECT count(*) FROM pg_trigger WHERE tgenabled IN ('O', 'A') AND \
                 tgrelid IN ('api_keys'::regclass, 'model_prices'::regclass) AND tgname IN ('api_keys_notify_update', \
                 'api_keys_notify_delete', 'api_keys_notify_truncate', 'model_prices_notify', 'model_prices_notify_truncate')) = 5
-                """, .text(ChangeNotice.channel), .text(ChangeNotice.sync(token).payload))
+                """, .text(ChangeNotice.channel), .text(ChangeNotice.sync(token).payload)).count == 1
         }
     }
 

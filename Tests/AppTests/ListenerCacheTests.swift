@@ -181,6 +181,20 @@ struct ListenerCacheTests {
         }
     }
 
+    @Test func aChangeMadeWhileATriggerWasOffIsNotVouchedForOnceItIsBack() async throws {
+        try await GatewayHarness.with(backend: .postgres, environment: ["CACHE_TTL_SECONDS": "4"], listen: true) { h in
+            try await waitUntilListening(h)
+            let (_, key) = try await h.customer(budgetNanos: nil)
+            #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
+            _ = try await h.database.withConnection { try $0.execute("ALTER TABLE api_keys DISABLE TRIGGER api_keys_notify_update") }
+            _ = try await h.database.withConnection { try $0.execute("UPDATE api_keys SET revoked_us = 1 WHERE id = 1") }
+            try await Task.sleep(for: .milliseconds(2500)) // a round (every 2 s) finds the trigger off
+            _ = try await h.database.withConnection { try $0.execute("ALTER TABLE api_keys ENABLE TRIGGER api_keys_notify_update") }
+            // The rounds send markers again, but must not vouch for what was cached before.
+            try await expectRefused(h, key: key, within: .seconds(8))
+        }
+    }
+
     @Test func aTruncateOfThePricesReachesTheCache() async throws {
         try await GatewayHarness.with(backend: .postgres, environment: ["CACHE_TTL_SECONDS": "600"], listen: true) { h in
             try await waitUntilListening(h)
@@ -207,9 +221,14 @@ func expectCachedThenRefusedWithinTheTTL(_ h: GatewayHarness) async throws {
     #expect(try await h.send(.GET, "/api/version", key: key).status == 200)
     try await silentlyRevoke(h, keyId: 1)
     #expect(try await h.send(.GET, "/api/version", key: key).status == 200, "not served from the cache")
-    let revokedAt = ContinuousClock.now
+    try await expectRefused(h, key: key, within: .seconds(8))
+}
+
+/// The key is refused (401) within `limit` from now.
+func expectRefused(_ h: GatewayHarness, key: String, within limit: Duration) async throws {
+    let start = ContinuousClock.now
     var status = 200
-    while status == 200 && ContinuousClock.now - revokedAt < .seconds(8) {
+    while status == 200 && ContinuousClock.now - start < limit {
         status = try await h.send(.GET, "/api/version", key: key).status
         try await Task.sleep(for: .milliseconds(50))
     }

@@ -97,3 +97,20 @@ struct PoolTests {
         await pool.shutdown()
     }
 }
+
+@Suite("PostgreSQL: connection failures say why without the password")
+struct ConnectFailureTests {
+    /// An unparsable string (libpq quotes it, password included, in a message nothing marks as
+    /// holding one), and a refused connection (whose message names the host).
+    @Test(arguments: [("postgresql://app:s3%cret@127.0.0.1:1/lmsvr", "cret", "percent-encoded"),
+                      ("postgresql://app:s3cret-pw@127.0.0.1:1/lmsvr", "s3cret-pw", "127.0.0.1")])
+    func theMessageSaysWhyWithoutThePassword(conninfo: String, secret: String, reason: String) async throws {
+        do {
+            _ = try await PGDatabase.connect(conninfo: conninfo, size: 1)
+            Issue.record("connected to \(conninfo)")
+        } catch {
+            let text = "\(error)"
+            #expect(!text.contains(secret) && text.contains(reason), "\(text)")
+        }
+    }
+}

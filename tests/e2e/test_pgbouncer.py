@@ -87,7 +87,7 @@ def test_a_listener_behind_the_pooler_is_reported_and_cached_keys_still_expire(p
                                             DATABASE_DIRECT_URL=pooled, CACHE_TTL_SECONDS="2"))
         try:
             deadline = time.time() + 10
-            while "connected through a pooler" not in open(g.log_path).read():
+            while "session is not the server's own" not in open(g.log_path).read():
                 assert time.time() < deadline, open(g.log_path).read()
                 time.sleep(0.1)
             customer_id, key = g.customer()

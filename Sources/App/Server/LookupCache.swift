@@ -90,15 +90,15 @@ public final class LookupCache: Sendable {
 
     /// Registers a marker about to be sent (`ChangeConfirmer`): when `sync:TOKEN` arrives on the
     /// feed, everything cached is confirmed current as of now, the moment before it was sent.
-    /// At most 16 wait at once: returns true when that many were unanswered and were dropped
-    /// (a listener that hears nothing never answers them).
+    /// Returns how many earlier markers are still unanswered; at most 16 are kept (a listener
+    /// that hears nothing never answers them).
     @discardableResult
-    func expectSync(_ token: String) -> Bool {
+    func expectSync(_ token: String) -> Int {
         let now = now()
         return state.withLockedValue { state in
-            guard state.enabled else { return false }
-            let unanswered = state.pendingSyncs.count >= 16
-            if unanswered { state.pendingSyncs = [:] }
+            guard state.enabled else { return 0 }
+            let unanswered = state.pendingSyncs.count
+            if unanswered >= 16 { state.pendingSyncs = [:] }
             state.pendingSyncs[token] = now
             return unanswered
         }
