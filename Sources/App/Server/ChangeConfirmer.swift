@@ -8,17 +8,19 @@ import Logging
 /// only while it does.
 ///
 /// Each round registers a fresh marker with the cache, then commits the notice `sync:TOKEN`
-/// through the store, the path every writer (the CLI, the admin pages, other replicas) takes,
-/// and only while `listening` says the listener holds a session of the server's own (through a
-/// transaction-mode pooler it could hear the marker and miss a revocation sent to another
-/// client). The store sends nothing while migration 0008's triggers are missing or disabled, and
-/// the first round that sends after one that did not flushes the cache: what was cached
-/// meanwhile may hide a change that announced nothing. (Triggers disabled and enabled again
-/// between two rounds, or before the first, go unseen; `LookupCache.maxAge` bounds that.)
+/// through the store, the path every writer (the CLI, the admin pages, other replicas) takes.
 /// PostgreSQL delivers notices in commit order, so when the marker arrives on the listener,
 /// every change committed before it was sent has been reported first. A listener that hears
-/// nothing (a transaction-mode pooler that lost its `LISTEN`, `DATABASE_DIRECT_URL` naming
-/// another database) never gets the marker back, and entries expire by their TTL as before.
+/// nothing (`DATABASE_DIRECT_URL` naming another database) never gets the marker back, and
+/// entries expire by their TTL as before. The rules that keep a marker honest:
+///
+/// - markers go out only while `listening` says the listener holds a session of the server's
+///   own: through a transaction-mode pooler it could hear the marker and miss a revocation the
+///   pooler handed to another client;
+/// - the store sends nothing while migration 0008's triggers are missing or disabled, and the
+///   first round that sends after one that did not flushes the cache, since what was cached
+///   meanwhile may hide a change that announced nothing (triggers disabled and enabled again
+///   between two rounds, or before the first, go unseen: `LookupCache.maxAge` bounds that).
 public struct ChangeConfirmer: Sendable {
     let cache: LookupCache
     let store: any Store
