@@ -40,8 +40,6 @@ public protocol Store: Sendable {
     // MARK: Pricing and models
     /// Adds a price row effective from `effectiveFromMicros`; older rows stay for history.
     func setPrice(model: String, price: ModelPrice, effectiveFromMicros: Int64) async throws -> PriceRecord
-    /// The row in force at an instant, or `nil` when the model has none.
-    func price(model: String, atMicros: Int64) async throws -> PriceRecord?
     /// In one read: the row in force at an instant for the first of `models` that has one, and
     /// when the next row of any of them comes into force (until then the answer stands, unless
     /// a row is written).

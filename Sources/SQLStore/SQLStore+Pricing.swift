@@ -29,17 +29,6 @@ extension SQLStore {
         }
     }
 
-    public func price(model: String, atMicros: Int64) async throws -> PriceRecord? {
-        try await read { c in
-            try c.execute(
-                """
-                SELECT \(Self.priceColumns) FROM model_prices WHERE model = $1 AND effective_from_us <= $2 \
-                ORDER BY effective_from_us DESC, id DESC LIMIT 1
-                """, .text(model), .int(atMicros)
-            ).first.map(Self.priceRecord)
-        }
-    }
-
     public func priceInForce(models: [String], atMicros: Int64) async throws -> PriceInForce {
         // One statement, so one round trip on PostgreSQL: the newest row in force of the first
         // name that has one (joined to a one-row aggregate, so it may be absent), and the

@@ -74,9 +74,9 @@ struct StoreContractTests {
         _ = try await store.setPrice(model: "llama3", price: ModelPrice(perRequest: Money(nanos: 2)), effectiveFromMicros: t0 + 10)
         _ = try await store.setPrice(model: "mistral", price: ModelPrice(perRequest: Money(nanos: 7), perModel: Money(nanos: 3),
             inputPer1M: Money(nanos: 5), outputPer1M: Money(nanos: 6), cachedInputPer1M: Money(nanos: 4)), effectiveFromMicros: t0)
-        #expect(try await store.price(model: "llama3", atMicros: t0 - 1) == nil)
-        #expect(try await store.price(model: "llama3", atMicros: t0 + 5)?.price.perRequest == Money(nanos: 1))
-        #expect(try await store.price(model: "llama3", atMicros: t0 + 10)?.price.perRequest == Money(nanos: 2))
+        #expect(try await store.priceInForce(models: ["llama3"], atMicros: t0 - 1).record == nil)
+        #expect(try await store.priceInForce(models: ["llama3"], atMicros: t0 + 5).record?.price.perRequest == Money(nanos: 1))
+        #expect(try await store.priceInForce(models: ["llama3"], atMicros: t0 + 10).record?.price.perRequest == Money(nanos: 2))
         let current = try await store.currentPrices(atMicros: t0 + 100)
         #expect(current.map(\.model) == ["llama3", "mistral"])
         #expect(current[0].price.perRequest == Money(nanos: 2))

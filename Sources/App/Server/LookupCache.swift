@@ -40,18 +40,13 @@ public final class LookupCache: Sendable {
         /// Markers sent and not yet heard back, with the moment each was registered.
         var pendingSyncs: [String: ContinuousClock.Instant] = [:]
 
-        /// Within its own TTL, or within the TTL of the feed's latest `.unchanged`: every entry
-        /// was read after the last flush (a flush empties the cache, and a lookup that began
-        /// before one is not cached), so that report vouches for it.
-        /// `expires` is the read plus the TTL. A confirmation renews an entry for at most
-        /// `maxAge` after its read, which bounds a change no notice reported (a write that fired
-        /// no trigger) even while confirmations keep coming.
-        func isCurrent(expires: ContinuousClock.Instant, now: ContinuousClock.Instant, ttl: Duration, maxAge: Duration) -> Bool {
-            expires > now || (unchangedAsOf.map { $0 + ttl > now } ?? false && expires - ttl + maxAge > now)
-        }
-
         mutating func confirm(asOf instant: ContinuousClock.Instant) {
             if enabled { unchangedAsOf = max(unchangedAsOf ?? instant, instant) }
+        }
+
+        mutating func dropEntries() {
+            principals = [:]
+            prices = [:]
         }
     }
 
@@ -82,7 +77,7 @@ public final class LookupCache: Sendable {
     /// Whether lookups are currently served from the cache (the feed is connected).
     public var isEnabled: Bool { state.withLockedValue { $0.enabled } }
 
-    /// How often PostgreSQL's listener should confirm that nothing changed: twice per TTL, so
+    /// How often PostgreSQL's markers should confirm that nothing changed: every half TTL, so
     /// idle entries are renewed before they expire (within 0.1–5 s); nil without a cache.
     public var confirmationInterval: Duration? {
         ttl > .zero ? min(max(ttl / 2, .milliseconds(100)), .seconds(5)) : nil
@@ -129,30 +124,26 @@ public final class LookupCache: Sendable {
             state.unchangedAsOf = nil
             switch event {
             case .connected:
-                state.principals = [:]
-                state.prices = [:]
+                state.dropEntries()
                 state.pendingSyncs = [:]
                 state.enabled = ttl > .zero
                 state.connections += 1
                 return state.connections > 1
             case .disconnected:
                 state.enabled = false
-                state.principals = [:]
-                state.prices = [:]
+                state.dropEntries()
                 state.pendingSyncs = [:]
             case .flush:
-                state.principals = [:]
-                state.prices = [:]
+                state.dropEntries()
             case .notice(let payload):
                 switch ChangeNoticeKind(payload) {
                 case .key(let id): state.principals = state.principals.filter { $0.value.principal.keyId != id }
                 case .customer(let id): state.principals = state.principals.filter { $0.value.principal.customerId != id }
                 case .price: state.prices = [:]
-                case .flush, .unknown, .sync:
-                    // A TRUNCATE (migration 0008's statement triggers), or a payload this
-                    // version does not know: whatever it was, drop everything.
-                    state.principals = [:]
-                    state.prices = [:]
+                // A TRUNCATE (migration 0008's statement triggers), or a payload this version
+                // does not know: whatever it was, drop everything.
+                case .flush, .unknown: state.dropEntries()
+                case .sync: break // confirmations are handled above, before the generation moves
                 }
             case .unchanged:
                 break
@@ -169,9 +160,18 @@ public final class LookupCache: Sendable {
         let now = now()
         return state.withLockedValue { state in
             guard state.enabled, let entry = state.principals[hash],
-                  state.isCurrent(expires: entry.expires, now: now, ttl: ttl, maxAge: maxAge) else { return nil }
+                  isCurrent(entry.expires, state, now) else { return nil }
             return entry.principal
         }
+    }
+
+    /// Whether an entry read `ttl` before `expires` may be used at `now`: within its own TTL,
+    /// or within the TTL of the latest confirmation, for at most `maxAge` after its read. Every
+    /// entry was read after the last flush (a flush empties the cache, and a lookup that began
+    /// before one is not cached), so a confirmation vouches for it; `maxAge` bounds a change no
+    /// notice reported (a write that fired no trigger) while confirmations keep coming.
+    private func isCurrent(_ expires: ContinuousClock.Instant, _ state: State, _ now: ContinuousClock.Instant) -> Bool {
+        expires > now || (state.unchangedAsOf.map { $0 + ttl > now } ?? false && expires - ttl + maxAge > now)
     }
 
     /// The generation to pass to `remember` for a lookup starting now; nil when disabled.
@@ -198,7 +198,7 @@ public final class LookupCache: Sendable {
         let now = now()
         return state.withLockedValue { state in
             guard state.enabled, let entry = state.prices[model],
-                  state.isCurrent(expires: entry.expires, now: now, ttl: ttl, maxAge: maxAge),
+                  isCurrent(entry.expires, state, now),
                   entry.nextChangeMicros.map({ nowMicros < $0 }) ?? true else { return nil }
             return (entry.price, entry.source)
         }
