@@ -14,6 +14,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // UnsafeAtomic over the runtime's global-enqueue hook (GlobalExecutorOnEventLoops), as NIO's own takeover does.
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -33,6 +35,11 @@ let package = Package(
                        providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "JSONKit"),
         .target(name: "EventLoopClock", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        .target(name: "EventLoopExecutor", dependencies: [
+            .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
@@ -77,7 +84,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "CLI", dependencies: [
-            "Core", "SQLStore", "PGStore", "SQLiteStore", "Migrate", "App",
+            "Core", "SQLStore", "PGStore", "SQLiteStore", "Migrate", "App", "EventLoopExecutor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -92,7 +99,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         ], path: "bench/Driver"),
-        .executableTarget(name: "bench-floor", dependencies: ["UpstreamHTTP",
+        .executableTarget(name: "bench-floor", dependencies: ["UpstreamHTTP", "EventLoopExecutor",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOCore", package: "swift-nio"),

@@ -6,7 +6,8 @@ request from /proc.
 Rungs: nginx `proxy_pass` (R1); `bench-floor` (a 40-line Hummingbird app) answering `GET /`
 alone; the same app forwarding `POST /api/chat` with AsyncHTTPClient and returning the answer
 whole, with Swift Concurrency on its default executor and on NIO's event loops; the same forward
-with lmsvr's lean client (`HTTP1Pool`, NIO executor); and lmsvr on SQLite (R2: auth, price,
+with lmsvr's lean client (`HTTP1Pool`, NIO executor), and again with jobs run as the generic
+executor on those loops (`--loop-executor`, as `lmsvr serve` runs them); and lmsvr on SQLite (R2: auth, price,
 hold, settle, ledger row).
 
     swift build -c release --product bench-floor      # with lmsvr, bench-driver, lmsvr-fake-upstream
@@ -50,14 +51,16 @@ def main():
         h.set_phase("answers")
         upstream = f"http://127.0.0.1:{h.answer_mock}"
         for name, extra in (("forward, default executor", []), ("forward, NIO executor", ["--nio-executor"]),
-                            ("forward, lean client", ["--nio-executor", "--lean"])):
+                            ("forward, lean client", ["--nio-executor", "--lean"]),
+                            ("forward, lean client, generic", ["--loop-executor", "--lean"])):
             port = run.free_port()
             proc = h.spawn([f"{args.bin_dir}/bench-floor", str(port), upstream, *extra], cpu=0, log_name=f"floor-{port}.log")
             run.wait_http(f"http://127.0.0.1:{port}/")
             h.rungs[name] = dict(url=f"http://127.0.0.1:{port}", pids=[proc.pid])
         get_url = h.rungs["forward, NIO executor"]["url"] + "/"
         get_pids = h.rungs["forward, NIO executor"]["pids"]
-        post_rungs = ["R1 nginx", "forward, default executor", "forward, NIO executor", "forward, lean client", "R2 sqlite"]
+        post_rungs = ["R1 nginx", "forward, default executor", "forward, NIO executor", "forward, lean client",
+                      "forward, lean client, generic", "R2 sqlite"]
         for c in (1, 64):
             results = {name: [] for name in ["Hummingbird GET /"] + post_rungs}
             wrk_get(get_url, get_pids, c, 2)

@@ -1,8 +1,7 @@
 import ArgumentParser
 import Core
+import EventLoopExecutor
 import Foundation
-import NIOCore
-import NIOPosix
 
 /// The `lmsvr` command: the gateway (`serve`) and its administration.
 @main
@@ -25,9 +24,11 @@ struct Lmsvr: AsyncParsableCommand {
             EventLoopSizing.matchUsableCPUs()
             // Run Swift Concurrency's jobs on NIO's event loops instead of Dispatch's pool: a
             // request then no longer hops between the loop that owns its socket and another
-            // thread at every await (see docs/benchmarks.md). Blocking work never runs on these
-            // threads: SQLite and libpq have their own. Must happen before any task is created.
-            NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+            // thread at every await, and runs them as the generic executor, so the hops between
+            // nonisolated async functions stay inline (see docs/benchmarks.md). Blocking work
+            // never runs on these threads: SQLite and libpq have their own. Must happen before
+            // any task is created; `serve` logs which executor it got.
+            GlobalExecutorOnEventLoops.install()
         }
         let command: ParsableCommand
         do {

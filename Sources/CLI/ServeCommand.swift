@@ -1,7 +1,9 @@
 import App
 import ArgumentParser
 import Core
+import EventLoopExecutor
 import Logging
+import NIOPosix
 import PGStore
 import SQLiteStore
 
@@ -15,6 +17,14 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
 
     func validate() throws {
         if let port, !(0...65535).contains(port) { throw CLIError.usage("--port \(port) is not a port number (0-65535)") }
+    }
+
+    /// Where Swift Concurrency's jobs run, for the start-up line: a gateway that lost the
+    /// takeover (another library installed its hook first) still works, at a higher CPU cost.
+    static var executorDescription: String {
+        guard GlobalExecutorOnEventLoops.isInstalled else { return "dispatch" }
+        let loops = MultiThreadedEventLoopGroup.singleton.makeIterator().reduce(0) { count, _ in count + 1 }
+        return "event loops (\(loops)), generic"
     }
 
     func run() async throws {
@@ -37,6 +47,7 @@ struct Serve: AsyncParsableCommand, DatabaseCommand {
         logger.notice("starting", metadata: [
             "database": "\(configuration.database.redacted)", "ollama": "\(configuration.ollamaServerNames)",
             "address": "\(configuration.host):\(configuration.port)", "journal": "\(journal.path)",
+            "executor": "\(Self.executorDescription)",
         ])
         let gateway = Gateway(configuration: configuration, store: store, upstream: upstream, journal: journal, logger: logger)
         // Charges a previous run could not write (it crashed, or stopped during an outage) go to

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import EventLoopExecutor
 import Foundation
 import Hummingbird
 import NIOCore
@@ -13,8 +14,10 @@ import UpstreamHTTP
 ///   tracer, as lmsvr configures it) and the answer returned whole: a proxy with no auth, no
 ///   billing, no parsing.
 ///
-/// `bench-floor PORT UPSTREAM_URL [--nio-executor] [--lean]`: with `--nio-executor`, Swift Concurrency
-/// runs on NIO's event loops (as `lmsvr serve` does), one loop per CPU the process may use; with
+/// `bench-floor PORT UPSTREAM_URL [--nio-executor | --loop-executor] [--lean]`: with `--nio-executor`, Swift
+/// Concurrency runs on NIO's event loops through NIO's own takeover, one loop per CPU the process may use;
+/// with `--loop-executor`, on the same loops as the generic executor (`GlobalExecutorOnEventLoops`, as
+/// `lmsvr serve` does since the seventh pass in docs/benchmarks.md); with
 /// `--lean`, the forward goes through `HTTP1Pool` (lmsvr's client for plain-HTTP Ollama servers)
 /// instead of AsyncHTTPClient.
 @main
@@ -22,17 +25,21 @@ struct BenchFloor {
     static func main() async throws {
         let arguments = CommandLine.arguments
         guard arguments.count >= 3, let port = Int(arguments[1]) else {
-            FileHandle.standardError.write(Data("usage: bench-floor PORT UPSTREAM_URL [--nio-executor]\n".utf8))
+            FileHandle.standardError.write(Data("usage: bench-floor PORT UPSTREAM_URL [--nio-executor | --loop-executor] [--lean]\n".utf8))
             exit(2)
         }
         let upstream = arguments[2]
-        if arguments.contains("--nio-executor") {
+        if arguments.contains("--nio-executor") || arguments.contains("--loop-executor") {
             if let allowed = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)
                 .split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }),
                 !allowed.contains(","), !allowed.contains("-") {
                 setenv("NIO_SINGLETON_GROUP_LOOP_COUNT", "1", 1) // pinned to one CPU: one loop
             }
-            NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+            if arguments.contains("--loop-executor") {
+                GlobalExecutorOnEventLoops.install()
+            } else {
+                NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+            }
         }
         var configuration = HTTPClient.Configuration()
         configuration.tracing.tracer = nil
