@@ -1,12 +1,7 @@
 import Atomics
+import CConcurrencyHook
 import NIOCore
 import NIOPosix
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Runs Swift Concurrency's global jobs on NIO's singleton event loops, as the generic executor.
 ///
@@ -20,7 +15,9 @@ import Darwin
 /// continue inline: 8 jobs per request, one for each real wait.
 ///
 /// The mechanism is NIO's: the Concurrency runtime's `swift_task_enqueueGlobal_hook`, swapped
-/// in atomically. Jobs go to the current loop when enqueued from one of the group's loops (a task
+/// in atomically. Unlike NIO, which finds the hook with `dlsym`, the address comes from the linker
+/// (`CConcurrencyHook`), so the takeover also works in a binary built with
+/// `--static-swift-stdlib` (the Docker image), where `dlsym` cannot see the runtime's symbols. Jobs go to the current loop when enqueued from one of the group's loops (a task
 /// stays on the loop that owns its sockets), otherwise to the next loop.
 public enum GlobalExecutorOnEventLoops {
     private static let installed = ManagedAtomic(false)
@@ -35,11 +32,11 @@ public enum GlobalExecutorOnEventLoops {
     public static func install() -> Bool {
         #if compiler(>=6.0) && compiler(<6.6) && !os(Windows)
         _ = genericExecutor // checks the layout now rather than on a loop
-        guard let address = dlsym(dlopen(nil, RTLD_NOW), "swift_task_enqueueGlobal_hook") else { return false }
+        guard let address = UnsafeMutableRawPointer(lmsvr_enqueue_global_hook_address()) else { return false }
         let hook = UnsafeAtomic<UnsafeRawPointer?>(at: address.assumingMemoryBound(to: UnsafeRawPointer?.AtomicRepresentation.self))
-        let swapped = swapIn(hook)
-        installed.store(swapped, ordering: .relaxed)
-        return swapped
+        guard swapIn(hook) else { return false }
+        installed.store(true, ordering: .relaxed)
+        return true
         #else
         return false
         #endif
