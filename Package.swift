@@ -38,9 +38,9 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
-        .target(name: "CConcurrencyHook"),
+        .target(name: "CRuntime"),
         .target(name: "EventLoopExecutor", dependencies: [
-            "CConcurrencyHook",
+            "CRuntime",
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -86,7 +86,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "CLI", dependencies: [
-            "Core", "SQLStore", "PGStore", "SQLiteStore", "Migrate", "App", "EventLoopExecutor",
+            "Core", "SQLStore", "PGStore", "SQLiteStore", "Migrate", "App", "EventLoopExecutor", "CRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),

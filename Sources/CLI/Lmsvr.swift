@@ -22,6 +22,7 @@ struct Lmsvr: AsyncParsableCommand {
     static func main() async {
         if CommandLine.arguments.dropFirst().first == "serve" {
             EventLoopSizing.matchUsableCPUs()
+            AllocatorTuning.keepFreedMemoryForReuse()
             // Run Swift Concurrency's jobs on NIO's event loops instead of Dispatch's pool: a
             // request then no longer hops between the loop that owns its socket and another
             // thread at every await, and runs them as the generic executor, so the hops between

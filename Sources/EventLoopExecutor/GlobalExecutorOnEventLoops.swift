@@ -1,5 +1,5 @@
 import Atomics
-import CConcurrencyHook
+import CRuntime
 import NIOCore
 import NIOPosix
 
@@ -16,7 +16,7 @@ import NIOPosix
 ///
 /// The mechanism is NIO's: the Concurrency runtime's `swift_task_enqueueGlobal_hook`, swapped
 /// in atomically. Unlike NIO, which finds the hook with `dlsym`, the address comes from the linker
-/// (`CConcurrencyHook`), so the takeover also works in a binary built with
+/// (`CRuntime`), so the takeover also works in a binary built with
 /// `--static-swift-stdlib` (the Docker image), where `dlsym` cannot see the runtime's symbols. Jobs go to the current loop when enqueued from one of the group's loops (a task
 /// stays on the loop that owns its sockets), otherwise to the next loop.
 public enum GlobalExecutorOnEventLoops {

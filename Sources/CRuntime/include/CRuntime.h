@@ -1,5 +1,11 @@
-#ifndef C_CONCURRENCY_HOOK_H
-#define C_CONCURRENCY_HOOK_H
+#ifndef LMSVR_C_RUNTIME_H
+#define LMSVR_C_RUNTIME_H
+
+// What lmsvr needs from the C runtime that Swift's Glibc module does not export.
+
+#if defined(__linux__)
+#include <malloc.h> // mallopt, M_TRIM_THRESHOLD (AllocatorTuning)
+#endif
 
 /// The Swift Concurrency runtime's hook for enqueueing a global job: a plain global variable of
 /// libswift_Concurrency (a function pointer, NULL while no hook is installed). Named here so that

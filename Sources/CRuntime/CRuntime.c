@@ -1,2 +1,2 @@
 // The header is the whole module; SwiftPM needs one source file to build a C target.
-#include "CConcurrencyHook.h"
+#include "CRuntime.h"
