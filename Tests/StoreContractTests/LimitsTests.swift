@@ -66,6 +66,37 @@ struct LimitsTests {
         #expect(refusals(second).allSatisfy { $0.subject == .customer(ids.customer) })
     }
 
+    /// One hold at a time, after the month's row exists: on PostgreSQL a lone hold of a customer
+    /// and key without limits takes `lmsvr_admit_many`'s single-request path (0009). Each limit,
+    /// and a key's budget, must still send it through the general path that enforces them.
+    @Test(arguments: Backend.allCases)
+    func loneHoldsStillMeetEveryLimitAndTheKeysBudget(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store)
+        let now = nowMicros()
+        func lone(_ id: String, amount: Int64 = 1) async throws -> HoldDecision {
+            try await store.hold(hold(id, ids, amount: amount, now: now))
+        }
+        #expect(admitted([try await lone("first")]) == 1) // creates the month's row; no limits yet
+        _ = try await store.setLimits(customerId: ids.customer, LimitChange(requestsPerMinute: .some(2)))
+        let customerRPM = [try await lone("c1"), try await lone("c2"), try await lone("c3")]
+        #expect(admitted(customerRPM) == 2)
+        #expect(refusals(customerRPM).map(\.kind) == [.requestsPerMinute])
+        _ = try await store.setLimits(customerId: ids.customer, LimitChange(requestsPerMinute: .some(nil), concurrency: .some(2)))
+        let customerConcurrency = [try await lone("n1"), try await lone("n2")] // 3 holds open, against 2
+        #expect(refusals(customerConcurrency).map(\.kind) == [.concurrency, .concurrency])
+        _ = try await store.setLimits(customerId: ids.customer, LimitChange(concurrency: .some(nil)))
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(requestsPerMinute: .some(1)))
+        let keyRPM = [try await lone("k1"), try await lone("k2")]
+        #expect(admitted(keyRPM) == 1 && refusals(keyRPM).map(\.subject) == [.key(ids.key)])
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(requestsPerMinute: .some(nil), monthlyBudget: .some(Money(nanos: 50))))
+        let keyBudget = [try await lone("b1", amount: 30), try await lone("b2", amount: 30)]
+        #expect(admitted(keyBudget) == 1)
+        guard case .refused(let status) = keyBudget[1] else { Issue.record("the key's budget let a second hold through"); return }
+        #expect(status.keyId == ids.key && status.held == Money(nanos: 30))
+    }
+
     @Test(arguments: Backend.allCases)
     func tokensPerMinuteTakeTheBoundAndGiveBackWhatWasNotUsed(backend: Backend) async throws {
         let (store, _, _) = try await backend.makeStore()

@@ -206,6 +206,35 @@ struct StoreContractTests {
         }
     }
 
+    /// Lone holds once the month's row exists: on PostgreSQL these take `lmsvr_admit_many`'s
+    /// single-request path (0009), which must draw the line at the same nano as the general path.
+    @Test(arguments: Backend.allCases)
+    func loneHoldsFitToTheLastNanoAndNoFurther(backend: Backend) async throws {
+        let (store, database, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "Lone", email: "lone@example.com",
+                                                      monthlyBudget: Money(nanos: 1_000), nowMicros: nowMicros())
+        let period = BudgetPeriod(containingMicros: nowMicros())
+        func admitted(_ id: String, _ amount: Int64) async throws -> Bool {
+            if case .admitted = try await store.hold(holdRequest(id, customer: customer.id, amount: amount)) { return true }
+            return false
+        }
+        #expect(try await admitted("a", 400)) // the month's first hold creates its row
+        #expect(try await admitted("b", 600)) // exactly the rest
+        guard case .refused(let full) = try await store.hold(holdRequest("c", customer: customer.id, amount: 1)) else {
+            Issue.record("a hold one nano over the budget was admitted"); return
+        }
+        #expect(full.held == Money(nanos: 1_000) && full.spent == .zero && full.budget == Money(nanos: 1_000))
+        // Settling "a" for less than it held frees the difference, and no more.
+        #expect(try await store.settle(holdId: "a", usage: usage("a", customer: customer.id, cost: 300)) == .settled)
+        #expect(!(try await admitted("d", 101)))
+        #expect(try await admitted("e", 100))
+        let status = try #require(try await store.budgetStatus(customerId: customer.id, period: period))
+        #expect(status.held == Money(nanos: 700) && status.spent == Money(nanos: 300) && status.remaining == .zero)
+        let holdRows = try await database.withConnection { try $0.execute("SELECT COUNT(*) FROM holds")[0].int(0) }
+        #expect(holdRows == 2)
+    }
+
     @Test(arguments: Backend.allCases)
     func anExpiredHoldIsReleasedOnceWhenTwoReleasersRace(backend: Backend) async throws {
         let (store, database, _) = try await backend.makeStore()

@@ -1,0 +1,2 @@
+-- Nothing to do on SQLite: its hold is already one conditional UPDATE first (SQLStore+Budget).
+-- (PostgreSQL's 0009 gives lmsvr_admit_many a path for a batch of one.)
