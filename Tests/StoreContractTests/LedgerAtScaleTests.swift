@@ -65,6 +65,53 @@ struct LedgerAtScaleTests {
         #expect(try mixed[1].get() == .admitted(period: period))
     }
 
+    /// Four replicas' stores, each sending its holds one at a time (so every call is a batch of
+    /// one, decided by 0009's single-request path), and a fifth sending bursts (the general path),
+    /// all against one customer's budget: exactly what fits is admitted, and every admitted amount
+    /// is held once (a lost update would hold less than was admitted).
+    @Test func loneHoldsFromSeveralReplicasNeverOverspend() async throws {
+        let (store, _, url) = try await Backend.postgres.makeStore()
+        let amount: Int64 = 10
+        let customer = try await store.createCustomer(name: "Race", email: "race@example.com",
+                                                      monthlyBudget: Money(nanos: 50 * amount), nowMicros: nowMicros())
+        guard case .admitted = try await store.hold(holdRequest("seed", customer: customer.id, amount: amount)) else {
+            Issue.record("the first hold was refused"); return
+        }
+        var replicas: [any Store] = []
+        for _ in 0..<5 { replicas.append(PGStore(database: try await PGDatabase.connect(conninfo: url, size: 4, waitMillis: 30_000))) }
+        let admitted = try await withThrowingTaskGroup(of: Int.self) { group in
+            for (r, replica) in replicas.enumerated() {
+                group.addTask {
+                    var count = 0
+                    if r == 4 {
+                        for burst in 0..<8 {
+                            count += try await withThrowingTaskGroup(of: Bool.self) { inner in
+                                for i in 0..<5 {
+                                    inner.addTask {
+                                        if case .admitted = try await replica.hold(holdRequest("b\(burst)-\(i)", customer: customer.id, amount: amount)) { return true }
+                                        return false
+                                    }
+                                }
+                                return try await inner.reduce(0) { $0 + ($1 ? 1 : 0) }
+                            }
+                        }
+                    } else {
+                        for i in 0..<40 {
+                            if case .admitted = try await replica.hold(holdRequest("r\(r)-\(i)", customer: customer.id, amount: amount)) { count += 1 }
+                        }
+                    }
+                    return count
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(admitted == 49) // the seed took the 50th
+        let status = try #require(try await store.budgetStatus(customerId: customer.id, period: BudgetPeriod(containingMicros: nowMicros())))
+        #expect(status.held == Money(nanos: 50 * amount) && status.remaining == .zero)
+        for replica in replicas { await replica.close() }
+        await store.close()
+    }
+
     @Test func aBatchOfSettlesLosesNoGoodMemberToABadOne() async throws {
         let (store, anyDatabase, _) = try await Backend.postgres.makeStore()
         let database = try #require(anyDatabase as? PGDatabase)

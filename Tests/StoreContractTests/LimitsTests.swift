@@ -79,12 +79,18 @@ struct LimitsTests {
             try await store.hold(hold(id, ids, amount: amount, now: now))
         }
         #expect(admitted([try await lone("first")]) == 1) // creates the month's row; no limits yet
-        _ = try await store.setLimits(customerId: ids.customer, LimitChange(requestsPerMinute: .some(2)))
+        #expect(admitted([try await lone("free")]) == 1) // no budget, no limits: the single-request path admits
+        _ = try await store.setLimits(customerId: ids.customer, LimitChange(tokensPerMinute: .some(10)))
+        guard case .limited(let tooLarge) = try await store.hold(hold("t1", ids, tokens: 11, now: now)) else {
+            Issue.record("a lone hold over the customer's tokens per minute was admitted"); return
+        }
+        #expect(tooLarge.subject == .customer(ids.customer) && tooLarge.kind == .tokensPerMinute)
+        _ = try await store.setLimits(customerId: ids.customer, LimitChange(requestsPerMinute: .some(2), tokensPerMinute: .some(nil)))
         let customerRPM = [try await lone("c1"), try await lone("c2"), try await lone("c3")]
         #expect(admitted(customerRPM) == 2)
         #expect(refusals(customerRPM).map(\.kind) == [.requestsPerMinute])
         _ = try await store.setLimits(customerId: ids.customer, LimitChange(requestsPerMinute: .some(nil), concurrency: .some(2)))
-        let customerConcurrency = [try await lone("n1"), try await lone("n2")] // 3 holds open, against 2
+        let customerConcurrency = [try await lone("n1"), try await lone("n2")] // 4 holds open, against 2
         #expect(refusals(customerConcurrency).map(\.kind) == [.concurrency, .concurrency])
         _ = try await store.setLimits(customerId: ids.customer, LimitChange(concurrency: .some(nil)))
         _ = try await store.setLimits(keyId: ids.key, LimitChange(requestsPerMinute: .some(1)))
@@ -95,6 +101,9 @@ struct LimitsTests {
         #expect(admitted(keyBudget) == 1)
         guard case .refused(let status) = keyBudget[1] else { Issue.record("the key's budget let a second hold through"); return }
         #expect(status.keyId == ids.key && status.held == Money(nanos: 30))
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(concurrency: .some(1), monthlyBudget: .some(nil)))
+        let keyConcurrency = try await lone("q1") // the key already has holds open
+        #expect(refusals([keyConcurrency]).map(\.subject) == [.key(ids.key)] && refusals([keyConcurrency]).map(\.kind) == [.concurrency])
     }
 
     @Test(arguments: Backend.allCases)
