@@ -146,8 +146,7 @@ extension SQLStore {
                     try c.execute(
                         "UPDATE budget_periods SET held_nanos = held_nanos - $3, spent_nanos = spent_nanos + $4 WHERE customer_id = $1 AND period = $2",
                         .int(try hold.int(0)), .text(period), .int(amount), .int(usage.cost.nanos))
-                    let keyShare = try hold.int(4)
-                    if keyShare > 0 { try Self.chargeKey(c, usage, period: period, released: keyShare) }
+                    try Self.chargeKey(c, usage, period: period, released: try hold.int(4))
                     if tokens > 0 {
                         try Self.returnTokens(c, usage, credit: RateBucket.giveBack(
                             held: tokens, used: min(usage.promptTokens, RateLimits.maximum) + min(usage.completionTokens, RateLimits.maximum),
@@ -193,8 +192,9 @@ extension SQLStore {
         try insertUsage(c, row, period: period)
     }
 
-    /// Charges the key's month, if it has one (a key has one while it has a budget). What the
-    /// hold took from it (`released`) is given back; the floor at 0 is a guard, never reached.
+    /// Charges the key's month, if it is kept (from when the key is first given a budget), also
+    /// for a hold that took no share of it (admitted before the budget was set). What the hold
+    /// took from it (`released`) is given back; the floor at 0 is a guard.
     static func chargeKey(_ c: any SQLConnection, _ usage: UsageRecord, period: String, released: Int64) throws {
         guard let keyId = usage.keyId else { return }
         try c.execute(

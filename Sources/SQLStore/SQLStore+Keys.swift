@@ -103,17 +103,24 @@ extension SQLStore {
             guard let row = rows.first else { return nil }
             let key = try Self.key(from: row)
             if key.monthlyBudget != nil {
-                // A key's month is kept while it has a budget; a budget set mid-month starts from
-                // what the key already spent this month, in the ledger. The customer's period row
-                // is taken first (as settles take it before the key's), so no settle of this key
-                // can land between the sum and the row.
+                // A key's month is kept from when it is given a budget. Setting one (again) starts
+                // the month from the truth: what the key spent this month, in the ledger (also
+                // while it had no budget, when its settles may not have reached a month kept from
+                // before), and what its requests in flight hold, which take a share of the month
+                // now so that their settles and expiries give it back. The customer's period row
+                // is taken first (as holds and settles take it before the key's), so no hold or
+                // settle of this key lands between the sums and the row.
                 try c.execute("UPDATE budget_periods SET held_nanos = held_nanos WHERE customer_id = $1 AND period = $2",
                               .int(key.customerId), .text(period))
                 try c.execute(
+                    "UPDATE holds SET key_nanos = amount_nanos WHERE customer_id = $1 AND key_id = $2 AND period = $3 AND key_nanos = 0",
+                    .int(key.customerId), .int(keyId), .text(period))
+                try c.execute(
                     """
-                    INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) \
-                    SELECT $1, $2, COALESCE(SUM(cost_nanos), 0), 0 FROM usage WHERE customer_id = $3 AND period = $2 AND key_id = $1 \
-                    ON CONFLICT (key_id, period) DO NOTHING
+                    INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) SELECT $1, $2, \
+                    (SELECT COALESCE(SUM(cost_nanos), 0) FROM usage WHERE customer_id = $3 AND period = $2 AND key_id = $1), \
+                    (SELECT COALESCE(SUM(key_nanos), 0) FROM holds WHERE customer_id = $3 AND period = $2 AND key_id = $1) \
+                    ON CONFLICT (key_id, period) DO UPDATE SET spent_nanos = excluded.spent_nanos, held_nanos = excluded.held_nanos
                     """, .int(keyId), .text(period), .int(key.customerId))
             }
             try c.notifyChange(ChangeNotice.key(keyId).payload)

@@ -100,7 +100,8 @@ struct LimitsTests {
         let keyBudget = [try await lone("b1", amount: 30), try await lone("b2", amount: 30)]
         #expect(admitted(keyBudget) == 1)
         guard case .refused(let status) = keyBudget[1] else { Issue.record("the key's budget let a second hold through"); return }
-        #expect(status.keyId == ids.key && status.held == Money(nanos: 30))
+        // The key's five holds of 1 still open when it got its budget count against it too.
+        #expect(status.keyId == ids.key && status.held == Money(nanos: 35))
         _ = try await store.setLimits(keyId: ids.key, LimitChange(concurrency: .some(1), monthlyBudget: .some(nil)))
         let keyConcurrency = try await lone("q1") // the key already has holds open
         #expect(refusals([keyConcurrency]).map(\.subject) == [.key(ids.key)] && refusals([keyConcurrency]).map(\.kind) == [.concurrency])
@@ -208,6 +209,62 @@ struct LimitsTests {
         _ = try await store.setLimits(keyId: ids.key, LimitChange(monthlyBudget: .some(Money(nanos: 100))))
         let standing = try #require(try await store.keyStanding(keyId: ids.key, nowMicros: now))
         #expect(standing.spent == Money(nanos: 18))
+    }
+
+    /// A key given a budget while its requests are in flight: their holds count against the new
+    /// budget at once, and their settles are charged to the key's month, each settled alone (a
+    /// batch of one on PostgreSQL, where no other hold in the batch took a key share).
+    @Test(arguments: Backend.allCases)
+    func aKeyBudgetSetWhileItsRequestsAreInFlightCountsThemAndChargesTheirSettles(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store, budget: 1000)
+        let now = nowMicros()
+        #expect(admitted(try await burst(store, [hold("f1", ids, amount: 40, now: now)])) == 1)
+        #expect(admitted(try await burst(store, [hold("f2", ids, amount: 40, now: now)])) == 1)
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(monthlyBudget: .some(Money(nanos: 100))))
+        var standing = try #require(try await store.keyStanding(keyId: ids.key, nowMicros: now))
+        #expect(standing.spent == Money(nanos: 0))
+        #expect(standing.held == Money(nanos: 80))
+        // 80 held: 21 more is over the key's 100, 20 is not.
+        #expect(admitted(try await burst(store, [hold("over", ids, amount: 21, now: now)])) == 0)
+        #expect(admitted(try await burst(store, [hold("fits", ids, amount: 20, now: now)])) == 1)
+        for id in ["f1", "f2"] {
+            var row = usage(id, customer: ids.customer, cost: 10, at: now)
+            row.keyId = ids.key
+            _ = try await store.settle(holdId: id, usage: row)
+        }
+        standing = try #require(try await store.keyStanding(keyId: ids.key, nowMicros: now))
+        #expect(standing.spent == Money(nanos: 20))
+        #expect(standing.held == Money(nanos: 20))
+        // A hold that expires gives its share back too.
+        _ = try await store.releaseExpiredHolds(nowMicros: now + 700_000_000, limit: 100)
+        #expect(try await store.keyStanding(keyId: ids.key, nowMicros: now)?.held == Money(nanos: 0))
+    }
+
+    /// A budget taken off a key and set again counts what the key spent while it had none, and
+    /// what its requests admitted meanwhile still hold.
+    @Test(arguments: Backend.allCases)
+    func aKeyBudgetSetAgainCountsWhatTheKeySpentWithoutOne(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store, budget: 1000)
+        let now = nowMicros()
+        func spend(_ id: String, cost: Int64) async throws {
+            #expect(admitted(try await burst(store, [hold(id, ids, amount: 20, now: now)])) == 1)
+            var row = usage(id, customer: ids.customer, cost: cost, at: now)
+            row.keyId = ids.key
+            _ = try await store.settle(holdId: id, usage: row)
+        }
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(monthlyBudget: .some(Money(nanos: 100))))
+        try await spend("with", cost: 10)
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(monthlyBudget: .some(nil)))
+        try await spend("without", cost: 5)
+        #expect(admitted(try await burst(store, [hold("open", ids, amount: 30, now: now)])) == 1)
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(monthlyBudget: .some(Money(nanos: 100))))
+        let standing = try #require(try await store.keyStanding(keyId: ids.key, nowMicros: now))
+        #expect(standing.spent == Money(nanos: 15))
+        #expect(standing.held == Money(nanos: 30))
     }
 
     @Test(arguments: Backend.allCases)

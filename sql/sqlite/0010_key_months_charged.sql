@@ -1,0 +1,2 @@
+-- Nothing to do on SQLite: its settle is Swift (SQLStore+Budget), which now charges a key's
+-- month whenever it is kept. (PostgreSQL's 0010 makes lmsvr_settle do the same.)
