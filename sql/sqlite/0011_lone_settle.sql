@@ -1,0 +1,2 @@
+-- Nothing to do on SQLite: its settle is Swift (SQLStore+Budget), one request at a time already.
+-- (PostgreSQL's 0011 gives lmsvr_settle a path for a batch of one.)
