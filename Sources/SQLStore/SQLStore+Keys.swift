@@ -107,14 +107,18 @@ extension SQLStore {
                 // the month from the truth: what the key spent this month, in the ledger (also
                 // while it had no budget, when its settles may not have reached a month kept from
                 // before), and what its requests in flight hold, which take a share of the month
-                // now so that their settles and expiries give it back. The customer's period row
-                // is taken first (as holds and settles take it before the key's), so no hold or
-                // settle of this key lands between the sums and the row.
-                try c.execute("UPDATE budget_periods SET held_nanos = held_nanos WHERE customer_id = $1 AND period = $2",
-                              .int(key.customerId), .text(period))
+                // now so that their settles and expiries give it back.
+                //
+                // Locks, in the order settles take them (the hold's row, then the customer's
+                // period row, then the key's month), so the two cannot deadlock: a settle of a
+                // marked hold waits for this to commit, and one that got the period row first
+                // commits before the sums, which then count it. A hold admitted meanwhile, before
+                // the budget is visible, takes no share and is charged to the month when it settles.
                 try c.execute(
                     "UPDATE holds SET key_nanos = amount_nanos WHERE customer_id = $1 AND key_id = $2 AND period = $3 AND key_nanos = 0",
                     .int(key.customerId), .int(keyId), .text(period))
+                try c.execute("UPDATE budget_periods SET held_nanos = held_nanos WHERE customer_id = $1 AND period = $2",
+                              .int(key.customerId), .text(period))
                 try c.execute(
                     """
                     INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) SELECT $1, $2, \
