@@ -109,16 +109,24 @@ extension SQLStore {
                 // before), and what its requests in flight hold, which take a share of the month
                 // now so that their settles and expiries give it back.
                 //
-                // Locks, in the order settles take them (the hold's row, then the customer's
-                // period row, then the key's month), so the two cannot deadlock: a settle of a
-                // marked hold waits for this to commit, and one that got the period row first
-                // commits before the sums, which then count it. A hold admitted meanwhile, before
-                // the budget is visible, takes no share and is charged to the month when it settles.
+                // Locks, in the order a settle takes them (the hold's row, then the customer's
+                // period row, then the key's month): a settle of a marked hold waits for this to
+                // commit, and one that got the period row first commits before the sums, which
+                // then count it. (A batched settle deletes several holds in its own order, so it
+                // can deadlock with the marking; PostgreSQL then aborts one and it is retried.) A
+                // hold admitted meanwhile, before the budget is visible, takes no share and is
+                // charged to the month when it settles.
                 try c.execute(
                     "UPDATE holds SET key_nanos = amount_nanos WHERE customer_id = $1 AND key_id = $2 AND period = $3 AND key_nanos = 0",
                     .int(key.customerId), .int(keyId), .text(period))
-                try c.execute("UPDATE budget_periods SET held_nanos = held_nanos WHERE customer_id = $1 AND period = $2",
-                              .int(key.customerId), .text(period))
+                // The period row is locked even when this month has none yet: the upsert waits for
+                // a first admission of the month still in flight (which may be holding from this
+                // key's month) instead of summing around it.
+                try c.execute(
+                    """
+                    INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) \
+                    ON CONFLICT (customer_id, period) DO UPDATE SET held_nanos = budget_periods.held_nanos
+                    """, .int(key.customerId), .text(period))
                 try c.execute(
                     """
                     INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) SELECT $1, $2, \

@@ -242,6 +242,42 @@ struct LimitsTests {
         #expect(try await store.keyStanding(keyId: ids.key, nowMicros: now)?.held == Money(nanos: 0))
     }
 
+    /// Requests of last month that took no share of the key's month (admitted before the key had
+    /// a budget; set-limits marks only this month's) are still charged to last month's row once a
+    /// hold of that month has started it, and give back no share they never took: settled alone
+    /// and at once (batches, on PostgreSQL).
+    @Test(arguments: Backend.allCases)
+    func settlesChargeAKeptMonthForHoldsThatTookNoShare(backend: Backend) async throws {
+        let (store, _, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store, budget: 1000)
+        let month = BudgetPeriod(containingMicros: nowMicros())
+        let monthStart = try #require(UTCDay(year: month.year, month: month.month, day: 1)).startMicros
+        let previous = monthStart - 86_400_000_000
+        let unshared = (0..<8).map { "x\($0)" }
+        for id in unshared {
+            #expect(admitted(try await burst(store, [hold(id, ids, amount: 20, now: previous)])) == 1)
+        }
+        _ = try await store.setLimits(keyId: ids.key, LimitChange(monthlyBudget: .some(Money(nanos: 500))))
+        #expect(admitted(try await burst(store, [hold("y", ids, amount: 30, now: previous)])) == 1)
+        func settle(_ id: String) async throws {
+            var row = usage(id, customer: ids.customer, cost: 5, at: previous)
+            row.keyId = ids.key
+            _ = try await store.settle(holdId: id, usage: row)
+        }
+        try await settle(unshared[0])
+        var standing = try #require(try await store.keyStanding(keyId: ids.key, nowMicros: previous))
+        #expect(standing.spent == Money(nanos: 5))
+        #expect(standing.held == Money(nanos: 30))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for id in unshared.dropFirst() { group.addTask { try await settle(id) } }
+            try await group.waitForAll()
+        }
+        standing = try #require(try await store.keyStanding(keyId: ids.key, nowMicros: previous))
+        #expect(standing.spent == Money(nanos: 40))
+        #expect(standing.held == Money(nanos: 30))
+    }
+
     /// A budget taken off a key and set again counts what the key spent while it had none, and
     /// what its requests admitted meanwhile still hold.
     @Test(arguments: Backend.allCases)
