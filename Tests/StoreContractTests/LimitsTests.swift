@@ -278,6 +278,57 @@ struct LimitsTests {
         #expect(standing.held == Money(nanos: 30))
     }
 
+    /// Budgets set, changed and taken off a key while its requests are held and settled, alone
+    /// and in bursts: the key's month stays what the ledger and the open holds say, exactly.
+    @Test(arguments: Backend.allCases)
+    func aKeyMonthStaysItsLedgerAndItsHoldsWhileItsBudgetChangesUnderLoad(backend: Backend) async throws {
+        let (store, database, _) = try await backend.makeStore()
+        defer { Task { await store.close() } }
+        let ids = try await customerWithKey(store, budget: 100_000_000)
+        let now = nowMicros()
+        @Sendable func request(_ id: String, settle: Bool) async throws {
+            guard case .admitted = try await store.hold(hold(id, ids, amount: 50, now: now)), settle else { return }
+            var row = usage(id, customer: ids.customer, cost: Int64(id.utf8.count), at: now)
+            row.keyId = ids.key
+            _ = try await store.settle(holdId: id, usage: row)
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for i in 0..<12 {
+                    let budget: Money? = i % 3 == 2 ? nil : Money(nanos: 1_000_000 + Int64(i))
+                    _ = try await store.setLimits(keyId: ids.key, LimitChange(monthlyBudget: .some(budget)))
+                }
+            }
+            for lane in 0..<3 {
+                group.addTask {
+                    for i in 0..<30 { try await request("lane\(lane)-\(i)", settle: i % 5 != 0) }
+                }
+            }
+            group.addTask {
+                for burst in 0..<6 {
+                    try await withThrowingTaskGroup(of: Void.self) { inner in
+                        for i in 0..<8 { inner.addTask { try await request("burst\(burst)-\(i)", settle: i != 0) } }
+                        try await inner.waitForAll()
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let period = BudgetPeriod(containingMicros: now).description
+        let (month, holds, ledger) = try await database.withConnection { c in
+            (try c.execute("SELECT spent_nanos, held_nanos FROM key_periods WHERE key_id = $1 AND period = $2",
+                           .int(ids.key), .text(period)).first.map { (try $0.int(0), try $0.int(1)) },
+             try c.execute("SELECT COALESCE(SUM(key_nanos), 0) FROM holds WHERE key_id = $1 AND period = $2",
+                           .int(ids.key), .text(period))[0].int(0),
+             try c.execute("SELECT COALESCE(SUM(cost_nanos), 0) FROM usage WHERE key_id = $1 AND period = $2",
+                           .int(ids.key), .text(period))[0].int(0))
+        }
+        let kept = try #require(month)
+        #expect(ledger > 0)
+        #expect(kept.0 == ledger)
+        #expect(kept.1 == holds)
+    }
+
     /// A budget taken off a key and set again counts what the key spent while it had none, and
     /// what its requests admitted meanwhile still hold.
     @Test(arguments: Backend.allCases)
