@@ -48,6 +48,10 @@ if [ -d tests/e2e ] && [ $# -eq 0 ]; then
     VENV="$ROOT/.build/e2e-venv"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q -r tests/e2e/requirements.txt
+    # The end-to-end tests run the gateway linked as the Docker image links it: the Swift
+    # runtime in the binary (--static-swift-stdlib), where symbols that dlsym finds in a shared
+    # runtime are hidden (docs/benchmarks.md, seventh pass). Only a relink of the debug build.
+    swift build --product lmsvr --static-swift-stdlib
     "$VENV/bin/python" -m pytest -q tests/e2e
 
     # --- Benchmark harness smoke run (seconds per phase; keeps bench/run.sh working) ------------
