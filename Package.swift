@@ -124,7 +124,7 @@ let package = Package(
         ]),
         .testTarget(name: "ProvidersTests", dependencies: ["Providers", "Core", "JSONKit"]),
         .testTarget(name: "MigrateTests", dependencies: ["Migrate", "SQLiteStore", "PGStore", "SQLStore", "TestSupport"]),
-        .testTarget(name: "StoreContractTests", dependencies: ["Core", "SQLStore", "SQLiteStore", "PGStore", "TestSupport"]),
+        .testTarget(name: "StoreContractTests", dependencies: ["Core", "SQLStore", "SQLiteStore", "PGStore", "TestSupport", "JSONKit"]),
         .testTarget(name: "CLITests", dependencies: ["Core", "TestSupport"]),
         .testTarget(name: "AppTests", dependencies: [
             "App", "Core", "SQLStore", "SQLiteStore", "PGStore", "TestSupport", "FakeUpstream", "JSONKit",

@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import JSONKit
 @testable import SQLStore
 import PGStore
 import TestSupport
@@ -110,6 +111,52 @@ struct LedgerAtScaleTests {
         #expect(status.held == Money(nanos: 50 * amount) && status.remaining == .zero)
         for replica in replicas { await replica.close() }
         await store.close()
+    }
+
+    /// The batch functions reach holds through their indexes (migration 0012): a sequential scan
+    /// of the table, every request's insert and delete, reads all its dead rows under sustained
+    /// load. Counted inside one transaction (`pg_stat_xact_user_tables`), on a table small enough
+    /// that the planner would pick a sequential scan if it were allowed to.
+    @Test func theBatchFunctionsNeverScanTheHoldsTableWhole() async throws {
+        let (store, anyDatabase, _) = try await Backend.postgres.makeStore()
+        let database = try #require(anyDatabase as? PGDatabase)
+        defer { Task { await store.close() } }
+        let customer = try await store.createCustomer(name: "I", email: "i@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        _ = try await store.setLimits(customerId: customer.id, LimitChange(concurrency: .some(50)))
+        for id in ["i1", "i2"] { _ = try await store.hold(holdRequest(id, customer: customer.id, amount: 10)) }
+        // Other requests in flight: a scan of the whole table or index would read them too.
+        let other = try await store.createCustomer(name: "O", email: "o@example.com", monthlyBudget: nil, nowMicros: nowMicros())
+        for i in 0..<20 { _ = try await store.hold(holdRequest("o\(i)", customer: other.id, amount: 1)) }
+        let now = nowMicros()
+        let rows = JSON.array([usage("i1", customer: customer.id, cost: 4), usage("i2", customer: customer.id, cost: 6)]
+            .map(PostgresBatching<PGDatabase>.json)).text
+        // The view also counts this connection's earlier transactions whose counts are not yet
+        // flushed (the pool's migrations among them): only the difference is this transaction's.
+        @Sendable func holdsScans(_ c: any SQLConnection) throws -> (Int64, Int64) {
+            let row = try c.execute("SELECT seq_scan, idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'holds'").first
+            return (try row?.int(0) ?? 0, try row?.int(1) ?? 0)
+        }
+        let scans = try await database.withConnection { c in
+            try c.inTransaction { c in
+                let before = try holdsScans(c)
+                _ = try c.execute(
+                    """
+                    SELECT * FROM lmsvr_admit_many($1, ARRAY[$2, $2]::bigint[], ARRAY[$3, $3]::bigint[], ARRAY[$4, $4]::bigint[], \
+                    ARRAY['i3', 'i4'], ARRAY[1, 1]::bigint[], ARRAY[0, 0]::bigint[], ARRAY[NULL, NULL]::bigint[], \
+                    ARRAY['/api/chat', '/api/chat'], ARRAY['ollama', 'ollama'], ARRAY['ollama', 'ollama'], ARRAY['m', 'm'])
+                    """, .text(BudgetPeriod(containingMicros: now).description), .int(customer.id), .int(now),
+                    .int(now + 600_000_000))
+                let admitted = try holdsScans(c)
+                _ = try c.execute("SELECT * FROM lmsvr_settle($1::jsonb)", .text(rows))
+                let settled = try holdsScans(c)
+                return (settled.0 - before.0, settled.1 - admitted.1)
+            }
+        }
+        let (sequential, fetchedBySettle) = scans
+        #expect(sequential == 0)
+        #expect(fetchedBySettle == 2) // its two holds, looked up by id, and none of the 22 others
+        let status = try #require(try await store.budgetStatus(customerId: customer.id, period: BudgetPeriod(containingMicros: now)))
+        #expect(status.spent == Money(nanos: 10) && status.held == Money(nanos: 2))
     }
 
     @Test func aBatchOfSettlesLosesNoGoodMemberToABadOne() async throws {

@@ -1,0 +1,3 @@
+-- Nothing to do on SQLite: a deleted hold's page space is reused at once (no dead rows), and
+-- its statements look holds up by key already. (PostgreSQL's 0012 keeps its batch functions off
+-- sequential scans of the holds table.)
