@@ -50,9 +50,11 @@ if [ -d tests/e2e ] && [ $# -eq 0 ]; then
     "$VENV/bin/pip" install -q -r tests/e2e/requirements.txt
     # The end-to-end tests run the gateway linked as the Docker image links it: the Swift
     # runtime in the binary (--static-swift-stdlib), where symbols that dlsym finds in a shared
-    # runtime are hidden (docs/benchmarks.md, seventh pass). Only a relink of the debug build.
-    swift build --product lmsvr --static-swift-stdlib
-    "$VENV/bin/python" -m pytest -q tests/e2e
+    # runtime are hidden (docs/benchmarks.md, seventh pass). Its own scratch path: a static
+    # build recompiles modules with other link entries, which would break the dynamic build.
+    swift build --product lmsvr --static-swift-stdlib --scratch-path "$ROOT/.build-static"
+    LMSVR_BIN="$(swift build --show-bin-path --scratch-path "$ROOT/.build-static")/lmsvr" \
+        "$VENV/bin/python" -m pytest -q tests/e2e
 
     # --- Benchmark harness smoke run (seconds per phase; keeps bench/run.sh working) ------------
     bench/run.sh --smoke --bin-dir "$ROOT/.build/debug" --postgres-url "$LMSVR_TEST_POSTGRES_URL"

@@ -1,6 +1,7 @@
 """Fixtures that run the real `lmsvr serve` (a child process) in front of the fake Ollama.
 
-The binaries come from `swift build`: LMSVR_BIN (set by scripts/test.sh) or .build/debug.
+The binaries come from `swift build`: LMSVR_BIN (set by scripts/test.sh: lmsvr linked as the
+Docker image links it) or .build/debug; the fake upstream always from .build/debug.
 Each test module gets its own SQLite database, gateway and fake upstream on free ports.
 """
 import json
@@ -17,7 +18,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LMSVR = os.environ.get("LMSVR_BIN", str(ROOT / ".build" / "debug" / "lmsvr"))
-FAKE = str(pathlib.Path(LMSVR).parent / "lmsvr-fake-upstream")
+FAKE = str(ROOT / ".build" / "debug" / "lmsvr-fake-upstream")
 
 
 def free_port() -> int:
