@@ -7,7 +7,8 @@ The full run's phases last seconds, too short to see what builds up under load t
 on PostgreSQL every request inserts a hold and deletes it, so between two autovacuum runs (a
 minute apart by default) the holds table keeps tens of thousands of dead rows. Each round prints
 requests/s, p50, the gateway's and PostgreSQL's CPU per request, and the holds table's dead rows,
-heap and index sizes and autovacuum count, so a slope shows. (Migration 0012 came from this: a
+heap and index sizes and autovacuum count (on SQLite: the database's and its WAL's sizes), so a
+slope shows. (Migration 0012 came from this: a
 sequential scan in the batch settle read the whole bloated heap once per batch, and throughput fell
 ~40 % within a minute.)
 
@@ -31,6 +32,12 @@ def holds_state(url):
                           "FROM pg_stat_user_tables WHERE relname = 'holds'"], capture_output=True, text=True).stdout
     dead, heap, index, vacuums = (int(x) for x in out.strip().split("|"))
     return f"holds: {dead:>7,} dead, heap {heap / 2**20:5.1f} MiB, index {index / 2**20:5.1f} MiB, autovacuums {vacuums}"
+
+
+def sqlite_state(path):
+    """the database file's and its write-ahead log's sizes."""
+    size = lambda p: os.path.getsize(p) / 2**20 if os.path.exists(p) else 0.0  # noqa: E731
+    return f"database {size(path):6.1f} MiB, WAL {size(path + '-wal'):6.1f} MiB"
 
 
 def main():
@@ -59,6 +66,8 @@ def main():
                     f"CPU/req {r.get('cpu_us_per_req', 0):4.0f} us")
             if args.database == "postgres":
                 line += f" + db {r.get('db_cpu_us_per_req', 0):4.0f} us  {holds_state(url)}"
+            else:
+                line += f"  {sqlite_state(os.path.join(h.work, 'lmsvr.db'))}"
             print(line, flush=True)
     finally:
         h.stop()

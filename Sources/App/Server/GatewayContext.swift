@@ -7,7 +7,7 @@ import Hummingbird
 /// Per-request state: the request id every response and ledger row carries, and who is calling.
 public struct GatewayContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    /// `req_` + 32 hex characters, generated here (never taken from the client).
+    /// `req_` + 32 hex characters, time first, generated here (never taken from the client).
     public var requestId: String
     /// Set by the authentication step.
     public var principal: Principal?
@@ -25,22 +25,33 @@ public struct GatewayContext: RequestContext {
     public var maxUploadSize: Int { Int.max }
 }
 
-/// Request ids: 128 random bits in hex.
+/// Request ids: the time they were made, then random bits, in hex.
 enum RequestId {
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
-    /// `req_` and 32 lowercase hex digits: the 128 bits come from one `getentropy` (one
-    /// `getrandom(2)`; the system generator asks the kernel once per 64 bits) and are written
-    /// straight into the string.
-    static func generate() -> String {
-        var bits = (UInt64(0), UInt64(0))
-        withUnsafeMutableBytes(of: &bits) { fillRandom($0) }
+    /// `req_` and 32 lowercase hex digits: 12 of the wall clock in microseconds (48 bits, enough
+    /// until the year 10889), then 80 random bits from one `getentropy` (one `getrandom(2)`),
+    /// written straight into the string.
+    ///
+    /// Time first, as UUIDv7 does, so ids sort by when they were made: the ledger's unique index
+    /// on `request_id`, and PostgreSQL's holds key, take each new id at their right edge, in
+    /// pages already in memory, instead of at a random leaf of an index that outgrows the cache
+    /// as the ledger grows (docs/benchmarks.md, eighth pass). 80 random bits keep ids made in the
+    /// same microsecond, on any replica, apart.
+    static func generate(atMicros micros: Int64 = nowMicros()) -> String {
+        var random = (UInt64(0), UInt16(0))
+        withUnsafeMutableBytes(of: &random) { fillRandom(UnsafeMutableRawBufferPointer(rebasing: $0[0..<10])) }
+        let time = UInt64(truncatingIfNeeded: micros) & 0xFFFF_FFFF_FFFF
         return String(unsafeUninitializedCapacity: 36) { buffer in
             for (index, byte) in "req_".utf8.enumerated() { buffer[index] = byte }
-            withUnsafeBytes(of: &bits) { random in
-                for (index, byte) in random.enumerated() {
-                    buffer[4 + 2 * index] = hexDigits[Int(byte >> 4)]
-                    buffer[5 + 2 * index] = hexDigits[Int(byte & 0x0f)]
+            for place in 0..<12 {
+                buffer[4 + place] = hexDigits[Int((time >> UInt64(44 - 4 * place)) & 0xF)]
+            }
+            withUnsafeBytes(of: &random) { random in
+                for index in 0..<10 {
+                    let byte = random[index]
+                    buffer[16 + 2 * index] = hexDigits[Int(byte >> 4)]
+                    buffer[17 + 2 * index] = hexDigits[Int(byte & 0x0f)]
                 }
             }
             return 36
