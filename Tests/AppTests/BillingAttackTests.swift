@@ -66,7 +66,10 @@ struct BillingAttackTests {
         var upstream = FakeUpstream.Options()
         upstream.bigChunks = 16_000 // 16 MB: more than the socket buffers between here and there hold
         try await GatewayHarness.with(backend: backend, environment: [
-            "UPSTREAM_READ_TIMEOUT_SECONDS": "2", "DEFAULT_MAX_OUTPUT_TOKENS": "20000", "MAX_OUTPUT_TOKENS": "20000",
+            // 3 s: shorter than the client's 5 s pause (the attack), and room for the fake upstream
+            // to be starved for a moment by the rest of the suite without looking silent (a run
+            // with 2 s failed so once).
+            "UPSTREAM_READ_TIMEOUT_SECONDS": "3", "DEFAULT_MAX_OUTPUT_TOKENS": "20000", "MAX_OUTPUT_TOKENS": "20000",
         ], upstreamOptions: upstream) { h in
             let (customer, key) = try await h.customer(budgetNanos: nil)
             _ = try await h.store.setPrice(model: "big", price: ModelPrice(perRequest: .zero, outputPer1M: Money(nanos: 1_000_000_000)),
