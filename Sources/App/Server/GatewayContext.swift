@@ -29,19 +29,20 @@ public struct GatewayContext: RequestContext {
 enum RequestId {
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
-    /// `req_` and 32 lowercase hex digits: 12 of the wall clock in microseconds (48 bits, enough
+    /// `req_` and 32 lowercase hex digits: 12 of the wall clock in milliseconds (48 bits, enough
     /// until the year 10889), then 80 random bits from one `getentropy` (one `getrandom(2)`),
     /// written straight into the string.
     ///
-    /// Time first, as UUIDv7 does, so ids sort by when they were made: the ledger's unique index
-    /// on `request_id`, and PostgreSQL's holds key, take each new id at their right edge, in
-    /// pages already in memory, instead of at a random leaf of an index that outgrows the cache
-    /// as the ledger grows (docs/benchmarks.md, eighth pass). 80 random bits keep ids made in the
-    /// same microsecond, on any replica, apart.
-    static func generate(atMicros micros: Int64 = nowMicros()) -> String {
+    /// Time first, as UUIDv7 does, so ids sort roughly by when they were made (exactly within
+    /// one clock, up to the millisecond): the ledger's unique index on `request_id`, and
+    /// PostgreSQL's holds key, take each new id at their right edge, in pages already in memory,
+    /// instead of at a random leaf of an index that outgrows the cache as the ledger grows
+    /// (docs/benchmarks.md, eighth pass). 80 random bits keep ids made in the same millisecond,
+    /// on any replica, apart.
+    static func generate(atMillis millis: Int64 = nowMicros() / 1000) -> String {
         var random = (UInt64(0), UInt16(0))
         withUnsafeMutableBytes(of: &random) { fillRandom(UnsafeMutableRawBufferPointer(rebasing: $0[0..<10])) }
-        let time = UInt64(truncatingIfNeeded: micros) & 0xFFFF_FFFF_FFFF
+        let time = UInt64(truncatingIfNeeded: millis) & 0xFFFF_FFFF_FFFF
         return String(unsafeUninitializedCapacity: 36) { buffer in
             for (index, byte) in "req_".utf8.enumerated() { buffer[index] = byte }
             for place in 0..<12 {
