@@ -41,8 +41,7 @@ def main():
     ap.add_argument("--spaced", type=float, help="seconds of silence before each single request (sporadic traffic)")
     ap.add_argument("--count", type=int, default=12, help="with --spaced: requests per build")
     args = ap.parse_args()
-    h = run.Harness(argparse.Namespace(profile="full", bin_dir=args.after, litellm=None, postgres_url=None,
-                                       ollama_servers=1, closed_only=True, open_max_rate=4000))
+    h = run.tool_harness(args.after)
     # The harness counts PostgreSQL's CPU for rungs named R3.
     prefix = "R3 " if args.database == "postgres" else ""
     builds = {prefix + "before": os.path.abspath(args.before), prefix + "after": os.path.abspath(args.after)}

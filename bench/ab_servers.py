@@ -20,8 +20,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("-c", "--concurrency", type=int, action="append")
     args = ap.parse_args()
-    h = run.Harness(argparse.Namespace(profile="full", bin_dir=args.bin_dir, litellm=None, postgres_url=None,
-                                       ollama_servers=3, closed_only=True, open_max_rate=4000))
+    h = run.tool_harness(args.bin_dir, ollama_servers=3)
     try:
         h.start_mocks()
         rungs = {"one server": h.answer_mocks[:1], "three servers": h.answer_mocks}

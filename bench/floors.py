@@ -42,8 +42,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=4)
     args = ap.parse_args()
-    h = run.Harness(argparse.Namespace(profile="full", bin_dir=args.bin_dir, litellm=None, postgres_url=None,
-                                       ollama_servers=1, closed_only=True, open_max_rate=4000))
+    h = run.tool_harness(args.bin_dir)
     try:
         h.start_mocks()
         h.start_proxy()

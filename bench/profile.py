@@ -43,19 +43,9 @@ def main():
     for tool in ("wrk", "taskset", "perf", "nginx"):
         if not shutil.which(tool):
             sys.exit(f"profile: {tool} is missing")
-    harness = run.Harness(argparse.Namespace(profile="full", bin_dir=args.bin_dir, litellm=None, postgres_url=None,
-                                             ollama_servers=1, closed_only=True, open_max_rate=4000))
+    harness = run.tool_harness(args.bin_dir)
     try:
-        harness.start_mocks()
-        harness.start_proxy()
-        if args.rung == "postgres":
-            harness.start_postgres()
-            rung = "R3 postgres"
-            harness.create_tenant(rung, harness.pg_url)
-        else:
-            rung = "R2 sqlite"
-            harness.create_tenant(rung, f"sqlite:///{harness.work}/lmsvr.db")
-        harness.set_phase("answers")
+        rung, _ = run.start_one_rung(harness, args.rung)
         if args.body == "openai":
             harness.rungs[rung]["path"] = "/v1/chat/completions"
         harness.wrk(rung, args.body, args.concurrency, 3)  # warm-up: caches, connections, JIT-free but page-ins

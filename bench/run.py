@@ -604,6 +604,28 @@ general_settings:
         return result
 
 
+def tool_harness(bin_dir, ollama_servers=1):
+    """A Harness for the tools that drive their own rungs (ab, ab_servers, floors, profile, soak):
+    the full profile's settings, closed loop only."""
+    return Harness(argparse.Namespace(profile="full", bin_dir=bin_dir, litellm=None, postgres_url=None,
+                                      ollama_servers=ollama_servers, closed_only=True, open_max_rate=4000))
+
+
+def start_one_rung(harness, database):
+    """The mocks, nginx and one gateway answering, on SQLite ("R2 sqlite") or on the harness's own
+    PostgreSQL ("R3 postgres"). Returns the rung's name and its database URL."""
+    harness.start_mocks()
+    harness.start_proxy()
+    if database == "postgres":
+        harness.start_postgres()
+        rung, url = "R3 postgres", harness.pg_url
+    else:
+        rung, url = "R2 sqlite", f"sqlite:///{harness.work}/lmsvr.db"
+    harness.create_tenant(rung, url)
+    harness.set_phase("answers")
+    return rung, url
+
+
 def interleaved(harness, rungs, body, concurrency, rounds, seconds):
     """wrk rounds alternating between `rungs` (after a 2 s warm-up of each), so the machine's
     drift hits them alike; returns each rung's rounds. For A/B comparisons."""

@@ -48,18 +48,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--seconds", type=int, default=15)
     args = ap.parse_args()
-    h = run.Harness(argparse.Namespace(profile="full", bin_dir=args.bin_dir, litellm=None, postgres_url=None,
-                                       ollama_servers=1, closed_only=True, open_max_rate=4000))
+    h = run.tool_harness(args.bin_dir)
     try:
-        h.start_mocks()
-        h.start_proxy()
-        if args.database == "postgres":
-            h.start_postgres()
-            rung, url = "R3 postgres", h.pg_url
-        else:
-            rung, url = "R2 sqlite", f"sqlite:///{h.work}/lmsvr.db"
-        h.create_tenant(rung, url)
-        h.set_phase("answers")
+        rung, url = run.start_one_rung(h, args.database)
         for i in range(args.rounds):
             r = h.wrk(rung, "small", args.concurrency, args.seconds)
             line = (f"round {i:>2}: {r['rps']:>6,.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms  "
