@@ -96,6 +96,7 @@ extension SQLStore {
 
     public func setLimits(keyId: Int64, _ change: LimitChange) async throws -> KeyRecord? {
         let period = BudgetPeriod(containingMicros: nowMicros()).description
+        let postgres = database.dialect == .postgres
         return try await write { c in
             let rows = try c.execute(
                 "UPDATE api_keys SET \(Self.limitAssignments(budget: true)) WHERE id = $1 RETURNING \(Self.keyColumns)",
@@ -113,12 +114,9 @@ extension SQLStore {
                 // period row, then the key's month): a settle of a marked hold waits for this to
                 // commit, and one that got the period row first commits before the sums, which
                 // then count it. (A batched settle deletes several holds in its own order, so it
-                // can deadlock with the marking; PostgreSQL then aborts one and it is retried.) A
-                // hold admitted meanwhile, before the budget is visible, takes no share and is
-                // charged to the month when it settles.
-                try c.execute(
-                    "UPDATE holds SET key_nanos = amount_nanos WHERE customer_id = $1 AND key_id = $2 AND period = $3 AND key_nanos = 0",
-                    .int(key.customerId), .int(keyId), .text(period))
+                // can deadlock with the marking; PostgreSQL then aborts one and it is retried.)
+                let mark = "UPDATE holds SET key_nanos = amount_nanos WHERE customer_id = $1 AND key_id = $2 AND period = $3 AND key_nanos = 0"
+                try c.execute(mark, .int(key.customerId), .int(keyId), .text(period))
                 // The period row is locked even when this month has none yet: the upsert waits for
                 // a first admission of the month still in flight (which may be holding from this
                 // key's month) instead of summing around it.
@@ -127,6 +125,20 @@ extension SQLStore {
                     INSERT INTO budget_periods (customer_id, period, spent_nanos, held_nanos) VALUES ($1, $2, 0, 0) \
                     ON CONFLICT (customer_id, period) DO UPDATE SET held_nanos = budget_periods.held_nanos
                     """, .int(key.customerId), .text(period))
+                // Marked again under the row's lock (on SQLite nothing can be new, so only here): an
+                // admission that read the key before its budget was set and then queued for the
+                // row committed its hold, without a share, after the first marking. Admissions
+                // after this wait for the commit and read the key under the row's lock (0013).
+                // This takes hold rows after the period row, against a settle's order: a settle
+                // of such a hold, queued behind this for the period row, would deadlock with it
+                // and be the one aborted, a second later. So this gives way instead: after 100 ms
+                // it fails (55P03) and `write` runs set-limits again from the start.
+                if postgres {
+                    let previous = try c.execute("SELECT current_setting('lock_timeout')")[0].text(0)
+                    _ = try c.execute("SELECT set_config('lock_timeout', '100ms', true)")
+                    try c.execute(mark, .int(key.customerId), .int(keyId), .text(period))
+                    _ = try c.execute("SELECT set_config('lock_timeout', $1, true)", .text(previous))
+                }
                 try c.execute(
                     """
                     INSERT INTO key_periods (key_id, period, spent_nanos, held_nanos) SELECT $1, $2, \

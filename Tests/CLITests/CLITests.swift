@@ -186,7 +186,8 @@ struct CLITests {
         #expect(results.allSatisfy { $0.status == 0 }, "\(results.map(\.stderr))")
         let applied = try results.map { try #require(try json($0.stdout) as? [String: Any])["applied"] as? [String] ?? [] }
         #expect(applied.flatMap { $0 }.sorted() == ["0001_init", "0002_ledger_at_scale", "0003_ledger_guards", "0004_scoped_keys", "0005_usage_server", "0006_usage_daily_by_day", "0007_lighter_holds",
-                                                  "0008_change_notices_by_trigger", "0009_lone_hold", "0010_key_months_charged", "0011_lone_settle", "0012_holds_by_index"])
+                                                  "0008_change_notices_by_trigger", "0009_lone_hold", "0010_key_months_charged", "0011_lone_settle", "0012_holds_by_index",
+                                                  "0013_key_limits_under_lock"])
         let again = try #require(try json(try lmsvr(url, "migrate", "--json").stdout) as? [String: Any])
         #expect((again["applied"] as? [String])?.isEmpty == true)
         let status = try #require(try json(try lmsvr(url, "migrate", "--status", "--json").stdout) as? [[String: Any]])

@@ -1,0 +1,3 @@
+-- Nothing to do on SQLite: a hold's transaction (BEGIN IMMEDIATE) reads the key and writes the
+-- hold with every other writer shut out, so no set-limits can commit in between. (PostgreSQL's
+-- 0013 reads a key's budget and limits under the customer's period row lock.)
