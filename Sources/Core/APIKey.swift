@@ -26,7 +26,7 @@ public enum APIKey {
     }
 
     /// The lowercase hex SHA-256 of a key, which is what the database stores and looks up.
-    public static func hash(_ key: String) -> String { sha256Hex(key) }
+    public static func hash(_ key: some StringProtocol) -> String { sha256Hex(key) }
 
     /// The part of a key that is safe to show in listings.
     public static func displayPrefix(of key: String) -> String {
@@ -35,14 +35,30 @@ public enum APIKey {
 }
 
 /// The lowercase hex SHA-256 of a string's UTF-8 bytes.
-public func sha256Hex(_ text: String) -> String {
-    let digest = SHA256.hash(data: Array(text.utf8))
-    let hexDigits = Array("0123456789abcdef")
-    var hex = ""
-    hex.reserveCapacity(64)
-    for byte in digest {
-        hex.append(hexDigits[Int(byte >> 4)])
-        hex.append(hexDigits[Int(byte & 0x0f)])
+///
+/// On every request (the presented key's hash is what the key cache is keyed by), so it hashes
+/// the string's own bytes where they are contiguous and writes the 64 digits straight into the
+/// new string: copying the bytes into an array and appending digit `Character`s one by one cost
+/// four times the hashing itself (1.5 % of a c=64 profile, the SHA-256 0.3 %).
+public func sha256Hex(_ text: some StringProtocol) -> String {
+    var hasher = SHA256()
+    if text.utf8.withContiguousStorageIfAvailable({ hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }) == nil {
+        hasher.update(data: Array(text.utf8))
     }
-    return hex
+    let digest = hasher.finalize()
+    return String(unsafeUninitializedCapacity: 2 * SHA256.byteCount) { out in
+        var i = 0
+        for byte in digest {
+            out[i] = hexDigit(byte >> 4)
+            out[i + 1] = hexDigit(byte & 0x0f)
+            i += 2
+        }
+        return i
+    }
+}
+
+/// The ASCII lowercase hex digit of a value below 16.
+@inline(__always)
+private func hexDigit(_ nibble: UInt8) -> UInt8 {
+    nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") - 10 + nibble
 }

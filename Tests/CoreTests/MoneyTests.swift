@@ -85,6 +85,24 @@ struct APIKeyTests {
         // SHA-256("abc"), the FIPS 180-2 test vector.
         #expect(sha256Hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     }
+
+    /// The same digest whatever holds the bytes: a string, a slice in the middle of one (the key
+    /// in an `Authorization` header), one built scalar by scalar, multi-byte UTF-8, nothing.
+    /// Digests by Python's hashlib.
+    @Test func hashesAreTheBytesDigestWhateverHoldsThem() {
+        let long = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+        let longDigest = "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        #expect(sha256Hex(long) == longDigest)
+        let header = "Bearer  \(long)\t"
+        let slice = header.dropFirst(8).dropLast()
+        #expect(slice == long[...])
+        #expect(sha256Hex(slice) == longDigest)
+        #expect(APIKey.hash(slice) == APIKey.hash(long))
+        let unicode = "clé 🔑 key"
+        #expect(sha256Hex(unicode) == "7134b558551baf0211126bed87901ae606c033f54c0e3e53863e732526f1e948")
+        #expect(sha256Hex(unicode.unicodeScalars.reduce(into: "") { $0.unicodeScalars.append($1) }) == sha256Hex(unicode))
+        #expect(sha256Hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    }
 }
 
 struct CalendarTests {
