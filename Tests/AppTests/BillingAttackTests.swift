@@ -66,16 +66,16 @@ struct BillingAttackTests {
         var upstream = FakeUpstream.Options()
         upstream.bigChunks = 16_000 // 16 MB: more than the socket buffers between here and there hold
         try await GatewayHarness.with(backend: backend, environment: [
-            // 3 s: shorter than the client's 5 s pause (the attack), and room for the fake upstream
-            // to be starved for a moment by the rest of the suite without looking silent (a run
-            // with 2 s failed so once).
-            "UPSTREAM_READ_TIMEOUT_SECONDS": "3", "DEFAULT_MAX_OUTPUT_TOKENS": "20000", "MAX_OUTPUT_TOKENS": "20000",
+            // 5 s: shorter than the client's 8 s pause (the attack), and room for the fake upstream
+            // to be starved for a moment by the rest of the suite without looking silent (runs
+            // with 2 s and then 3 s each failed so once, with the whole suite on two cores).
+            "UPSTREAM_READ_TIMEOUT_SECONDS": "5", "DEFAULT_MAX_OUTPUT_TOKENS": "20000", "MAX_OUTPUT_TOKENS": "20000",
         ], upstreamOptions: upstream) { h in
             let (customer, key) = try await h.customer(budgetNanos: nil)
             _ = try await h.store.setPrice(model: "big", price: ModelPrice(perRequest: .zero, outputPer1M: Money(nanos: 1_000_000_000)),
                                            effectiveFromMicros: nowMicros())
             let r = try await h.stream("/api/generate", key: key, json: #"{"model":"big","prompt":"x"}"#,
-                                       pauseAfterFirstChunk: .seconds(5))
+                                       pauseAfterFirstChunk: .seconds(8))
             #expect(r.body.utf8.count { $0 == UInt8(ascii: "\n") } == 16_001)
             let last = try jsonObject(String(try #require(r.body.split(separator: "\n").last)))
             #expect(last["done"] as? Bool == true && last["eval_count"] as? Int == 16_000)
