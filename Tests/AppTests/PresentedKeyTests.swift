@@ -1,4 +1,5 @@
 @testable import App
+import Core
 import HTTPTypes
 import Testing
 
@@ -6,10 +7,25 @@ import Testing
 /// nothing. Read as bytes (`Authenticator.presentedKey`), so these pin the edges.
 @Suite("The key a request presents")
 struct PresentedKeyTests {
-    func key(_ fields: [(String, String)]) -> String? {
+    /// Fields built leniently, blanks kept: `HTTPField(name:value:)` would trim them itself (as
+    /// NIO's conversion of a request's head does), and the trimming here must be tested too.
+    func headers(_ fields: [(String, String)]) -> HTTPFields {
         var headers = HTTPFields()
-        for (name, value) in fields { headers.append(HTTPField(name: HTTPField.Name(name)!, value: value)) }
-        return Authenticator.presentedKey(headers).map(String.init)
+        for (name, value) in fields { headers.append(HTTPField(name: HTTPField.Name(name)!, lenientValue: Array(value.utf8))) }
+        return headers
+    }
+
+    func key(_ fields: [(String, String)]) -> String? {
+        Authenticator.presentedKey(headers(fields)).map(String.init)
+    }
+
+    /// What the gateway looks up: the hash of the slice of the header's value, for a value short
+    /// enough to be stored inline and for a real key's length.
+    @Test func theSliceHashesAsTheKeyItself() {
+        for key in ["sk_a", APIKey.generate()] {
+            let slice = Authenticator.presentedKey(headers([("Authorization", "Bearer \(key)")]))
+            #expect(slice.map { APIKey.hash($0) } == APIKey.hash(key))
+        }
     }
 
     @Test func bearerInAnyCaseWithBlanksAround() {
@@ -21,6 +37,7 @@ struct PresentedKeyTests {
 
     @Test func xAPIKeyWhenThereIsNoBearer() {
         #expect(key([("x-api-key", "  sk_b\t")]) == "sk_b")
+        #expect(key([("X-API-Key", "sk_b")]) == "sk_b")
         #expect(key([("Authorization", "Basic dXNlcg=="), ("x-api-key", "sk_b")]) == "sk_b")
         #expect(key([("x-api-key", "sk_b"), ("Authorization", "Bearer sk_a")]) == "sk_a")
     }
