@@ -8,9 +8,8 @@ on PostgreSQL every request inserts a hold and deletes it, so between two autova
 minute apart by default) the holds table keeps tens of thousands of dead rows. Each round prints
 requests/s, p50, the gateway's and PostgreSQL's CPU per request, and the holds table's dead rows,
 heap and index sizes and autovacuum count (on SQLite: the database's and its WAL's sizes), so a
-slope shows. (Migration 0012 came from this: a
-sequential scan in the batch settle read the whole bloated heap once per batch, and throughput fell
-~40 % within a minute.)
+slope shows. (Migration 0012 came from this: a sequential scan in the batch settle read the whole
+bloated heap once per batch, and throughput fell ~40 % within a minute.)
 
 Sets up what bench/run.py does (nginx mock on CPU 1, lmsvr pinned to CPU 0, the small
 `/api/chat` body, a customer with a budget and per-token prices, PostgreSQL of its own, defaults

@@ -57,8 +57,3 @@ public func sha256Hex(_ text: some StringProtocol) -> String {
     }
 }
 
-/// The ASCII lowercase hex digit of a value below 16.
-@inline(__always)
-private func hexDigit(_ nibble: UInt8) -> UInt8 {
-    nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") - 10 + nibble
-}

@@ -324,15 +324,13 @@ public enum UsageExport {
                     case 0x09: ascii("\\t")
                     case 0..<0x20:
                         ascii("\\u00")
-                        byte(Self.hex[Int(b >> 4)])
-                        byte(Self.hex[Int(b & 15)])
+                        byte(hexDigit(b >> 4))
+                        byte(hexDigit(b))
                     default: byte(b)
                     }
                 }
             }
             byte(UInt8(ascii: "\""))
         }
-
-        private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
     }
 }

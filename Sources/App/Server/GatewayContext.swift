@@ -27,8 +27,6 @@ public struct GatewayContext: RequestContext {
 
 /// Request ids: the time they were made, then random bits, in hex.
 enum RequestId {
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
     /// `req_` and 32 lowercase hex digits: 12 of the wall clock in milliseconds (48 bits, enough
     /// until the year 10889), then 80 random bits from one `getentropy` (one `getrandom(2)`),
     /// written straight into the string.
@@ -46,13 +44,13 @@ enum RequestId {
         return String(unsafeUninitializedCapacity: 36) { buffer in
             for (index, byte) in "req_".utf8.enumerated() { buffer[index] = byte }
             for place in 0..<12 {
-                buffer[4 + place] = hexDigits[Int((time >> UInt64(44 - 4 * place)) & 0xF)]
+                buffer[4 + place] = hexDigit(time >> UInt64(44 - 4 * place))
             }
             withUnsafeBytes(of: &random) { random in
                 for index in 0..<10 {
                     let byte = random[index]
-                    buffer[16 + 2 * index] = hexDigits[Int(byte >> 4)]
-                    buffer[17 + 2 * index] = hexDigits[Int(byte & 0x0f)]
+                    buffer[16 + 2 * index] = hexDigit(byte >> 4)
+                    buffer[17 + 2 * index] = hexDigit(byte)
                 }
             }
             return 36
