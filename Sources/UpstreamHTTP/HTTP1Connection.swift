@@ -23,8 +23,7 @@ final class HTTP1Connection: @unchecked Sendable {
               finished: @escaping @Sendable (Bool) -> Void) -> HTTP1Exchange {
         let exchange = HTTP1Exchange(eventLoop: eventLoop)
         eventLoop.execute { [self] in
-            exchange.armHeadTimer(deadline)
-            handler.start(exchange, finished: finished)
+            handler.start(exchange, headDeadline: deadline, finished: finished)
             guard channel.isActive else {
                 // Closed while idle, just before this request took it: nothing was sent.
                 handler.failCurrent(.closedBeforeSending)
@@ -64,6 +63,14 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var keepAlive = false
     private var written = false
     private var readPending = false
+    /// When the current exchange's head is due (nil: no head awaited).
+    private var headDeadline: NIODeadline?
+    /// One head timer per connection, not one per exchange: it is left running when a head
+    /// arrives, and when it fires it fails the exchange whose head is overdue, or sets itself for
+    /// the current exchange's deadline, or lapses when no head is awaited (scheduling and
+    /// cancelling a timer per request was ~1 % of a billed request's CPU).
+    private var headTimer: Scheduled<Void>?
+    private var headTimerDeadline = NIODeadline.distantFuture
     /// Called once when the channel closes.
     var onClose: () -> Void = {}
 
@@ -75,13 +82,40 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         self.context = nil
     }
 
-    func start(_ exchange: HTTP1Exchange, finished: @escaping @Sendable (Bool) -> Void) {
+    /// Makes `exchange` the connection's current one; its head is due by `headDeadline`.
+    func start(_ exchange: HTTP1Exchange, headDeadline: NIODeadline, finished: @escaping @Sendable (Bool) -> Void) {
         self.exchange = exchange
         self.finished = finished
         keepAlive = false
         written = false
-        exchange.requestRead = { [weak self] in self?.readIfWanted() }
-        exchange.close = { [weak self] in self?.context?.close(promise: nil) }
+        exchange.connection = self
+        self.headDeadline = headDeadline
+        // A timer set for a later moment (a longer timeout before) is set again.
+        if headTimer == nil || headDeadline < headTimerDeadline, context?.channel.isActive == true {
+            headTimer?.cancel()
+            armHeadTimer(at: headDeadline, on: exchange.eventLoop)
+        }
+    }
+
+    private func armHeadTimer(at deadline: NIODeadline, on eventLoop: EventLoop) {
+        headTimerDeadline = deadline
+        headTimer = eventLoop.scheduleTask(deadline: deadline) { [weak self] in self?.headTimerFired(on: eventLoop) }
+    }
+
+    private func headTimerFired(on eventLoop: EventLoop) {
+        headTimer = nil
+        guard let exchange, exchange.awaitingHead, let deadline = headDeadline else { return }
+        if deadline <= .now() {
+            exchange.fail(.headTimeout)
+            closeChannel()
+        } else {
+            armHeadTimer(at: deadline, on: eventLoop)
+        }
+    }
+
+    /// Closes the connection (a timeout, or a consumer that stopped).
+    func closeChannel() {
+        context?.close(promise: nil)
     }
 
     func requestWritten(_ result: Result<Void, Error>) {
@@ -126,6 +160,7 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                 return
             }
             keepAlive = head.isKeepAlive
+            headDeadline = nil
             exchange.received(head: head)
         case .body(let chunk):
             exchange.received(body: chunk)
@@ -152,6 +187,8 @@ final class HTTP1ConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        headTimer?.cancel()
+        headTimer = nil
         exchange?.fail(lostConnection)
         exchange = nil
         let finished = self.finished

@@ -17,7 +17,6 @@ final class HTTP1Exchange: @unchecked Sendable {
     /// Succeeds with the response head; fails when the exchange fails before it.
     let headFuture: EventLoopFuture<HTTPResponseHead>
     private var head: EventLoopPromise<HTTPResponseHead>?
-    private var headTimer: Scheduled<Void>?
     private var parts = CircularBuffer<ByteBuffer>(initialCapacity: 4)
     private var buffered = 0
     private(set) var ended = false
@@ -31,10 +30,10 @@ final class HTTP1Exchange: @unchecked Sendable {
     /// timer per chunk was half of a streamed chunk's cost in this client).
     private var idleTimer: Scheduled<Void>?
     private var idleTimerDeadline = NIODeadline.distantFuture
-    /// Asks the connection for one more socket read.
-    var requestRead: () -> Void = {}
-    /// Closes the connection (a timeout, or a consumer that stopped).
-    var close: () -> Void = {}
+    /// The connection carrying the exchange: asked for socket reads, and closed on a timeout.
+    /// A reference, not two closures made per exchange; weak, as the connection holds the
+    /// exchange while it runs.
+    weak var connection: HTTP1ConnectionHandler?
 
     /// Made on any thread; used on `eventLoop` from then on.
     init(eventLoop: EventLoop) {
@@ -51,16 +50,7 @@ final class HTTP1Exchange: @unchecked Sendable {
 
     var awaitingHead: Bool { head != nil }
 
-    func armHeadTimer(_ deadline: NIODeadline) {
-        headTimer = eventLoop.scheduleTask(deadline: deadline) { [self] in
-            fail(.headTimeout)
-            close()
-        }
-    }
-
     func received(head response: HTTPResponseHead) {
-        headTimer?.cancel()
-        headTimer = nil
         head?.succeed(response)
         head = nil
     }
@@ -92,8 +82,6 @@ final class HTTP1Exchange: @unchecked Sendable {
     func fail(_ error: HTTP1ClientError) {
         guard !ended, failure == nil else { return }
         failure = error
-        headTimer?.cancel()
-        headTimer = nil
         idleTimer?.cancel()
         idleTimer = nil
         waitingSince = nil
@@ -107,7 +95,7 @@ final class HTTP1Exchange: @unchecked Sendable {
     func next(idleTimeout: TimeAmount) -> EventLoopFuture<ByteBuffer?> {
         if let chunk = parts.popFirst() {
             buffered -= chunk.readableBytes
-            if wantsRead { requestRead() }
+            if wantsRead { connection?.readIfWanted() }
             return eventLoop.makeSucceededFuture(chunk)
         }
         if ended { return eventLoop.makeSucceededFuture(nil) }
@@ -123,7 +111,7 @@ final class HTTP1Exchange: @unchecked Sendable {
             idleTimer?.cancel()
             armIdleTimer(at: now + idleTimeout)
         }
-        requestRead()
+        connection?.readIfWanted()
         return promise.futureResult
     }
 
@@ -137,7 +125,7 @@ final class HTTP1Exchange: @unchecked Sendable {
             let expiry = since + idleTimeout
             if expiry <= .now() {
                 fail(.idleTimeout)
-                close()
+                connection?.closeChannel()
             } else {
                 armIdleTimer(at: expiry)
             }

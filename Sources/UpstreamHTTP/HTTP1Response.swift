@@ -47,6 +47,8 @@ public final class HTTP1ResponseBody: @unchecked Sendable {
     }
 
     deinit {
+        // Every response ends here; one read to its end needs no hop to its loop to say so.
+        if exchange.eventLoop.inEventLoop, exchange.ended { return }
         discard()
     }
 }

@@ -10,10 +10,11 @@ import Testing
 struct HTTP1PoolTests {
     let group = MultiThreadedEventLoopGroup.singleton
 
-    func withUpstream(maxConnections: Int = 8, _ body: (TestUpstream, HTTP1Pool) async throws -> Void) async throws {
+    func withUpstream(maxConnections: Int = 8, idleConnectionTimeout: TimeAmount = .seconds(60),
+                      _ body: (TestUpstream, HTTP1Pool) async throws -> Void) async throws {
         let upstream = try await TestUpstream(group: group)
         let pool = HTTP1Pool(host: "127.0.0.1", port: upstream.port, group: group, maxConnections: maxConnections,
-                             connectTimeout: .seconds(30))
+                             connectTimeout: .seconds(30), idleConnectionTimeout: idleConnectionTimeout)
         do {
             try await body(upstream, pool)
         } catch {
@@ -166,17 +167,54 @@ struct HTTP1PoolTests {
         }
     }
 
-    /// The head must come within its timeout; the connection is then closed.
+    /// The head must come within its timeout; the connection is then closed. The connection's
+    /// timer, set by the request before for a later moment, is set again for the shorter one.
     @Test func headTimeout() async throws {
         try await withUpstream { upstream, pool in
             // A kept-alive connection first: under a loaded machine the short deadline would
             // otherwise expire while connecting, which is a connect timeout, not this test's subject.
-            #expect(try await text(try await pool.execute(method: .GET, path: "/slow?ms=0", headTimeout: .seconds(30))) == "slow")
+            #expect(try await text(try await pool.execute(method: .GET, path: "/slow?ms=0", headTimeout: .seconds(60))) == "slow")
+            let started = ContinuousClock.now
             await #expect(throws: HTTP1ClientError.headTimeout) {
                 _ = try await pool.execute(method: .GET, path: "/hang", headTimeout: .milliseconds(200))
             }
+            #expect(ContinuousClock.now - started < .seconds(30)) // not the 60 s of the request before
             let closed = try await closes(upstream, count: 1)
             #expect(closed)
+        }
+    }
+
+    /// A head timeout is the request's own: the timer left running by an answered request with a
+    /// short timeout does not fail the next request on the connection, which has a longer one.
+    @Test func anEarlierRequestsHeadTimeoutDoesNotEndTheNext() async throws {
+        try await withUpstream { upstream, pool in
+            // Timeouts of seconds: the whole suite runs at once on two cores.
+            #expect(try await text(try await pool.execute(method: .GET, path: "/hello", headTimeout: .seconds(30))) == "hello")
+            #expect(try await text(try await pool.execute(method: .GET, path: "/slow?ms=0", headTimeout: .seconds(2))) == "slow")
+            let slow = try await pool.execute(method: .GET, path: "/slow?ms=3500", headTimeout: .seconds(60))
+            #expect(try await text(slow) == "slow")
+            #expect(upstream.snapshot.accepted == 1)
+        }
+    }
+
+    /// A connection idle for `idleConnectionTimeout` is closed; one in use more often than that
+    /// is kept, however long it has been open.
+    @Test func idleConnectionsExpire() async throws {
+        try await withUpstream(idleConnectionTimeout: .seconds(5)) { upstream, pool in
+            // 7 s of requests half a second apart: the connection outlives its first idle
+            // moment's expiry, never idling 5 s (gaps ten times the sleep: the whole suite runs
+            // at once on two cores, and stretched 1 s sleeps past 3 s in one run).
+            for _ in 0..<14 {
+                #expect(try await text(try await pool.execute(method: .GET, path: "/hello", headTimeout: .seconds(30))) == "hello")
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            #expect(upstream.snapshot.accepted == 1)
+            #expect(upstream.snapshot.closed == 0)
+            let closed = try await closes(upstream, count: 1) // then it idles, and is closed
+            #expect(closed)
+            #expect(pool.idleConnections == 0)
+            #expect(try await text(try await pool.execute(method: .GET, path: "/hello", headTimeout: .seconds(30))) == "hello")
+            #expect(upstream.snapshot.accepted == 2)
         }
     }
 

@@ -60,7 +60,9 @@ struct LineLogHandler: LogHandler {
 
     static func merged(_ handlerMetadata: Logger.Metadata, _ event: LogEvent) -> Logger.Metadata {
         guard let own = event.metadata, !own.isEmpty else { return handlerMetadata }
-        return handlerMetadata.merging(own, uniquingKeysWith: { $1 })
+        // Most loggers carry no metadata of their own: merging into an empty dictionary still
+        // copied the event's (the request line's six fields) into a new one.
+        return handlerMetadata.isEmpty ? own : handlerMetadata.merging(own, uniquingKeysWith: { $1 })
     }
 
     static func textLine(event: LogEvent, label: String, handlerMetadata: Logger.Metadata, micros: Int64) -> String {
