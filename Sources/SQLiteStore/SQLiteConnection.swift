@@ -20,6 +20,7 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
     /// `synchronous`: `FULL` fsyncs every commit, `NORMAL` only WAL checkpoints.
     /// `busyTimeoutMillis`: how long a writer waits for another process's lock before giving up.
     init(path: String, fullSync: Bool = true, busyTimeoutMillis: Int = 10_000) throws(SQLError) {
+        _ = Self.memoryStatisticsOff
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         if !FileManager.default.fileExists(atPath: directory) {
             do {
@@ -46,6 +47,10 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
         let level = fullSync ? "FULL" : "NORMAL"
         try executeScript("PRAGMA journal_mode = WAL; PRAGMA synchronous = \(level); PRAGMA foreign_keys = ON;")
     }
+
+    /// Once per process, before the first open: lmsvr never reads SQLite's memory statistics,
+    /// and keeping them costs a global mutex around every allocation SQLite makes.
+    private static let memoryStatisticsOff: Void = { _ = lmsvr_sqlite3_disable_memory_statistics() }()
 
     deinit {
         for prepared in statements.values { sqlite3_finalize(prepared.handle) }

@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 import SQLStore
 import SQLiteStore
@@ -91,6 +92,15 @@ struct SQLiteGroupCommitTests {
         #expect(try await synchronous() == 1) // NORMAL for the hold-like commit
         _ = try await database.transaction(maxAttempts: 1, durable: true) { try $0.execute("INSERT INTO t (n) VALUES (2)") }
         #expect(try await synchronous() == 2) // FULL again for the next durable one
+        await database.shutdown()
+    }
+
+    /// SQLite's memory statistics take a process-wide mutex around every allocation; lmsvr turns
+    /// them off before the first open, so SQLite has counted nothing after real work.
+    @Test func sqliteKeepsNoMemoryStatistics() async throws {
+        let database = try await openTable()
+        _ = try await database.transaction(maxAttempts: 1, durable: true) { try $0.execute("INSERT INTO t (n) VALUES (1)") }
+        #expect(sqlite3_memory_used() == 0)
         await database.shutdown()
     }
 
