@@ -82,7 +82,7 @@ public struct JSONTopLevelScanner: Sendable {
             if depth == 1 && expectingKey {
                 readingKey = true
                 expectingKey = false
-                key = []
+                key.removeAll(keepingCapacity: true) // one buffer for every key of the object
                 keyOverflow = false
             }
         case UInt8(ascii: ":") where depth == 1 && readingKey:

@@ -9,7 +9,10 @@ import Providers
 ///
 /// Fail closed: if the store cannot be reached for the price or the hold, the request gets 503
 /// and the upstream is never called.
-struct Billing: Sendable {
+///
+/// A class: every metered call and its settlement keep it, and a struct holding the whole
+/// `Configuration` was copied (a retain per field) and destroyed several times per request.
+final class Billing: Sendable {
     let store: any Store
     let configuration: Configuration
     let logger: Logger
@@ -19,6 +22,18 @@ struct Billing: Sendable {
     let journal: SettleJournal
     /// Settles no request waits for, awaited at shutdown.
     let detached: DetachedSettles
+
+    init(store: any Store, configuration: Configuration, logger: Logger, metrics: GatewayMetrics, cache: LookupCache,
+         liveHolds: LiveHolds, journal: SettleJournal, detached: DetachedSettles) {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+        self.metrics = metrics
+        self.cache = cache
+        self.liveHolds = liveHolds
+        self.journal = journal
+        self.detached = detached
+    }
 
     /// What a request was admitted with; everything settling needs.
     struct Ticket: Sendable {
