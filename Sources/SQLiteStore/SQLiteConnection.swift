@@ -107,6 +107,10 @@ final class SQLiteConnection: SQLConnection, @unchecked Sendable {
     }
 
     /// Nobody listens on SQLite: servers notice other processes' commits through
+    /// Whether a transaction is open. SQLite ends one by itself on some errors (a full disk,
+    /// an I/O error, no memory), whatever the statements after it expect.
+    var isInTransaction: Bool { sqlite3_get_autocommit(handle) == 0 }
+
     /// `PRAGMA data_version` (`SQLiteChangeWatcher`).
     func notifyChange(_ payload: String) throws(SQLError) {}
 

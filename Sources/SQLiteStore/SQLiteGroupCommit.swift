@@ -209,6 +209,16 @@ final class SQLiteGroupCommit: Sendable {
                     _ = try? connection.execute("RELEASE member", [])
                 }
                 outcomes[index] = error
+                // SQLite ended the whole transaction by itself: the members before this one
+                // were undone with it, and each one after would begin (and, at its RELEASE,
+                // commit) a transaction of its own while the group's COMMIT failed them all.
+                if !connection.isInTransaction {
+                    let undone = SQLError.retryable("SQLite rolled the transaction back: \(error)")
+                    for other in group.indices where other != index && (other > index || outcomes[other] == nil) {
+                        outcomes[other] = undone
+                    }
+                    return outcomes
+                }
             }
         }
         if outcomes.allSatisfy({ $0 != nil }) {

@@ -59,6 +59,42 @@ struct SQLiteGroupCommitTests {
         await database.shutdown()
     }
 
+    /// On a full disk, an I/O error or no memory, SQLite ends the whole transaction by itself.
+    /// Every member is then told what became of it: those undone with the transaction fail
+    /// (and may retry), none is committed behind the group's back, and no caller that was told
+    /// it failed finds its write committed.
+    @Test func membersOfATransactionSQLiteEndedAreToldTheTruth() async throws {
+        let database = try await openTable()
+        let outcomes = await withTaskGroup(of: (Int, Bool).self) { group in
+            for n in 1...200 {
+                group.addTask {
+                    do {
+                        try await database.transaction(maxAttempts: 1, durable: true) { c in
+                            try c.execute("INSERT INTO t (n) VALUES ($1)", .int(Int64(n)))
+                            if n % 25 == 0 {
+                                // What SQLite does by itself on SQLITE_FULL or SQLITE_IOERR.
+                                try c.executeScript("ROLLBACK")
+                                throw SQLError.other("simulated I/O error")
+                            }
+                        }
+                        return (n, true)
+                    } catch {
+                        return (n, false)
+                    }
+                }
+            }
+            return await group.reduce(into: [(Int, Bool)]()) { $0.append($1) }
+        }
+        let rows = Set(try await database.withConnection { try $0.execute("SELECT n FROM t").map { try $0.int(0) } })
+        for (n, succeeded) in outcomes {
+            #expect(rows.contains(Int64(n)) == succeeded, "member \(n): told \(succeeded ? "committed" : "failed")")
+        }
+        #expect(outcomes.filter { $0.0 % 25 == 0 }.allSatisfy { !$0.1 })
+        // The connection is in autocommit again: a transaction of its own begins and commits.
+        _ = try await database.transaction(maxAttempts: 1, durable: true) { try $0.execute("INSERT INTO t (n) VALUES (1000)") }
+        await database.shutdown()
+    }
+
     /// One at a time, each transaction is a group of one and runs without a savepoint: a failure
     /// after a write must still undo that write and leave the connection ready for the next.
     @Test func aLoneFailingTransactionRollsBackEntirely() async throws {
